@@ -1,0 +1,36 @@
+// Build: TypeScript -> dist/, AssemblyScript kernels -> dist/kernels/*.wasm.
+// Runs on `npm ci` (prepare) and before tests, so a fresh clone needs nothing but Node.js and npm.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, existsSync, statSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+function newest(dir) {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+// kernels: rebuilt only when the AssemblyScript sources changed (asc takes a few seconds)
+mkdirSync(join(root, 'dist', 'kernels'), { recursive: true });
+const wasm = join(root, 'dist', 'kernels', 'cpu.wasm');
+if (!existsSync(wasm) || statSync(wasm).mtimeMs < newest(join(root, 'assembly'))) {
+  run(bin('asc'), [
+    'assembly/index.ts', '-o', wasm,
+    '--enable', 'simd', '--enable', 'threads',
+    '--importMemory', '--sharedMemory', '--initialMemory', '1', '--maximumMemory', '65536',
+    '-O3', '--runtime', 'stub', '--noAssert', '--exportStart', '_start',
+  ]);
+}
+run(bin('tsc'), ['-p', 'tsconfig.json']);

@@ -1,0 +1,34 @@
+/** Shared test utilities: closeness checks that print the first mismatches and the max difference. */
+import assert from 'node:assert/strict';
+
+/** Asserts |a - b| <= atol + rtol |b| elementwise; on failure names the first mismatches. */
+export function assertAllClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  { rtol = 1e-5, atol = 1e-8, label = '' }: { rtol?: number; atol?: number; label?: string } = {},
+): void {
+  assert.equal(actual.length, expected.length, `${label} length ${actual.length} != ${expected.length}`);
+  const bad: string[] = [];
+  let maxDiff = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i]!;
+    const b = expected[i]!;
+    const d = Math.abs(a - b);
+    if (!(d <= atol + rtol * Math.abs(b))) {
+      if (bad.length < 5) bad.push(`[${i}] ${a} vs ${b}`);
+      maxDiff = Math.max(maxDiff, Number.isNaN(d) ? Infinity : d);
+    }
+  }
+  if (bad.length) assert.fail(`${label} not close (rtol ${rtol}, atol ${atol}); max diff ${maxDiff}; first: ${bad.join(', ')}`);
+}
+
+/** Relative error ||a - b|| / ||b|| (the measure METHOD.md uses). */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-300);
+}
