@@ -1,0 +1,380 @@
+// CPU compute kernels in AssemblyScript, compiled to WebAssembly with SIMD (f32x4) and threads
+// (shared memory). Why AssemblyScript: it compiles in the package's build step from npm alone
+// (no Rust/C toolchain on a user's machine), its SIMD intrinsics map 1:1 to wasm instructions, and
+// Binaryen optimises the result. Every kernel takes raw byte offsets into the one shared linear memory
+// the TypeScript allocator manages (src/backend/cpu/memory.ts), plus (tid, nth): the caller runs the
+// same call on nth threads and each computes its own slice, so no kernel needs a lock.
+//
+// Kernels (each checked against the TypeScript reference loops in test/backend/):
+//   gemm_f32        C = alpha op(A) op(B) + beta C, strided (transposes are strides), batched
+//   bias_act_f32    C += bias (per column), optionally GELU(erf) with the pre-activation saved
+//   attn_fwd_f32    sliding-window + global-token (or full) attention forward, saves log-sum-exp
+//   attn_bwd_f32    its backward (recomputes probabilities from the log-sum-exp, FlashAttention style)
+
+export const HEAP_BASE: usize = __heap_base;
+
+// ------------------------------------------------------------------------------------------------
+// GEMM. Goto-style blocking: B packed into KC x 8 column panels (L1), A into MC x KC row panels of 4
+// (L2), a 4x8 register tile (8 f32x4 accumulators). 4x8 was measured fastest under V8: larger
+// tiles (6x8, 4x12, 8x8) spill xmm registers and ran 35-45% slower; unrolling K also ran slower.
+// ------------------------------------------------------------------------------------------------
+const MR: i32 = 4;
+const NR: i32 = 8;
+const KC: i32 = 256;
+const MC: i32 = 64;
+const NC: i32 = 480;
+/** Bytes of workspace one thread needs (packed A block + packed B block + a 4x8 edge tile). */
+export const GEMM_WS_BYTES: i32 = (MC * KC + KC * (NC + NR) + MR * NR) * 4;
+
+// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A (element (i,k) at a + 4(i sam + k sak)) into
+// panels of MR rows: dst[(p kc + k) MR + r]; rows past mc are zero.
+function packA(a: usize, sam: i32, sak: i32, mc: i32, kc: i32, dst: usize): void {
+  for (let i = 0; i < mc; i += MR) {
+    const h = min(MR, mc - i);
+    let d = dst + ((<usize>i * kc) << 2);
+    if (h == MR && sam == 1) {
+      // transposed A: the 4 rows of a k are contiguous
+      for (let k = 0; k < kc; k++) {
+        v128.store(d, v128.load(a + ((<usize>i + <usize>k * sak) << 2)));
+        d += 16;
+      }
+    } else if (h == MR) {
+      const r0 = a + ((<usize>i * sam) << 2);
+      const r1 = r0 + ((<usize>sam) << 2);
+      const r2 = r1 + ((<usize>sam) << 2);
+      const r3 = r2 + ((<usize>sam) << 2);
+      for (let k = 0; k < kc; k++) {
+        const o = (<usize>k * sak) << 2;
+        store<f32>(d, load<f32>(r0 + o));
+        store<f32>(d, load<f32>(r1 + o), 4);
+        store<f32>(d, load<f32>(r2 + o), 8);
+        store<f32>(d, load<f32>(r3 + o), 12);
+        d += 16;
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        for (let r = 0; r < MR; r++) {
+          store<f32>(d + (<usize>r << 2), r < h ? load<f32>(a + ((<usize>(i + r) * sam + <usize>k * sak) << 2)) : 0);
+        }
+        d += 16;
+      }
+    }
+  }
+}
+
+// Packs rows [k0, k0+kc) x cols [j0, j0+nc) of B (element (k,j) at b + 4(k sbk + j sbn)) into
+// panels of NR columns: dst[(p kc + k) NR + c]; columns past nc are zero.
+function packB(b: usize, sbk: i32, sbn: i32, kc: i32, nc: i32, dst: usize): void {
+  for (let j = 0; j < nc; j += NR) {
+    const w = min(NR, nc - j);
+    let d = dst + ((<usize>j * kc) << 2);
+    if (w == NR && sbn == 1) {
+      for (let k = 0; k < kc; k++) {
+        const s = b + ((<usize>k * sbk + j) << 2);
+        v128.store(d, v128.load(s));
+        v128.store(d, v128.load(s, 16), 16);
+        d += 32;
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        for (let c = 0; c < NR; c++) {
+          store<f32>(d + (<usize>c << 2), c < w ? load<f32>(b + ((<usize>k * sbk + <usize>(j + c) * sbn) << 2)) : 0);
+        }
+        d += 32;
+      }
+    }
+  }
+}
+
+// C[4x8] (row stride ldc floats) += alpha * (packed A panel) x (packed B panel).
+@inline function micro(ap: usize, bp: usize, kc: i32, c: usize, ldc: i32, alpha: f32): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(bp);
+    const b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap);
+    c00 = f32x4.add(c00, f32x4.mul(a, b0)); c01 = f32x4.add(c01, f32x4.mul(a, b1));
+    a = v128.load32_splat(ap, 4);
+    c10 = f32x4.add(c10, f32x4.mul(a, b0)); c11 = f32x4.add(c11, f32x4.mul(a, b1));
+    a = v128.load32_splat(ap, 8);
+    c20 = f32x4.add(c20, f32x4.mul(a, b0)); c21 = f32x4.add(c21, f32x4.mul(a, b1));
+    a = v128.load32_splat(ap, 12);
+    c30 = f32x4.add(c30, f32x4.mul(a, b0)); c31 = f32x4.add(c31, f32x4.mul(a, b1));
+    ap += 16; bp += 32;
+  }
+  const al = f32x4.splat(alpha);
+  const ld = <usize>ldc << 2;
+  v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c00))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c01)), 16); c += ld;
+  v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c10))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c11)), 16); c += ld;
+  v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c20))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c21)), 16); c += ld;
+  v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c30))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c31)), 16);
+}
+
+function gemmRange(
+  M: i32, N: i32, K: i32,
+  a: usize, sam: i32, sak: i32, b: usize, sbk: i32, sbn: i32, c: usize, ldc: i32,
+  alpha: f32, beta: f32, m0: i32, m1: i32, n0: i32, n1: i32, ws: usize,
+): void {
+  if (m1 <= m0 || n1 <= n0) return;
+  // C = beta C over the range first (beta 0 overwrites, so garbage or NaN in C never leaks in)
+  if (beta != 1) {
+    for (let i = m0; i < m1; i++) {
+      const row = c + ((<usize>i * ldc) << 2);
+      for (let j = n0; j < n1; j++) {
+        const p = row + (<usize>j << 2);
+        store<f32>(p, beta == 0 ? 0 : beta * load<f32>(p));
+      }
+    }
+  }
+  const wsA = ws;
+  const wsB = ws + ((<usize>MC * KC) << 2);
+  const tile = wsB + ((<usize>KC * (NC + NR)) << 2);
+  for (let k0 = 0; k0 < K; k0 += KC) {
+    const kc = min(KC, K - k0);
+    for (let j0 = n0; j0 < n1; j0 += NC) {
+      const nc = min(NC, n1 - j0);
+      packB(b + ((<usize>k0 * sbk + <usize>j0 * sbn) << 2), sbk, sbn, kc, nc, wsB);
+      for (let i0 = m0; i0 < m1; i0 += MC) {
+        const mc = min(MC, m1 - i0);
+        packA(a + ((<usize>i0 * sam + <usize>k0 * sak) << 2), sam, sak, mc, kc, wsA);
+        for (let j = 0; j < nc; j += NR) {
+          const w = min(NR, nc - j);
+          const bp = wsB + ((<usize>j * kc) << 2);
+          for (let i = 0; i < mc; i += MR) {
+            const h = min(MR, mc - i);
+            const ap = wsA + ((<usize>i * kc) << 2);
+            const cp = c + ((<usize>(i0 + i) * ldc + j0 + j) << 2);
+            if (h == MR && w == NR) {
+              micro(ap, bp, kc, cp, ldc, alpha);
+            } else {
+              // edge tile: compute into a zeroed 4x8 scratch, add the valid part
+              for (let q = 0; q < MR * NR; q++) store<f32>(tile + (<usize>q << 2), 0);
+              micro(ap, bp, kc, tile, NR, alpha);
+              for (let r = 0; r < h; r++) {
+                for (let s = 0; s < w; s++) {
+                  const p = cp + ((<usize>r * ldc + s) << 2);
+                  store<f32>(p, load<f32>(p) + load<f32>(tile + ((<usize>(r * NR + s)) << 2)));
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * C[bt] = alpha A[bt] B[bt] + beta C[bt] for bt < batch. A is M x K with element (i,k) at
+ * a + 4 (bt sab + i sam + k sak); B is K x N likewise; C is M x N with row stride ldc. Work is split
+ * over threads by batch when batch >= nth, else along the longer of M and N.
+ */
+export function gemm_f32(
+  M: i32, N: i32, K: i32,
+  a: usize, sam: i32, sak: i32, sab: i32,
+  b: usize, sbk: i32, sbn: i32, sbb: i32,
+  c: usize, ldc: i32, scb: i32,
+  alpha: f32, beta: f32, batch: i32,
+  wsBase: usize, wsBytes: i32, tid: i32, nth: i32,
+): void {
+  const ws = wsBase + <usize>tid * <usize>wsBytes;
+  if (batch >= nth) {
+    for (let bt = tid; bt < batch; bt += nth) {
+      gemmRange(M, N, K, a + ((<usize>bt * sab) << 2), sam, sak, b + ((<usize>bt * sbb) << 2), sbk, sbn,
+        c + ((<usize>bt * scb) << 2), ldc, alpha, beta, 0, M, 0, N, ws);
+    }
+    return;
+  }
+  let m0 = 0, m1 = M, n0 = 0, n1 = N;
+  if (M >= N) {
+    const per = ((M + nth * MR - 1) / (nth * MR)) * MR;
+    m0 = min(M, tid * per); m1 = min(M, m0 + per);
+  } else {
+    const per = ((N + nth * NR - 1) / (nth * NR)) * NR;
+    n0 = min(N, tid * per); n1 = min(N, n0 + per);
+  }
+  for (let bt = 0; bt < batch; bt++) {
+    gemmRange(M, N, K, a + ((<usize>bt * sab) << 2), sam, sak, b + ((<usize>bt * sbb) << 2), sbk, sbn,
+      c + ((<usize>bt * scb) << 2), ldc, alpha, beta, m0, m1, n0, n1, ws);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Epilogue: C[i, j] += bias[j]; with gelu, pre[i, j] = C[i, j] and C[i, j] = gelu(C[i, j]).
+// GELU is the erf form; erf from the classic Chebyshev-fitted erfc (fractional error < 1.2e-7,
+// below float32 resolution), evaluated in f64.
+// ------------------------------------------------------------------------------------------------
+@inline function erfc64(x: f64): f64 {
+  const z = abs<f64>(x);
+  const t = 1.0 / (1.0 + 0.5 * z);
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? r : 2.0 - r;
+}
+@inline function gelu64(x: f64): f64 {
+  return 0.5 * x * erfc64(-x * 0.7071067811865476);
+}
+
+export function bias_act_f32(c: usize, M: i32, N: i32, bias: usize, gelu: i32, pre: usize, tid: i32, nth: i32): void {
+  const per = (M + nth - 1) / nth;
+  const i0 = min(M, tid * per), i1 = min(M, i0 + per);
+  for (let i = i0; i < i1; i++) {
+    const row = c + ((<usize>i * N) << 2);
+    const prow = pre + ((<usize>i * N) << 2);
+    if (bias != 0) {
+      let j = 0;
+      for (; j + 4 <= N; j += 4) {
+        const p = row + (<usize>j << 2);
+        v128.store(p, f32x4.add(v128.load(p), v128.load(bias + (<usize>j << 2))));
+      }
+      for (; j < N; j++) {
+        const p = row + (<usize>j << 2);
+        store<f32>(p, load<f32>(p) + load<f32>(bias + (<usize>j << 2)));
+      }
+    }
+    if (gelu) {
+      for (let j = 0; j < N; j++) {
+        const x = load<f32>(row + (<usize>j << 2));
+        store<f32>(prow + (<usize>j << 2), x);
+        store<f32>(row + (<usize>j << 2), <f32>gelu64(<f64>x));
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Attention (SPEC section 2). Layout: qkv [B, S, 3d] (q | k | v per row, d = H dh), out [B, S, d],
+// lse [B, H, S]. S = G + N: rows 0..G-1 are global tokens (attend to all S, attended by all);
+// a local row at position p = i - G attends the globals and positions p + r k, |k| <= w, inside
+// [0, N). window < 0 means full attention. Threads split the (b, h) pairs: each pair owns its
+// head's columns of out / dqkv, so no two threads write the same element.
+// ------------------------------------------------------------------------------------------------
+@inline function dot(x: usize, y: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(x + (<usize>i << 2)), v128.load(y + (<usize>i << 2))));
+  let s = f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3);
+  for (; i < n; i++) s += load<f32>(x + (<usize>i << 2)) * load<f32>(y + (<usize>i << 2));
+  return s;
+}
+// y[0..n) += a x[0..n)
+@inline function axpy(a: f32, x: usize, y: usize, n: i32): void {
+  const av = f32x4.splat(a);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p = y + (<usize>i << 2);
+    v128.store(p, f32x4.add(v128.load(p), f32x4.mul(av, v128.load(x + (<usize>i << 2)))));
+  }
+  for (; i < n; i++) {
+    const p = y + (<usize>i << 2);
+    store<f32>(p, load<f32>(p) + a * load<f32>(x + (<usize>i << 2)));
+  }
+}
+
+// The keys of query row i, written as row indices into keys[]; returns their count.
+function keysOf(i: i32, S: i32, G: i32, window: i32, dilation: i32, keys: usize): i32 {
+  let n = 0;
+  if (window < 0 || i < G) {
+    for (let j = 0; j < S; j++) { store<i32>(keys + (<usize>n << 2), j); n++; }
+    return n;
+  }
+  for (let j = 0; j < G; j++) { store<i32>(keys + (<usize>n << 2), j); n++; }
+  const N = S - G;
+  const p = i - G;
+  for (let k = -window; k <= window; k++) {
+    const q = p + dilation * k;
+    if (q >= 0 && q < N) { store<i32>(keys + (<usize>n << 2), G + q); n++; }
+  }
+  return n;
+}
+
+/** Scratch bytes one thread needs for attention over S rows. */
+export function attn_ws_bytes(S: i32): i32 {
+  return S * 8 + 64;
+}
+
+export function attn_fwd_f32(
+  qkv: usize, out: usize, lse: usize, B: i32, S: i32, H: i32, dh: i32, G: i32,
+  window: i32, dilation: i32, scale: f32, wsBase: usize, wsBytes: i32, tid: i32, nth: i32,
+): void {
+  const ws = wsBase + <usize>tid * <usize>wsBytes;
+  const d = H * dh;
+  const keys = ws;
+  const sc = ws + ((<usize>S) << 2);
+  for (let bh = tid; bh < B * H; bh += nth) {
+    const b = bh / H, h = bh % H;
+    const base = qkv + ((<usize>b * S * 3 * d) << 2);
+    for (let i = 0; i < S; i++) {
+      const q = base + ((<usize>i * 3 * d + h * dh) << 2);
+      const nk = keysOf(i, S, G, window, dilation, keys);
+      let mx: f32 = -Infinity;
+      for (let t = 0; t < nk; t++) {
+        const j = load<i32>(keys + (<usize>t << 2));
+        const s = dot(q, base + ((<usize>j * 3 * d + d + h * dh) << 2), dh) * scale;
+        store<f32>(sc + (<usize>t << 2), s);
+        mx = max(mx, s);
+      }
+      let sum: f32 = 0;
+      for (let t = 0; t < nk; t++) {
+        const e = <f32>Math.exp(<f64>(load<f32>(sc + (<usize>t << 2)) - mx));
+        store<f32>(sc + (<usize>t << 2), e);
+        sum += e;
+      }
+      const o = out + ((<usize>(b * S + i) * d + h * dh) << 2);
+      for (let x = 0; x < dh; x++) store<f32>(o + (<usize>x << 2), 0);
+      const inv: f32 = 1 / sum;
+      for (let t = 0; t < nk; t++) {
+        const j = load<i32>(keys + (<usize>t << 2));
+        axpy(load<f32>(sc + (<usize>t << 2)) * inv, base + ((<usize>j * 3 * d + 2 * d + h * dh) << 2), o, dh);
+      }
+      store<f32>(lse + ((<usize>(bh * S + i)) << 2), mx + <f32>Math.log(<f64>sum));
+    }
+  }
+}
+
+/**
+ * Backward: dqkv (zeroed by this kernel for its heads) from dout, using out and lse of the forward.
+ * D_i = dout_i . out_i; p_ij = exp(s_ij - lse_i); dv_j += p_ij dout_i; ds_ij = p_ij (dout_i . v_j - D_i);
+ * dq_i += scale ds_ij k_j; dk_j += scale ds_ij q_i.
+ */
+export function attn_bwd_f32(
+  qkv: usize, out: usize, lse: usize, dout: usize, dqkv: usize, B: i32, S: i32, H: i32, dh: i32, G: i32,
+  window: i32, dilation: i32, scale: f32, wsBase: usize, wsBytes: i32, tid: i32, nth: i32,
+): void {
+  const ws = wsBase + <usize>tid * <usize>wsBytes;
+  const d = H * dh;
+  const keys = ws;
+  for (let bh = tid; bh < B * H; bh += nth) {
+    const b = bh / H, h = bh % H;
+    const base = qkv + ((<usize>b * S * 3 * d) << 2);
+    const dbase = dqkv + ((<usize>b * S * 3 * d) << 2);
+    for (let i = 0; i < S; i++) {
+      for (let part = 0; part < 3; part++) {
+        const p = dbase + ((<usize>i * 3 * d + part * d + h * dh) << 2);
+        for (let x = 0; x < dh; x++) store<f32>(p + (<usize>x << 2), 0);
+      }
+    }
+    for (let i = 0; i < S; i++) {
+      const q = base + ((<usize>i * 3 * d + h * dh) << 2);
+      const dq = dbase + ((<usize>i * 3 * d + h * dh) << 2);
+      const o = out + ((<usize>(b * S + i) * d + h * dh) << 2);
+      const dout_i = dout + ((<usize>(b * S + i) * d + h * dh) << 2);
+      const Di = dot(dout_i, o, dh);
+      const l = load<f32>(lse + ((<usize>(bh * S + i)) << 2));
+      const nk = keysOf(i, S, G, window, dilation, keys);
+      for (let t = 0; t < nk; t++) {
+        const j = load<i32>(keys + (<usize>t << 2));
+        const kj = base + ((<usize>j * 3 * d + d + h * dh) << 2);
+        const vj = base + ((<usize>j * 3 * d + 2 * d + h * dh) << 2);
+        const pij = <f32>Math.exp(<f64>(dot(q, kj, dh) * scale - l));
+        axpy(pij, dout_i, dbase + ((<usize>j * 3 * d + 2 * d + h * dh) << 2), dh);
+        const ds = pij * (dot(dout_i, vj, dh) - Di) * scale;
+        axpy(ds, kj, dq, dh);
+        axpy(ds, q, dbase + ((<usize>j * 3 * d + d + h * dh) << 2), dh);
+      }
+    }
+  }
+}
