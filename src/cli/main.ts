@@ -4,6 +4,8 @@
  * turns every library error into one line on stderr with exit code 2 (never a stack trace, unless
  * MOE_DIFFUSEQ_DEBUG=1).
  */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { MoeDiffuseqError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { commandHelp, parseCommandArgs, type Command, type OptionTable } from './command.js';
@@ -67,7 +69,18 @@ export function reportError(e: unknown): number {
   return 1;
 }
 
-const isMain = process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL((await import('node:fs')).realpathSync(process.argv[1])).href;
+/** True when this module is the process's entry script (not when imported, e.g. by tests). */
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href;
+  } catch {
+    return false; // argv[1] is not a file (node -e, a REPL)
+  }
+}
+
+const isMain = isEntryPoint();
 if (isMain) {
   runCli(process.argv.slice(2)).then(
     (code) => {

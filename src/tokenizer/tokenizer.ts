@@ -12,7 +12,10 @@ export interface SpecialTokens {
   readonly sep: number;
   /** `[PAD]`: fills up to seqLen; the model produces it to end the output. */
   readonly pad: number;
-  /** `[UNK]` where the model has one (WordPiece); byte-level BPE has none. */
+  /**
+   * `[UNK]` where the tokenizer has one: WordPiece's unknown token; a BPE tokenizer trained here
+   * reserves `[UNK]` but never produces it (bytes cover everything); GPT-2 has none.
+   */
   readonly unk: number | undefined;
 }
 
