@@ -236,7 +236,13 @@ export function bias_act_f32(c: usize, M: i32, N: i32, bias: usize, gelu: i32, p
       }
     }
     if (gelu) {
-      for (let j = 0; j < N; j++) {
+      let j = 0;
+      for (; j + 4 <= N; j += 4) {
+        const x = v128.load(row + (<usize>j << 2));
+        v128.store(prow + (<usize>j << 2), x);
+        v128.store(row + (<usize>j << 2), gelu4(x));
+      }
+      for (; j < N; j++) {
         const x = load<f32>(row + (<usize>j << 2));
         store<f32>(prow + (<usize>j << 2), x);
         store<f32>(row + (<usize>j << 2), <f32>gelu64(<f64>x));
@@ -375,6 +381,168 @@ export function attn_bwd_f32(
         axpy(ds, kj, dq, dh);
         axpy(ds, q, dbase + ((<usize>j * 3 * d + d + h * dh) << 2), dh);
       }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fused softmax cross-entropy over rows of V logits (the tied LM head of the nll term):
+// loss[r] = lse(x_r) - x_r[t_r]; with dlogits: dx_r = w_r (softmax(x_r) - onehot(t_r)).
+// exp is evaluated 4 lanes at a time: x = n ln2 + f, |f| <= ln2/2, e^f by a degree-6 polynomial
+// (relative error ~2e-7, float32 resolution), 2^n through the exponent bits.
+// ------------------------------------------------------------------------------------------------
+@inline function exp4(x: v128): v128 {
+  // clamp so that 2^n stays a normal float (e^-87 ~ 1.6e-38, below anything a softmax keeps)
+  x = f32x4.max(x, f32x4.splat(-87.0));
+  x = f32x4.min(x, f32x4.splat(88.0));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  // f = x - n ln2 with ln2 split in two parts for accuracy
+  let f = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693145751953125)));
+  f = f32x4.sub(f, f32x4.mul(n, f32x4.splat(1.428606765330187e-6)));
+  let p = f32x4.splat(1.0 / 720.0);
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.0 / 120.0));
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.0 / 24.0));
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.0 / 6.0));
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.0));
+  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.0));
+  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return f32x4.mul(p, scale);
+}
+
+export function xent_f32(logits: usize, targets: usize, weights: usize, loss: usize, dlogits: usize, rows: i32, V: i32, tid: i32, nth: i32): void {
+  const per = (rows + nth - 1) / nth;
+  const r0 = min(rows, tid * per), r1 = min(rows, r0 + per);
+  for (let r = r0; r < r1; r++) {
+    const x = logits + ((<usize>r * V) << 2);
+    let mv = f32x4.splat(-Infinity);
+    let j = 0;
+    for (; j + 4 <= V; j += 4) mv = f32x4.max(mv, v128.load(x + (<usize>j << 2)));
+    let mx = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+    for (; j < V; j++) mx = max(mx, load<f32>(x + (<usize>j << 2)));
+    const mxv = f32x4.splat(mx);
+    let sv = f32x4.splat(0);
+    j = 0;
+    for (; j + 4 <= V; j += 4) sv = f32x4.add(sv, exp4(f32x4.sub(v128.load(x + (<usize>j << 2)), mxv)));
+    // the 4 lanes and the tail summed in f64
+    let sum: f64 = <f64>f32x4.extract_lane(sv, 0) + <f64>f32x4.extract_lane(sv, 1) + <f64>f32x4.extract_lane(sv, 2) + <f64>f32x4.extract_lane(sv, 3);
+    for (; j < V; j++) sum += Math.exp(<f64>(load<f32>(x + (<usize>j << 2)) - mx));
+    const lse: f32 = mx + <f32>Math.log(sum);
+    const t = load<i32>(targets + (<usize>r << 2));
+    store<f32>(loss + (<usize>r << 2), lse - load<f32>(x + (<usize>t << 2)));
+    if (dlogits != 0) {
+      const w: f32 = weights != 0 ? load<f32>(weights + (<usize>r << 2)) : 1;
+      const g = dlogits + ((<usize>r * V) << 2);
+      const lv = f32x4.splat(lse);
+      const wv = f32x4.splat(w);
+      j = 0;
+      for (; j + 4 <= V; j += 4) v128.store(g + (<usize>j << 2), f32x4.mul(wv, exp4(f32x4.sub(v128.load(x + (<usize>j << 2)), lv))));
+      for (; j < V; j++) store<f32>(g + (<usize>j << 2), w * <f32>Math.exp(<f64>(load<f32>(x + (<usize>j << 2)) - lse)));
+      store<f32>(g + (<usize>t << 2), load<f32>(g + (<usize>t << 2)) - w);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// GELU (erf form) on 4 lanes: erfc from the Chebyshev-fitted form (see erfc64), in f32 with exp4.
+// ------------------------------------------------------------------------------------------------
+@inline function erfc4(x: v128): v128 {
+  const z = f32x4.abs(x);
+  const t = f32x4.div(f32x4.splat(1), f32x4.add(f32x4.splat(1), f32x4.mul(f32x4.splat(0.5), z)));
+  let p = f32x4.splat(0.17087277);
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(-0.82215223));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(1.48851587));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(-1.13520398));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(0.27886807));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(-0.18628806));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(0.09678418));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(0.37409196));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(1.00002368));
+  p = f32x4.add(f32x4.mul(p, t), f32x4.splat(-1.26551223));
+  const r = f32x4.mul(t, exp4(f32x4.sub(p, f32x4.mul(z, z))));
+  // x < 0: erfc(x) = 2 - erfc(|x|)
+  return v128.bitselect(f32x4.sub(f32x4.splat(2), r), r, f32x4.lt(x, f32x4.splat(0)));
+}
+@inline function gelu4(x: v128): v128 {
+  return f32x4.mul(f32x4.mul(f32x4.splat(0.5), x), erfc4(f32x4.mul(x, f32x4.splat(-0.7071067811865476))));
+}
+@inline function geluGrad4(x: v128): v128 {
+  const cdf = f32x4.mul(f32x4.splat(0.5), erfc4(f32x4.mul(x, f32x4.splat(-0.7071067811865476))));
+  const pdf = f32x4.mul(f32x4.splat(0.3989422804014327), exp4(f32x4.mul(f32x4.splat(-0.5), f32x4.mul(x, x))));
+  return f32x4.add(cdf, f32x4.mul(x, pdf));
+}
+
+/** out[i] = gelu(x[i]) (out may equal x). */
+export function gelu_f32(x: usize, out: usize, n: i32, tid: i32, nth: i32): void {
+  const per = (((n + nth - 1) / nth + 3) >> 2) << 2;
+  const i0 = min(n, tid * per), i1 = min(n, i0 + per);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) v128.store(out + (<usize>i << 2), gelu4(v128.load(x + (<usize>i << 2))));
+  for (; i < i1; i++) store<f32>(out + (<usize>i << 2), <f32>gelu64(<f64>load<f32>(x + (<usize>i << 2))));
+}
+
+/** dx[i] (+)= gelu'(x[i]) dy[i] (dx may equal dy). */
+export function gelu_bwd_f32(dx: usize, dy: usize, x: usize, n: i32, accumulate: i32, tid: i32, nth: i32): void {
+  const per = (((n + nth - 1) / nth + 3) >> 2) << 2;
+  const i0 = min(n, tid * per), i1 = min(n, i0 + per);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const o = <usize>i << 2;
+    let g = f32x4.mul(geluGrad4(v128.load(x + o)), v128.load(dy + o));
+    if (accumulate) g = f32x4.add(g, v128.load(dx + o));
+    v128.store(dx + o, g);
+  }
+  for (; i < i1; i++) {
+    const o = <usize>i << 2;
+    const xv = <f64>load<f32>(x + o);
+    const gr = 0.5 * erfc64(-xv * 0.7071067811865476) + xv * 0.3989422804014327 * Math.exp(-0.5 * xv * xv);
+    const g = <f32>gr * load<f32>(dy + o);
+    store<f32>(dx + o, accumulate ? load<f32>(dx + o) + g : g);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Philox-4x32-10 (see src/backend/philox.ts for the stream layout) and dropout with it:
+// out[i] = x[i] * (uniform(seed, offset + i) >= p ? 1 / (1 - p) : 0).
+// ------------------------------------------------------------------------------------------------
+let ph0: u32 = 0, ph1: u32 = 0, ph2: u32 = 0, ph3: u32 = 0;
+function philoxBlock(c: u64, k0: u32, k1: u32): void {
+  let c0 = <u32>c, c1 = <u32>(c >> 32), c2: u32 = 0, c3: u32 = 0;
+  for (let r = 0; r < 10; r++) {
+    const p0 = <u64>0xd2511f53 * <u64>c0;
+    const p1 = <u64>0xcd9e8d57 * <u64>c2;
+    const n0 = <u32>(p1 >> 32) ^ c1 ^ k0;
+    const n2 = <u32>(p0 >> 32) ^ c3 ^ k1;
+    c1 = <u32>p1;
+    c3 = <u32>p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9e3779b9;
+    k1 += 0xbb67ae85;
+  }
+  ph0 = c0; ph1 = c1; ph2 = c2; ph3 = c3;
+}
+
+export function dropout_f32(x: usize, out: usize, n: i32, p: f64, seedLo: u32, seedHi: u32, offset: f64, tid: i32, nth: i32): void {
+  const scale: f32 = <f32>(1.0 / (1.0 - p));
+  const off = <u64>offset;
+  // split on counter blocks so a thread never recomputes another's block
+  const first = off >> 2;
+  const last = (off + <u64>n - 1) >> 2;
+  const blocks = <i64>(last - first + 1);
+  const per = (blocks + nth - 1) / nth;
+  const b0 = <i64>tid * per;
+  const b1 = min<i64>(blocks, b0 + per);
+  for (let b = b0; b < b1; b++) {
+    const c = first + <u64>b;
+    philoxBlock(c, seedLo, seedHi);
+    for (let l = 0; l < 4; l++) {
+      const ctr = c * 4 + <u64>l;
+      if (ctr < off || ctr >= off + <u64>n) continue;
+      const i = <usize>(ctr - off);
+      const w: u32 = l == 0 ? ph0 : l == 1 ? ph1 : l == 2 ? ph2 : ph3;
+      const u = (<f64>(w >> 8) + 0.5) * 5.9604644775390625e-8;
+      store<f32>(out + (i << 2), u >= p ? load<f32>(x + (i << 2)) * scale : 0);
     }
   }
 }

@@ -208,3 +208,59 @@ test('bad input is a typed error naming the op and the shapes', () => {
   assert.throws(() => be.sum(a), /disposed/);
   [b, o, a64, table, ids, out].forEach((t) => t.dispose());
 });
+
+test('cross-entropy f32 (SIMD exp, threads) equals float64, with and without the gradient', () => {
+  const R = 37, V = 1003;
+  const [x32, x64] = pair([R, V], 41, 3);
+  const t = be.fromArray(Array.from({ length: R }, (_, i) => (i * 97) % V), [R], 'int32');
+  const [w32, w64] = pair([R], 42);
+  const l32 = poisoned([R], 'float32');
+  const l64 = poisoned([R], 'float64');
+  const g32 = poisoned([R, V], 'float32');
+  const g64 = poisoned([R, V], 'float64');
+  be.crossEntropy(l32, g32, x32, t, w32);
+  be.crossEntropy(l64, g64, x64, t, w64);
+  close(l32, l64, 1e-5, 'loss');
+  close(g32, g64, 1e-5, 'dlogits');
+  const l2 = poisoned([R], 'float32');
+  be.crossEntropy(l2, null, x32, t, null);
+  close(l2, l64, 1e-5, 'loss without gradient');
+  [x32, x64, t, w32, w64, l32, l64, g32, g64, l2].forEach((v) => v.dispose());
+});
+
+test('dropout f32 (Philox in WebAssembly) draws the same mask as the float64 reference', () => {
+  for (const [n, off, seed] of [[1001, 0, 7], [77, 13, 2 ** 40 + 5], [4096, 1_000_003, 123]] as const) {
+    const [x32, x64] = pair([n], 51);
+    const y32 = poisoned([n], 'float32');
+    const y64 = poisoned([n], 'float64');
+    be.dropout(y32, x32, 0.35, seed, off);
+    be.dropout(y64, x64, 0.35, seed, off);
+    const a = be.toArray(y32);
+    const b = be.toArray(y64);
+    for (let i = 0; i < n; i++) {
+      assert.equal(a[i] === 0, b[i] === 0, `mask differs at ${i} (n ${n}, offset ${off})`);
+      assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-6 * Math.abs(b[i]!) + 1e-7);
+    }
+    [x32, x64, y32, y64].forEach((t) => t.dispose());
+  }
+});
+
+test('GELU f32 (SIMD) forward and backward equal float64', () => {
+  const n = 1027;
+  const [x32, x64] = pair([n], 61, 3);
+  const [d32, d64] = pair([n], 62);
+  const y32 = poisoned([n], 'float32');
+  const y64 = poisoned([n], 'float64');
+  be.activation(y32, x32, 'gelu');
+  be.activation(y64, x64, 'gelu');
+  close(y32, y64, 1e-6, 'gelu');
+  const g32 = poisoned([n], 'float32');
+  const g64 = poisoned([n], 'float64');
+  be.activationBackward(g32, d32, x32, 'gelu', false);
+  be.activationBackward(g64, d64, x64, 'gelu', false);
+  close(g32, g64, 1e-6, 'gelu backward');
+  be.activationBackward(g32, d32, x32, 'gelu', true);
+  be.activationBackward(g64, d64, x64, 'gelu', true);
+  close(g32, g64, 1e-6, 'gelu backward accumulated');
+  [x32, x64, d32, d64, y32, y64, g32, g64].forEach((t) => t.dispose());
+});

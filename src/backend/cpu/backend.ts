@@ -388,6 +388,10 @@ export class CpuBackend implements Backend {
     const op = `activation(${kind})`;
     const dtype = sameFloat(op, out, x);
     sameSize(op, out, x);
+    if (kind === 'gelu' && dtype === 'float32') {
+      this.pool.run('gelu_f32', [cpu(op, x).byteOffset, cpu(op, out).byteOffset, x.size], x.size >= 1 << 15 ? this.pool.threads : 1);
+      return;
+    }
     const o = cpu(op, out).data;
     const a = cpu(op, x).data;
     const f = kind === 'tanh' ? Math.tanh : kind === 'silu' ? silu : dtype === 'float32' ? gelu32 : gelu64;
@@ -397,6 +401,10 @@ export class CpuBackend implements Backend {
     const op = `activationBackward(${kind})`;
     const dtype = sameFloat(op, dx, dy, x);
     sameSize(op, dx, dy, x);
+    if (kind === 'gelu' && dtype === 'float32') {
+      this.pool.run('gelu_bwd_f32', [cpu(op, dx).byteOffset, cpu(op, dy).byteOffset, cpu(op, x).byteOffset, x.size, accumulate ? 1 : 0], x.size >= 1 << 15 ? this.pool.threads : 1);
+      return;
+    }
     const g = cpu(op, dx).data;
     const d = cpu(op, dy).data;
     const a = cpu(op, x).data;
@@ -560,9 +568,15 @@ export class CpuBackend implements Backend {
     expectSize(op, 'targets', targets, R);
     if (weights) expectSize(op, 'weights', weights, R);
     if (dlogits) sameSize(op, dlogits, logits);
+    const t = cpu(op, targets).data;
+    for (let r = 0; r < R; r++) if (t[r]! < 0 || t[r]! >= V) throw new IndexError(op, `target ${t[r]} at row ${r} is outside [0, ${V})`);
+    if (logits.dtype === 'float32') {
+      const nth = R * V >= 1 << 16 ? this.pool.threads : 1;
+      this.pool.run('xent_f32', [cpu(op, logits).byteOffset, cpu(op, targets).byteOffset, weights ? cpu(op, weights).byteOffset : 0, cpu(op, loss).byteOffset, dlogits ? cpu(op, dlogits).byteOffset : 0, R, V], nth);
+      return;
+    }
     const l = cpu(op, loss).data;
     const x = cpu(op, logits).data;
-    const t = cpu(op, targets).data;
     const w = weights ? cpu(op, weights).data : null;
     const g = dlogits ? cpu(op, dlogits).data : null;
     for (let r = 0; r < R; r++) {
@@ -650,6 +664,13 @@ export class CpuBackend implements Backend {
     const o = cpu(op, out).data;
     const a = cpu(op, x).data;
     if (p === 0) return void o.set(a);
+    if (out.dtype === 'float32') {
+      if (!Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(op, `seed and offset must be non-negative safe integers (got ${seed}, ${offset})`);
+      const lo = seed % 4294967296;
+      const hi = Math.floor(seed / 4294967296);
+      this.pool.run('dropout_f32', [cpu(op, x).byteOffset, cpu(op, out).byteOffset, x.size, p, lo, hi, offset], x.size >= 1 << 15 ? this.pool.threads : 1);
+      return;
+    }
     const mask = this.dropoutMask(o.length, p, seed, offset);
     for (let i = 0; i < o.length; i++) o[i] = a[i]! * mask[i]!;
   }
