@@ -4,7 +4,8 @@
  * by `hf-json.ts` from a `tokenizer.json`, and by the BPE trainer.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../io/atomic.js';
 import { join } from 'node:path';
 import { IndexError } from '../errors.js';
 import { AddedVocabulary, type AddedToken, type Piece } from './added-tokens.js';
@@ -305,7 +306,7 @@ export class PipelineTokenizer implements Tokenizer {
    */
   save(dir: string): void {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(this.toJSON(), null, 2) + '\n');
+    writeFileAtomic(join(dir, 'tokenizer.json'), [JSON.stringify(this.toJSON(), null, 2) + '\n']);
     const bert = this.normalizer instanceof BertNormalizer && this.preTokenizer instanceof BertPreTokenizer;
     const config: JsonObject = {
       tokenizer_class: bert ? 'BertTokenizer' : 'PreTrainedTokenizerFast',
@@ -323,11 +324,11 @@ export class PipelineTokenizer implements Tokenizer {
       ...(this.tokenToId('[MASK]') !== undefined ? { mask_token: '[MASK]' } : {}),
       clean_up_tokenization_spaces: this.kind === 'wordpiece' && this.cleanup,
     };
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
+    writeFileAtomic(join(dir, 'tokenizer_config.json'), [JSON.stringify(config, null, 2) + '\n']);
     if (this.kind === 'wordpiece') {
       const lines: string[] = [];
       for (let id = 0; id < this.vocabSize; id++) lines.push(this.idToToken(id) ?? '');
-      writeFileSync(join(dir, 'vocab.txt'), lines.join('\n') + '\n');
+      writeFileAtomic(join(dir, 'vocab.txt'), [lines.join('\n') + '\n']);
     }
   }
 }

@@ -1,0 +1,305 @@
+/**
+ * The training objective of SPEC sections 3 and 4, forward and backward:
+ *
+ *   z0  = E[w] + sqrt(1 - alphaBar_0) eps0
+ *   x_t = sqrt(ab_t) (z0 - m) + sqrt(1 - ab_t) eps + m   (targets; m where replaced; z0 on sources)
+ *   loss = mean_b( w_b (mse_b + tT_b + nll_b) ) + auxWeight aux + zWeight z + 0.01 ||m||_2
+ *
+ * mse_b: mean over masked positions of ||target - x0_hat||^2 / e (target = E[w] where t = 0, else z0);
+ * tT_b: mean of ||sqrt(ab_{T-1}) z0||^2 / e; nll_b: mean cross-entropy of softmax(z0 E^T) against w.
+ * Nothing is detached: the z0 target and the nll both send gradient into E. The randomness (t, eps0,
+ * eps, the replacement mask) is an input, so the loss can be checked against another implementation;
+ * drawNoise() draws it from a seeded stream.
+ */
+import type { Backend, Tensor } from '../backend/backend.js';
+import type { PhiloxStream } from '../backend/philox.js';
+import type { ModelConfig } from '../model/config.js';
+import type { DenoiserCache, DropoutRng } from '../model/denoiser.js';
+import type { Model } from '../model/model.js';
+import { Scope } from '../model/scope.js';
+import type { TimestepSampler } from './timestep.js';
+
+/** Weight of the ||m||_2 term (SPEC section 4). */
+export const M_NORM_WEIGHT = 0.01;
+
+/** A batch of encoded sequences (SPEC section 1). */
+export interface LossBatch {
+  /** B x N token ids, row-major. */
+  inputIds: Int32Array;
+  /** B x N: 0 on [CLS] src [SEP] (kept clean), 1 after. */
+  inputMask: Int32Array;
+  batch: number;
+  seqLen: number;
+}
+
+/** The loss's randomness for one batch. */
+export interface LossNoise {
+  /** Timestep per example, in [0, T). */
+  t: number[];
+  /** B x N x e standard normal (z0's noise). */
+  eps0: ArrayLike<number>;
+  /** B x N x e standard normal (x_t's noise). */
+  eps: ArrayLike<number>;
+  /** B x N: 1 where a target position is replaced by m. */
+  replaceMask: Int32Array;
+  /** Importance weight per example (1 for the uniform sampler). */
+  weights: number[];
+}
+
+/** The loss and its terms; mse, tT and nll are mean_b(w_b term_b). */
+export interface LossTerms {
+  total: number;
+  mse: number;
+  tT: number;
+  nll: number;
+  /** Balance loss, averaged over the MoE layers (0 without MoE). */
+  aux: number;
+  /** Router z-loss, averaged over the MoE layers. */
+  z: number;
+  /** ||m||_2 (0 with absorbing off). */
+  mNorm: number;
+  /** Unweighted mse_b + tT_b + nll_b per example (what the loss-aware sampler records). */
+  perExample: number[];
+}
+
+/** Options of {@link diffusionLoss}. */
+export interface LossOptions {
+  /** Dropout on (with rng). */
+  train: boolean;
+  rng?: DropoutRng;
+  /** Also accumulate parameter gradients (scaled by gradScale, default 1). */
+  backward: boolean;
+  gradScale?: number;
+  /** Return x0_hat [B, N, e] on the host. */
+  returnX0?: boolean;
+}
+
+/** Result of {@link diffusionLoss}. */
+export interface LossResult {
+  terms: LossTerms;
+  x0?: Float32Array | Float64Array;
+  /** Per-MoE-layer expert load shares (for bias balancing). */
+  loadShares: (readonly number[])[];
+}
+
+/** Rows of the tied-head logits computed at once (bounds each [rows, V] scratch to ~64 MB). */
+function nllChunk(V: number): number {
+  return Math.max(1, Math.floor((16 << 20) / V));
+}
+
+/** Draws the loss's randomness from a seeded stream (t from the sampler). */
+export function drawNoise(cfg: ModelConfig, alphaBar: Float64Array, batch: LossBatch, sampler: TimestepSampler, rng: PhiloxStream): LossNoise {
+  const { batch: B, seqLen: N } = batch;
+  const e = cfg.embDim;
+  const { t, weights } = sampler.sample(B, rng);
+  const eps0 = rng.normal(B * N * e);
+  const eps = rng.normal(B * N * e);
+  const replaceMask = new Int32Array(B * N);
+  const u = rng.uniform(B * N);
+  if (cfg.absorbing) {
+    for (let b = 0; b < B; b++) {
+      const prob = cfg.gamma * Math.sqrt(1 - alphaBar[t[b]!]!);
+      for (let n = 0; n < N; n++) if (batch.inputMask[b * N + n] && u[b * N + n]! < prob) replaceMask[b * N + n] = 1;
+    }
+  }
+  return { t, eps0, eps, replaceMask, weights };
+}
+
+/** Validates a batch and its noise against the config; throws a clear message. */
+function checkInputs(cfg: ModelConfig, batch: LossBatch, noise: LossNoise): void {
+  const { batch: B, seqLen: N } = batch;
+  const e = cfg.embDim;
+  const fail = (m: string) => {
+    throw new Error(`loss inputs: ${m}`);
+  };
+  if (batch.inputIds.length !== B * N) fail(`inputIds has ${batch.inputIds.length} ids, expected B x N = ${B * N}`);
+  if (batch.inputMask.length !== B * N) fail(`inputMask has ${batch.inputMask.length} values, expected ${B * N}`);
+  if (N > cfg.maxLen) fail(`sequence length ${N} is over maxLen ${cfg.maxLen}`);
+  if (noise.t.length !== B) fail(`t has ${noise.t.length} values, expected ${B}`);
+  for (const t of noise.t) if (!Number.isInteger(t) || t < 0 || t >= cfg.diffusionSteps) fail(`timestep ${t} outside [0, ${cfg.diffusionSteps})`);
+  if (noise.eps0.length !== B * N * e) fail(`eps0 has ${noise.eps0.length} values, expected B x N x e = ${B * N * e}`);
+  if (noise.eps.length !== B * N * e) fail(`eps has ${noise.eps.length} values, expected ${B * N * e}`);
+  if (noise.replaceMask.length !== B * N) fail(`replaceMask has ${noise.replaceMask.length} values, expected ${B * N}`);
+  if (noise.weights.length !== B) fail(`weights has ${noise.weights.length} values, expected ${B}`);
+  for (const id of batch.inputIds) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) fail(`token id ${id} outside the vocabulary [0, ${cfg.vocabSize})`);
+}
+
+/** The loss of one batch (and, with opts.backward, its gradient accumulated into the model's grads). */
+export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, opts: LossOptions): LossResult {
+  const cfg = model.config;
+  checkInputs(cfg, batch, noise);
+  const be: Backend = model.backend;
+  const P = model.params;
+  const dt = P.dtype;
+  const { batch: B, seqLen: N } = batch;
+  const { embDim: e, vocabSize: V } = cfg;
+  const T = cfg.diffusionSteps;
+  const ab = model.alphaBar;
+  const BN = B * N;
+  const s = new Scope();
+  let cache: DenoiserCache | null = null;
+  try {
+    const E = P.get('word_embeddings.weight');
+    const m = cfg.absorbing ? P.get('mean_embed') : null;
+    const ids = s.keep(be.fromArray(batch.inputIds, [B, N], 'int32'));
+    const imask = s.keep(be.fromArray(batch.inputMask, [B, N], 'int32'));
+    const rmask = s.keep(be.fromArray(noise.replaceMask, [B, N], 'int32'));
+    // z0 = E[w] + sqrt(1 - ab_0) eps0
+    const emb = s.keep(be.empty([B, N, e], dt));
+    be.embedding(emb, E, ids);
+    const eps0 = s.keep(be.fromArray(noise.eps0, [B, N, e], dt));
+    const z0 = s.keep(be.empty([B, N, e], dt));
+    be.axpby(z0, 1, emb, Math.sqrt(1 - ab[0]!), eps0);
+    // x_t
+    const sa = s.keep(be.fromArray(noise.t.map((t) => Math.sqrt(ab[t]!)), [B], dt));
+    const sb = s.keep(be.fromArray(noise.t.map((t) => Math.sqrt(1 - ab[t]!)), [B], dt));
+    const eps = s.keep(be.fromArray(noise.eps, [B, N, e], dt));
+    const xt = s.keep(be.empty([B, N, e], dt));
+    be.qSample(xt, z0, eps, m, sa, sb, imask, rmask);
+    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}) });
+    const x0 = cache.x0;
+
+    // masks and per-example counts
+    const mask = new Float64Array(BN);
+    const cnt = new Float64Array(B);
+    for (let i = 0; i < BN; i++) {
+      mask[i] = cfg.lossMask === 'all' ? 1 : batch.inputMask[i]!;
+      cnt[Math.floor(i / N)]! += mask[i]!;
+    }
+    for (let b = 0; b < B; b++) cnt[b] = Math.max(cnt[b]!, 1);
+
+    // target: E[w] where t = 0, z0 elsewhere
+    const target = s.keep(be.empty([B, N, e], dt));
+    be.copy(target, z0);
+    for (let b = 0; b < B; b++) if (noise.t[b] === 0) be.stridedCopy(target, emb, { count: 1, length: N * e, srcOffset: b * N * e, srcStride: 0, dstOffset: b * N * e, dstStride: 0 });
+
+    const rowsMse = s.keep(be.empty([BN], dt));
+    be.rowSquaredDistance(rowsMse, target, x0);
+    const rowsTT = s.keep(be.empty([BN], dt));
+    be.rowSquaredDistance(rowsTT, z0);
+    const msR = be.toArray(rowsMse);
+    const ttR = be.toArray(rowsTT);
+    const mseB = new Float64Array(B);
+    const tTB = new Float64Array(B);
+    const abLast = ab[T - 1]!;
+    for (let i = 0; i < BN; i++) {
+      const b = Math.floor(i / N);
+      mseB[b]! += (mask[i]! * msR[i]!) / e / cnt[b]!;
+      tTB[b]! += (mask[i]! * abLast * ttR[i]!) / e / cnt[b]!;
+    }
+
+    // gradient coefficient of each position's term: w_b / B * mask / cnt_b
+    const scale = opts.gradScale ?? 1;
+    const g = new Float64Array(BN);
+    for (let i = 0; i < BN; i++) {
+      const b = Math.floor(i / N);
+      g[i] = (scale * noise.weights[b]! * mask[i]!) / B / cnt[b]!;
+    }
+    const dz0 = opts.backward ? s.keep(be.zeros([B, N, e], dt)) : null;
+    const dE = opts.backward ? P.grad('word_embeddings.weight') : null;
+
+    // nll over the tied head, only at the positions the mask counts (the others weigh 0), gathered
+    // into consecutive rows and taken in chunks (never [rows, V] at once); forward and backward together
+    const nllB = new Float64Array(B);
+    const rowsUsed: number[] = [];
+    for (let i = 0; i < BN; i++) if (mask[i]) rowsUsed.push(i);
+    const R = rowsUsed.length;
+    const rowIdx = s.keep(be.fromArray(rowsUsed, [R], 'int32'));
+    const z0flat = s.keep(be.view(z0, 0, [BN, e]));
+    const zr = s.keep(be.empty([Math.max(R, 1), e], dt));
+    if (R) be.embedding(be.view(zr, 0, [R, e]), z0flat, rowIdx);
+    const idsUsed = s.keep(be.fromArray(rowsUsed.map((i) => batch.inputIds[i]!), [R], 'int32'));
+    const dzr = opts.backward && R ? s.keep(be.zeros([R, e], dt)) : null;
+    const chunk = Math.max(1, Math.min(R, nllChunk(V)));
+    const logits = s.keep(be.empty([chunk, V], dt));
+    const dlogits = opts.backward ? s.keep(be.empty([chunk, V], dt)) : null;
+    const ce = s.keep(be.empty([chunk], dt));
+    for (let r0 = 0; r0 < R; r0 += chunk) {
+      const n = Math.min(chunk, R - r0);
+      const zc = be.view(zr, r0 * e, [n, e]);
+      const lg = be.view(logits, 0, [n, V]);
+      be.matmul(lg, zc, E, { transB: true });
+      const idr = be.view(idsUsed, r0, [n]);
+      const cer = be.view(ce, 0, [n]);
+      const dl = dlogits ? be.view(dlogits, 0, [n, V]) : null;
+      const wr = dl ? be.fromArray(rowsUsed.slice(r0, r0 + n).map((i) => g[i]!), [n], dt) : null;
+      be.crossEntropy(cer, dl, lg, idr, wr);
+      const ceh = be.toArray(cer);
+      for (let i = 0; i < n; i++) {
+        const row = rowsUsed[r0 + i]!;
+        const b = Math.floor(row / N);
+        nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
+      }
+      if (dl && dzr && dE) {
+        be.matmul(be.view(dzr, r0 * e, [n, e]), dl, E, { beta: 1 });
+        be.matmul(dE, dl, zc, { transA: true, beta: 1 });
+      }
+      [zc, lg, idr, cer, dl, wr].forEach((t) => t?.dispose());
+    }
+    // scatter the gathered rows' gradient back into dz0
+    if (dzr && dz0) be.embeddingBackward(s.keep(be.view(dz0, 0, [BN, e])), rowIdx, dzr);
+
+    // the scalar loss
+    const perExample: number[] = [];
+    let mse = 0;
+    let tT = 0;
+    let nll = 0;
+    for (let b = 0; b < B; b++) {
+      perExample.push(mseB[b]! + tTB[b]! + nllB[b]!);
+      mse += (noise.weights[b]! * mseB[b]!) / B;
+      tT += (noise.weights[b]! * tTB[b]!) / B;
+      nll += (noise.weights[b]! * nllB[b]!) / B;
+    }
+    const nMoe = cache.moe.length;
+    const aux = nMoe ? cache.moe.reduce((a, st) => a + st.aux, 0) / nMoe : 0;
+    const z = nMoe ? cache.moe.reduce((a, st) => a + st.z, 0) / nMoe : 0;
+    const mNorm = m ? Math.sqrt(be.sumSquares(m)) : 0;
+    const total = mse + tT + nll + cfg.ffn.auxWeight * aux + cfg.ffn.zWeight * z + M_NORM_WEIGHT * mNorm;
+    const terms: LossTerms = { total, mse, tT, nll, aux, z, mNorm, perExample };
+    const result: LossResult = { terms, loadShares: cache.moe.map((st) => st.loadShare) };
+    if (opts.returnX0) result.x0 = be.toArray(x0) as Float32Array | Float64Array;
+
+    if (opts.backward && dz0 && dE) {
+      const gt = s.keep(be.fromArray(g, [BN], dt));
+      // mse: d x0 = 2 g / e (x0 - target); d target = -d x0
+      const diff = s.keep(be.empty([B, N, e], dt));
+      be.axpby(diff, 1, x0, -1, target);
+      const c2 = s.keep(be.empty([BN], dt));
+      be.axpby(c2, 2 / e, gt);
+      const dx0 = s.keep(be.empty([B, N, e], dt));
+      be.scaleRows(dx0, diff, c2, false);
+      // target gradient: into emb where t = 0, into z0 elsewhere
+      const demb = s.keep(be.zeros([B, N, e], dt));
+      for (let b = 0; b < B; b++) {
+        const dst = noise.t[b] === 0 ? demb : dz0;
+        const src = be.view(dx0, b * N * e, [N * e]);
+        const dv = be.view(dst, b * N * e, [N * e]);
+        be.axpby(dv, 1, dv, -1, src);
+        src.dispose();
+        dv.dispose();
+      }
+      // tT: d z0 += 2 ab_{T-1} g / e z0
+      const c3 = s.keep(be.empty([BN], dt));
+      be.axpby(c3, (2 * abLast) / e, gt);
+      be.scaleRows(dz0, z0, c3, true);
+      // the denoiser, then x_t's dependence on z0 and m
+      const nm = Math.max(nMoe, 1);
+      const dxt = s.keep(model.denoiser.backward(cache, dx0, (scale * cfg.ffn.auxWeight) / nm, (scale * cfg.ffn.zWeight) / nm));
+      const dm = m ? P.grad('mean_embed') : null;
+      be.qSampleBackward(dz0, dm, dxt, sa, imask, rmask);
+      // z0 = emb + c eps0: d emb += d z0
+      be.axpby(demb, 1, demb, 1, dz0);
+      be.embeddingBackward(dE, ids, demb);
+      if (m && dm && mNorm > 0) be.axpby(dm, 1, dm, (scale * M_NORM_WEIGHT) / mNorm, m);
+    }
+    return result;
+  } finally {
+    cache?.dispose();
+    s.dispose();
+  }
+}
+
+/** Disposes a list of tensors (helper for callers holding several). */
+export function disposeAll(ts: (Tensor | null | undefined)[]): void {
+  for (const t of ts) t?.dispose();
+}

@@ -1,0 +1,438 @@
+/**
+ * The denoiser f(x_t, t) -> predicted x0 of SPEC section 2, forward and backward, written once
+ * against the Backend interface. The forward is a flat list of backend calls per block; the backward
+ * is that list reversed (llm.c style), accumulating parameter gradients into the ParamStore.
+ *
+ *   h = LN(Linear(d,d)(tanh(Linear(e,d)(x_t))) + P[pos] + time(t)), dropout
+ *   h = [globals; h]                                   (G learned rows, no position or time)
+ *   L x { h = LN(h + drop(Attn(h)));  h = LN(h + drop(FFN(h))) }        (post-LN, BERT order)
+ *   x0_hat = Linear(d,e)(tanh(Linear(d,d)(h[G:])))
+ */
+import type { Backend, FloatDType, MoeRouting, Tensor } from '../backend/backend.js';
+import { timestepEmbedding } from '../diffusion/schedule.js';
+import { expertHidden, type ModelConfig } from './config.js';
+import type { ParamStore } from './params.js';
+import { Scope } from './scope.js';
+
+/** LayerNorm epsilon of every norm (SPEC 2.3). */
+export const LN_EPS = 1e-12;
+
+/** Dropout randomness of one forward: site s uses Philox counters from offset + s * stride. */
+export interface DropoutRng {
+  seed: number;
+  offset: number;
+}
+
+/** Options of {@link Denoiser.forward}. */
+export interface ForwardOptions {
+  /** Training mode: dropout on (when the config's dropout > 0 and rng is given). */
+  train: boolean;
+  rng?: DropoutRng;
+}
+
+/** Per-MoE-layer routing statistics of a forward. */
+export interface MoeStats {
+  aux: number;
+  z: number;
+  /** Share of the assignments routed to each expert (before capacity drops). */
+  loadShare: readonly number[];
+}
+
+interface LayerCache {
+  x: Tensor; // block input [B, S, d]
+  qkv: Tensor;
+  att: Tensor;
+  lse: Tensor;
+  r1: Tensor;
+  mean1: Tensor;
+  rstd1: Tensor;
+  h1: Tensor;
+  ffn: FfnCache;
+  r2: Tensor;
+  mean2: Tensor;
+  rstd2: Tensor;
+  h2: Tensor;
+  dropAttn: number; // dropout counter offsets (-1: no dropout)
+  dropFfn: number;
+}
+
+type FfnCache =
+  | { kind: 'dense'; pre: Tensor; act: Tensor }
+  | { kind: 'moe'; routing: MoeRouting; xs: Tensor; pre: Tensor; act: Tensor; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
+
+/** Everything the backward needs from a forward. Dispose it after the backward. */
+export interface DenoiserCache {
+  readonly B: number;
+  readonly N: number;
+  readonly t: readonly number[];
+  readonly x0: Tensor;
+  readonly moe: MoeStats[];
+  /** @internal */
+  readonly inner: {
+    xt: Tensor;
+    temb0: Tensor;
+    th1: Tensor;
+    ta1: Tensor;
+    temb: Tensor;
+    u1: Tensor;
+    u2: Tensor;
+    hs: Tensor;
+    mean0: Tensor;
+    rstd0: Tensor;
+    dropIn: number;
+    layers: LayerCache[];
+    hout: Tensor;
+    y1: Tensor;
+    y2: Tensor;
+    rngSeed: number;
+  };
+  dispose(): void;
+}
+
+/** The denoiser over a ParamStore. Stateless apart from the parameters. */
+export class Denoiser {
+  private readonly be: Backend;
+  private readonly dtype: FloatDType;
+
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly params: ParamStore,
+  ) {
+    this.be = params.backend;
+    this.dtype = params.dtype;
+  }
+
+  private p(name: string): Tensor {
+    return this.params.get(name);
+  }
+
+  /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear). */
+  private linear(s: Scope, x: Tensor, prefix: string, rows: number, out: number): Tensor {
+    const y = s.keep(this.be.empty([rows, out], this.dtype));
+    this.be.matmul(y, x, this.p(`${prefix}.weight`), { transB: true, bias: this.p(`${prefix}.bias`) });
+    return y;
+  }
+
+  /**
+   * Backward of a Linear: dW += dy^T x, db += colsum(dy); returns dx = dy W (or accumulates into
+   * `dxInto`; with `needDx` false, nothing).
+   */
+  private linearBackward(s: Scope, dy: Tensor, x: Tensor, w: Tensor, gw: Tensor, gb: Tensor | null, rows: number, inF: number, outF: number, needDx: boolean, dxInto?: Tensor): Tensor | null {
+    const be = this.be;
+    const dy2 = s.keep(be.view(dy, 0, [rows, outF]));
+    const x2 = s.keep(be.view(x, 0, [rows, inF]));
+    be.matmul(gw, dy2, x2, { transA: true, beta: 1 });
+    if (gb) be.biasBackward(gb, dy2, true);
+    if (!needDx) return null;
+    if (dxInto) {
+      be.matmul(dxInto, dy2, w, { beta: 1 });
+      return dxInto;
+    }
+    const dx = s.keep(be.empty([rows, inF], this.dtype));
+    be.matmul(dx, dy2, w);
+    return dx;
+  }
+
+  /** Dropout in place of a fresh tensor; returns the counter offset used, or -1 when off. */
+  private dropout(x: Tensor, opts: ForwardOptions, site: () => number): number {
+    const p = this.cfg.dropout;
+    if (!opts.train || p === 0 || !opts.rng) return -1;
+    const off = site();
+    this.be.dropout(x, x, p, opts.rng.seed, off);
+    return off;
+  }
+
+  /** Runs f(x_t, t). x_t is [B, N, e]; t holds B integer timesteps. */
+  forward(xt: Tensor, t: readonly number[], opts: ForwardOptions = { train: false }): DenoiserCache {
+    const be = this.be;
+    const c = this.cfg;
+    const dt = this.dtype;
+    const { embDim: e, hidden: d, globalTokens: G } = c;
+    if (xt.shape.length !== 3 || xt.shape[2] !== e) throw new Error(`denoiser: x_t must be [B, N, ${e}], got [${xt.shape.join(', ')}]`);
+    const [B, N] = xt.shape as [number, number];
+    if (t.length !== B) throw new Error(`denoiser: ${t.length} timesteps for a batch of ${B}`);
+    if (N > c.maxLen) throw new Error(`denoiser: sequence of ${N} positions is longer than maxLen ${c.maxLen}`);
+    const S = G + N;
+    const s = new Scope();
+    // dropout sites take consecutive counter ranges of B*S*d (every site's tensor fits in that)
+    let site = opts.rng?.offset ?? 0;
+    const stride = Math.ceil((B * S * d) / 4) * 4;
+    const nextSite = () => {
+      const o = site;
+      site += stride;
+      return o;
+    };
+
+    // time embedding: sinusoidal -> Linear(e, 4e) -> SiLU -> Linear(4e, d)
+    const host = new Float64Array(B * e);
+    for (let b = 0; b < B; b++) timestepEmbedding(t[b]!, e, c.diffusionSteps, host, b * e);
+    const temb0 = s.keep(be.fromArray(host, [B, e], dt));
+    const th1 = this.linear(s, temb0, 'time_embed.0', B, 4 * e);
+    const ta1 = s.keep(be.empty([B, 4 * e], dt));
+    be.activation(ta1, th1, 'silu');
+    const temb = this.linear(s, ta1, 'time_embed.2', B, d);
+
+    // input: Linear(d,d)(tanh(Linear(e,d)(x_t))) + P[pos] + time, LayerNorm, dropout
+    const xt2 = s.keep(be.view(xt, 0, [B * N, e]));
+    const u1 = this.linear(s, xt2, 'input_up_proj.0', B * N, d);
+    const u2 = s.keep(be.empty([B * N, d], dt));
+    be.activation(u2, u1, 'tanh');
+    const hs = this.linear(s, u2, 'input_up_proj.2', B * N, d);
+    const pos = s.keep(be.view(this.p('position_embeddings.weight'), 0, [N, d]));
+    be.addBroadcast(hs, hs, pos, [B, N, d], [1, N, d]);
+    be.addBroadcast(hs, hs, temb, [B, N, d], [B, 1, d]);
+    const hln = s.keep(be.empty([B * N, d], dt));
+    const mean0 = s.keep(be.empty([B * N], dt));
+    const rstd0 = s.keep(be.empty([B * N], dt));
+    be.layerNorm(hln, mean0, rstd0, hs, this.p('input_norm.weight'), this.p('input_norm.bias'), LN_EPS);
+    const dropIn = this.dropout(hln, opts, nextSite);
+
+    // global tokens in front
+    let h: Tensor;
+    if (G > 0) {
+      h = s.keep(be.empty([B, S, d], dt));
+      be.stridedCopy(h, this.p('global_tokens'), { count: B, length: G * d, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: S * d });
+      be.stridedCopy(h, hln, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
+    } else h = s.keep(be.view(hln, 0, [B, S, d]));
+
+    const layers: LayerCache[] = [];
+    const moe: MoeStats[] = [];
+    const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: G } as const;
+    for (let i = 0; i < c.layers; i++) {
+      const p = `layers.${i}`;
+      const M = B * S;
+      const x = h;
+      // attention
+      const qkv = s.keep(be.empty([B, S, 3 * d], dt));
+      be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
+      const att = s.keep(be.empty([B, S, d], dt));
+      const lse = s.keep(be.empty([B, c.heads, S], dt));
+      be.attention(att, lse, qkv, spec);
+      const ao = this.linear(s, att, `${p}.attn.o`, M, d);
+      const dropAttn = this.dropout(ao, opts, nextSite);
+      const r1 = ao; // residual in place: r1 = x + drop(ao)
+      be.axpby(r1, 1, x, 1, ao);
+      const h1 = s.keep(be.empty([B, S, d], dt));
+      const mean1 = s.keep(be.empty([M], dt));
+      const rstd1 = s.keep(be.empty([M], dt));
+      be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
+      // feed-forward
+      const { out: fo, cache: ffn, stats } = this.ffnForward(s, h1, M, p, S);
+      if (stats) moe.push(stats);
+      const dropFfn = this.dropout(fo, opts, nextSite);
+      const r2 = fo;
+      be.axpby(r2, 1, h1, 1, fo);
+      const h2 = s.keep(be.empty([B, S, d], dt));
+      const mean2 = s.keep(be.empty([M], dt));
+      const rstd2 = s.keep(be.empty([M], dt));
+      be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
+      layers.push({ x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn });
+      h = h2;
+    }
+
+    // output: drop the globals, Linear(d,e)(tanh(Linear(d,d)(h)))
+    let hout: Tensor;
+    if (G > 0) {
+      hout = s.keep(be.empty([B * N, d], dt));
+      be.stridedCopy(hout, h, { count: B, length: N * d, srcOffset: G * d, srcStride: S * d, dstOffset: 0, dstStride: N * d });
+    } else hout = s.keep(be.view(h, 0, [B * N, d]));
+    const y1 = this.linear(s, hout, 'output_down_proj.0', B * N, d);
+    const y2 = s.keep(be.empty([B * N, d], dt));
+    be.activation(y2, y1, 'tanh');
+    const x0flat = this.linear(s, y2, 'output_down_proj.2', B * N, e);
+    const x0 = s.keep(be.view(x0flat, 0, [B, N, e]));
+    return {
+      B, N, t: [...t], x0, moe,
+      inner: { xt, temb0, th1, ta1, temb, u1, u2, hs, mean0, rstd0, dropIn, layers, hout, y1, y2, rngSeed: opts.rng?.seed ?? 0 },
+      dispose: () => s.dispose(),
+    };
+  }
+
+  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number): { out: Tensor; cache: FfnCache; stats: MoeStats | null } {
+    const be = this.be;
+    const c = this.cfg;
+    const dt = this.dtype;
+    const d = c.hidden;
+    if (c.ffn.kind === 'dense') {
+      const pre = s.keep(be.empty([M, 4 * d], dt));
+      const act = s.keep(be.empty([M, 4 * d], dt));
+      be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
+      const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
+      return { out, cache: { kind: 'dense', pre, act }, stats: null };
+    }
+    const E = c.ffn.experts;
+    const f = expertHidden(c);
+    const logits = s.keep(be.empty([M, E], dt));
+    be.matmul(logits, h1, this.p(`${p}.ffn.router.weight`), { transB: true });
+    const routing = be.moeRoute(logits, {
+      topK: c.ffn.topK,
+      seqLen: S,
+      ...(c.ffn.capacityFactor !== null ? { capacityFactor: c.ffn.capacityFactor } : {}),
+      ...(c.ffn.balance === 'bias' ? { selectionBias: this.p(`${p}.ffn.expert_bias`) } : {}),
+    });
+    s.keep(routing);
+    const A = routing.order.size;
+    const xs = s.keep(be.empty([A, d], dt));
+    be.moePermute(xs, h1, routing);
+    const pre = s.keep(be.empty([A, f], dt));
+    const act = s.keep(be.empty([A, f], dt));
+    be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing.counts, { gelu: { pre } });
+    const ys = s.keep(be.empty([A, d], dt));
+    be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing.counts);
+    const out = s.keep(be.empty([M, d], dt));
+    be.moeCombine(out, ys, routing, false);
+    const shared: { pre: Tensor; act: Tensor }[] = [];
+    for (let j = 0; j < c.ffn.sharedExperts; j++) {
+      const w1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.weight`), j * f * d, [f, d]));
+      const b1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.bias`), j * f, [f]));
+      const w2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.weight`), j * d * f, [d, f]));
+      const b2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.bias`), j * d, [d]));
+      const spre = s.keep(be.empty([M, f], dt));
+      const sact = s.keep(be.empty([M, f], dt));
+      be.matmul(sact, h1, w1, { transB: true, bias: b1, gelu: { pre: spre } });
+      // shared experts are added unweighted: out += act W2^T + b2
+      const so = s.keep(be.empty([M, d], dt));
+      be.matmul(so, sact, w2, { transB: true, bias: b2 });
+      be.axpby(out, 1, out, 1, so);
+      shared.push({ pre: spre, act: sact });
+    }
+    return {
+      out,
+      cache: { kind: 'moe', routing, xs, pre, act, ys, shared },
+      stats: { aux: routing.aux, z: routing.z, loadShare: routing.loadShare },
+    };
+  }
+
+  /**
+   * Backward: given dL/dx0 [B, N, e] and the weights of the MoE terms in the loss (dL/daux and dL/dz
+   * per MoE layer), accumulates parameter gradients and returns dL/dx_t [B, N, e] (caller disposes).
+   */
+  backward(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
+    const be = this.be;
+    const c = this.cfg;
+    const dt = this.dtype;
+    const P = this.params;
+    const { embDim: e, hidden: d, globalTokens: G } = c;
+    const { B, N } = cache;
+    const S = G + N;
+    const M = B * S;
+    const I = cache.inner;
+    const s = new Scope();
+    try {
+      // output head
+      const dy2 = this.linearBackward(s, dx0, I.y2, this.p('output_down_proj.2.weight'), P.grad('output_down_proj.2.weight'), P.grad('output_down_proj.2.bias'), B * N, d, e, true)!;
+      const dy1 = s.keep(be.empty([B * N, d], dt));
+      be.activationBackward(dy1, dy2, I.y1, 'tanh', false);
+      const dhout = this.linearBackward(s, dy1, I.hout, this.p('output_down_proj.0.weight'), P.grad('output_down_proj.0.weight'), P.grad('output_down_proj.0.bias'), B * N, d, d, true)!;
+      let dh: Tensor;
+      if (G > 0) {
+        dh = s.keep(be.zeros([B, S, d], dt));
+        be.stridedCopy(dh, dhout, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
+      } else dh = s.keep(be.view(dhout, 0, [B, S, d]));
+
+      const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: G } as const;
+      const seed = I.rngSeed;
+      for (let i = c.layers - 1; i >= 0; i--) {
+        const p = `layers.${i}`;
+        const L = I.layers[i]!;
+        // h2 = LN(r2); r2 = h1 + drop(ffn(h1))
+        const dr2 = s.keep(be.empty([B, S, d], dt));
+        be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
+        const dfo = s.keep(be.empty([M, d], dt));
+        if (L.dropFfn >= 0) be.dropoutBackward(dfo, dr2, c.dropout, seed, L.dropFfn);
+        else be.copy(dfo, dr2);
+        const dh1 = dr2; // residual: dh1 = dr2 + d(ffn input)
+        this.ffnBackward(s, L.ffn, dfo, L.h1, dh1, M, p, dAux, dZ);
+        // h1 = LN(r1); r1 = x + drop(attn(x))
+        const dr1 = s.keep(be.empty([B, S, d], dt));
+        be.layerNormBackward(dr1, P.grad(`${p}.attn_norm.weight`), P.grad(`${p}.attn_norm.bias`), dh1, L.r1, P.get(`${p}.attn_norm.weight`), L.mean1, L.rstd1, false);
+        const dao = s.keep(be.empty([M, d], dt));
+        if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
+        else be.copy(dao, dr1);
+        const datt = this.linearBackward(s, dao, L.att, this.p(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
+        const dqkv = s.keep(be.empty([B, S, 3 * d], dt));
+        be.attentionBackward(dqkv, s.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
+        const dx = dr1; // residual: dx = dr1 + dqkv Wqkv
+        this.linearBackward(s, dqkv, L.x, P.span(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, s.keep(be.view(dx, 0, [M, d])));
+        dh = dx;
+      }
+
+      // globals and the input stage
+      let dhln: Tensor;
+      if (G > 0) {
+        be.stridedCopy(P.grad('global_tokens'), dh, { count: B, length: G * d, srcOffset: 0, srcStride: S * d, dstOffset: 0, dstStride: 0, accumulate: true });
+        dhln = s.keep(be.empty([B * N, d], dt));
+        be.stridedCopy(dhln, dh, { count: B, length: N * d, srcOffset: G * d, srcStride: S * d, dstOffset: 0, dstStride: N * d });
+      } else dhln = s.keep(be.view(dh, 0, [B * N, d]));
+      if (I.dropIn >= 0) be.dropoutBackward(dhln, dhln, c.dropout, seed, I.dropIn);
+      const dhs = s.keep(be.empty([B * N, d], dt));
+      be.layerNormBackward(dhs, P.grad('input_norm.weight'), P.grad('input_norm.bias'), dhln, I.hs, P.get('input_norm.weight'), I.mean0, I.rstd0, false);
+      const dpos = s.keep(be.view(P.grad('position_embeddings.weight'), 0, [N, d]));
+      be.reduceBroadcast(dpos, dhs, [B, N, d], [1, N, d], true);
+      const dtemb = s.keep(be.empty([B, d], dt));
+      be.reduceBroadcast(dtemb, dhs, [B, N, d], [B, 1, d], false);
+      const du2 = this.linearBackward(s, dhs, I.u2, this.p('input_up_proj.2.weight'), P.grad('input_up_proj.2.weight'), P.grad('input_up_proj.2.bias'), B * N, d, d, true)!;
+      const du1 = s.keep(be.empty([B * N, d], dt));
+      be.activationBackward(du1, du2, I.u1, 'tanh', false);
+      const dxt2 = this.linearBackward(s, du1, I.xt, this.p('input_up_proj.0.weight'), P.grad('input_up_proj.0.weight'), P.grad('input_up_proj.0.bias'), B * N, e, d, true)!;
+      const dxt = be.empty([B, N, e], dt);
+      be.copy(dxt, dxt2);
+      // time embedding
+      const dta1 = this.linearBackward(s, dtemb, I.ta1, this.p('time_embed.2.weight'), P.grad('time_embed.2.weight'), P.grad('time_embed.2.bias'), B, 4 * e, d, true)!;
+      const dth1 = s.keep(be.empty([B, 4 * e], dt));
+      be.activationBackward(dth1, dta1, I.th1, 'silu', false);
+      this.linearBackward(s, dth1, I.temb0, this.p('time_embed.0.weight'), P.grad('time_embed.0.weight'), P.grad('time_embed.0.bias'), B, e, 4 * e, false);
+      return dxt;
+    } finally {
+      s.dispose();
+    }
+  }
+
+  /** FFN backward: accumulates d(ffn input) into dh1 and the FFN's parameter gradients. */
+  private ffnBackward(s: Scope, f: FfnCache, dfo: Tensor, h1: Tensor, dh1: Tensor, M: number, p: string, dAux: number, dZ: number): void {
+    const be = this.be;
+    const c = this.cfg;
+    const dt = this.dtype;
+    const P = this.params;
+    const d = c.hidden;
+    const dh1flat = s.keep(be.view(dh1, 0, [M, d]));
+    if (f.kind === 'dense') {
+      const dact = this.linearBackward(s, dfo, f.act, this.p(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.bias`), M, 4 * d, d, true)!;
+      be.activationBackward(dact, dact, f.pre, 'gelu', false);
+      this.linearBackward(s, dact, h1, this.p(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.bias`), M, d, 4 * d, true, dh1flat);
+      return;
+    }
+    const r = f.routing;
+    const E = c.ffn.experts;
+    const fh = expertHidden(c);
+    const A = r.order.size;
+    // shared experts
+    for (let j = 0; j < c.ffn.sharedExperts; j++) {
+      const sh = f.shared[j]!;
+      const w1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.weight`), j * fh * d, [fh, d]));
+      const w2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.weight`), j * d * fh, [d, fh]));
+      const gw1 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc1.weight`), j * fh * d, [fh, d]));
+      const gb1 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc1.bias`), j * fh, [fh]));
+      const gw2 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc2.weight`), j * d * fh, [d, fh]));
+      const gb2 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc2.bias`), j * d, [d]));
+      const dact = this.linearBackward(s, dfo, sh.act, w2, gw2, gb2, M, fh, d, true)!;
+      be.activationBackward(dact, dact, sh.pre, 'gelu', false);
+      this.linearBackward(s, dact, h1, w1, gw1, gb1, M, d, fh, true, dh1flat);
+    }
+    // routed experts
+    const dys = s.keep(be.empty([A, d], dt));
+    const dgates = s.keep(be.empty([M, r.topK], dt));
+    be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
+    const dact = s.keep(be.empty([A, fh], dt));
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, f.act, this.p(`${p}.ffn.experts.fc2.weight`), r.counts);
+    be.activationBackward(dact, dact, f.pre, 'gelu', false);
+    const dxs = s.keep(be.empty([A, d], dt));
+    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, f.xs, this.p(`${p}.ffn.experts.fc1.weight`), r.counts);
+    be.moePermuteBackward(dh1flat, dxs, r, true);
+    // router
+    const dlogits = s.keep(be.empty([M, E], dt));
+    be.moeRouteBackward(dlogits, r, dgates, dAux, dZ);
+    be.matmul(dh1flat, dlogits, this.p(`${p}.ffn.router.weight`), { beta: 1 });
+    be.matmul(P.grad(`${p}.ffn.router.weight`), dlogits, s.keep(be.view(h1, 0, [M, d])), { transA: true, beta: 1 });
+  }
+}

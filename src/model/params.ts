@@ -1,0 +1,190 @@
+/**
+ * The parameter table: one {@link ParamSpec} list, derived from the config, drives the flat memory
+ * layout (one allocation for all parameters, one for their gradients), initialisation, checkpoint
+ * names (SPEC section 7) and optimiser groups. Parameters of one layer that the forward uses together
+ * are adjacent: q, k and v weights form one [3d, d] block and their biases one [3d] block, so the
+ * attention input projection is a single matrix product.
+ */
+import type { Backend, FloatDType, Tensor } from '../backend/backend.js';
+import { sizeOf } from '../backend/backend.js';
+import { philoxNormal } from '../backend/philox.js';
+import { expertHidden, type ModelConfig } from './config.js';
+
+/** How a parameter is initialised. */
+export type ParamInit = { kind: 'normal'; std: number } | { kind: 'zeros' } | { kind: 'ones' };
+
+/** One named tensor of the model. */
+export interface ParamSpec {
+  /** Checkpoint name (SPEC section 7). */
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly init: ParamInit;
+  /** False for state that is saved but not trained (the bias-balancing expert_bias). */
+  readonly trainable: boolean;
+  /** Whether AdamW's weight decay applies (weight matrices and embeddings; not biases or norms). */
+  readonly decay: boolean;
+}
+
+/** BERT's initialiser range. */
+const STD = 0.02;
+
+/** The parameter table of a config, in memory order. */
+export function paramSpecs(c: ModelConfig): ParamSpec[] {
+  const { vocabSize: V, embDim: e, hidden: d, maxLen, globalTokens: G } = c;
+  const out: ParamSpec[] = [];
+  const w = (name: string, shape: number[], std = STD) => out.push({ name, shape, init: { kind: 'normal', std }, trainable: true, decay: true });
+  const b = (name: string, shape: number[]) => out.push({ name, shape, init: { kind: 'zeros' }, trainable: true, decay: false });
+  const norm = (name: string) => {
+    out.push({ name: `${name}.weight`, shape: [d], init: { kind: 'ones' }, trainable: true, decay: false });
+    b(`${name}.bias`, [d]);
+  };
+  w('word_embeddings.weight', [V, e], 1); // SPEC 2.1: N(0, 1)
+  w('position_embeddings.weight', [maxLen, d]);
+  w('time_embed.0.weight', [4 * e, e]);
+  b('time_embed.0.bias', [4 * e]);
+  w('time_embed.2.weight', [d, 4 * e]);
+  b('time_embed.2.bias', [d]);
+  w('input_up_proj.0.weight', [d, e]);
+  b('input_up_proj.0.bias', [d]);
+  w('input_up_proj.2.weight', [d, d]);
+  b('input_up_proj.2.bias', [d]);
+  norm('input_norm');
+  if (G > 0) w('global_tokens', [G, d]);
+  if (c.absorbing) out.push({ name: 'mean_embed', shape: [e], init: { kind: 'normal', std: e ** -0.5 }, trainable: true, decay: false });
+  const f = expertHidden(c);
+  for (let i = 0; i < c.layers; i++) {
+    const p = `layers.${i}`;
+    for (const x of ['q', 'k', 'v']) w(`${p}.attn.${x}.weight`, [d, d]);
+    for (const x of ['q', 'k', 'v']) b(`${p}.attn.${x}.bias`, [d]);
+    w(`${p}.attn.o.weight`, [d, d]);
+    b(`${p}.attn.o.bias`, [d]);
+    norm(`${p}.attn_norm`);
+    if (c.ffn.kind === 'dense') {
+      w(`${p}.ffn.fc1.weight`, [4 * d, d]);
+      b(`${p}.ffn.fc1.bias`, [4 * d]);
+      w(`${p}.ffn.fc2.weight`, [d, 4 * d]);
+      b(`${p}.ffn.fc2.bias`, [d]);
+    } else {
+      const E = c.ffn.experts;
+      w(`${p}.ffn.router.weight`, [E, d]);
+      if (c.ffn.balance === 'bias') out.push({ name: `${p}.ffn.expert_bias`, shape: [E], init: { kind: 'zeros' }, trainable: false, decay: false });
+      w(`${p}.ffn.experts.fc1.weight`, [E, f, d]);
+      b(`${p}.ffn.experts.fc1.bias`, [E, f]);
+      w(`${p}.ffn.experts.fc2.weight`, [E, d, f]);
+      b(`${p}.ffn.experts.fc2.bias`, [E, d]);
+      const S = c.ffn.sharedExperts;
+      if (S > 0) {
+        w(`${p}.ffn.shared.fc1.weight`, [S, f, d]);
+        b(`${p}.ffn.shared.fc1.bias`, [S, f]);
+        w(`${p}.ffn.shared.fc2.weight`, [S, d, f]);
+        b(`${p}.ffn.shared.fc2.bias`, [S, d]);
+      }
+    }
+    norm(`${p}.ffn_norm`);
+  }
+  w('output_down_proj.0.weight', [d, d]);
+  b('output_down_proj.0.bias', [d]);
+  w('output_down_proj.2.weight', [e, d]);
+  b('output_down_proj.2.bias', [e]);
+  return out;
+}
+
+/** Total number of parameter elements. */
+export function countParams(specs: readonly ParamSpec[]): number {
+  return specs.reduce((s, p) => s + sizeOf(p.shape), 0);
+}
+
+/**
+ * All parameters in one flat tensor, with a named view per parameter; gradients likewise (created on
+ * demand). Owns its memory: dispose() frees it.
+ */
+export class ParamStore {
+  readonly specs: readonly ParamSpec[];
+  /** Element offset of each parameter in the flat buffers. */
+  readonly offsets: ReadonlyMap<string, number>;
+  readonly total: number;
+  readonly flat: Tensor;
+  private readonly views = new Map<string, Tensor>();
+  private gradFlat: Tensor | null = null;
+  private readonly gradViews = new Map<string, Tensor>();
+
+  constructor(
+    readonly backend: Backend,
+    specs: readonly ParamSpec[],
+    readonly dtype: FloatDType,
+  ) {
+    this.specs = specs;
+    const offsets = new Map<string, number>();
+    let off = 0;
+    for (const s of specs) {
+      offsets.set(s.name, off);
+      off += sizeOf(s.shape);
+    }
+    this.offsets = offsets;
+    this.total = off;
+    this.flat = backend.zeros([off], dtype);
+    for (const s of specs) this.views.set(s.name, backend.view(this.flat, offsets.get(s.name)!, s.shape));
+  }
+
+  /** The spec of a parameter. */
+  spec(name: string): ParamSpec {
+    const s = this.specs.find((p) => p.name === name);
+    if (!s) throw new Error(`no parameter named ${name}`);
+    return s;
+  }
+  has(name: string): boolean {
+    return this.views.has(name);
+  }
+  /** The view of a parameter. */
+  get(name: string): Tensor {
+    const v = this.views.get(name);
+    if (!v) throw new Error(`no parameter named ${name}`);
+    return v;
+  }
+  /** A view of `count` consecutive parameters starting at `first`, as one tensor of `shape`. */
+  span(first: string, shape: readonly number[]): Tensor {
+    return this.backend.view(this.flat, this.offsets.get(first)!, shape);
+  }
+  /** The gradient buffer (zeros on first use). */
+  get grads(): Tensor {
+    if (!this.gradFlat) {
+      this.gradFlat = this.backend.zeros([this.total], this.dtype);
+      for (const s of this.specs) this.gradViews.set(s.name, this.backend.view(this.gradFlat, this.offsets.get(s.name)!, s.shape));
+    }
+    return this.gradFlat;
+  }
+  /** The gradient view of a parameter. */
+  grad(name: string): Tensor {
+    void this.grads;
+    const v = this.gradViews.get(name);
+    if (!v) throw new Error(`no parameter named ${name}`);
+    return v;
+  }
+  /** A gradient view spanning consecutive parameters (as span()). */
+  gradSpan(first: string, shape: readonly number[]): Tensor {
+    return this.backend.view(this.grads, this.offsets.get(first)!, shape);
+  }
+  zeroGrads(): void {
+    this.backend.fill(this.grads, 0);
+  }
+  /**
+   * Initialises every parameter from `seed`: parameter p's normal draws use the Philox counters at its
+   * flat offset, so the result is independent of the backend and of which parameters exist before it.
+   */
+  initialize(seed: number): void {
+    for (const s of this.specs) {
+      const v = this.get(s.name);
+      if (s.init.kind === 'zeros') this.backend.fill(v, 0);
+      else if (s.init.kind === 'ones') this.backend.fill(v, 1);
+      else {
+        const host = new Float64Array(v.size);
+        philoxNormal(host, seed, this.offsets.get(s.name)!, s.init.std);
+        this.backend.write(v, host);
+      }
+    }
+  }
+  dispose(): void {
+    this.flat.dispose();
+    this.gradFlat?.dispose();
+  }
+}
