@@ -87,6 +87,11 @@ export class KernelPool {
     throw new Error(`kernel constant ${name} missing`);
   }
 
+  /** The control words (tests use them to inject stale wake-ups). */
+  get control(): Int32Array {
+    return this.ctrl;
+  }
+
   /** Calls an exported helper function on the main thread and returns its result. */
   call(name: string, ...args: number[]): number {
     const f = (this.instance.exports as Record<string, unknown>)[name] as (...a: number[]) => number;
@@ -135,7 +140,9 @@ export class KernelPool {
     for (;;) {
       const p = Atomics.load(c, 1);
       if (p === 0) break;
-      Atomics.wait(c, 1, p);
+      // a wake-up may be stale (a late notify of an earlier job): the loop re-checks the count; the
+      // wait is bounded as a safety net so that a lost notify costs 50 ms, never a hang
+      Atomics.wait(c, 1, p, 50);
     }
     if (err) throw err;
     if (c[5] !== 0) throw new Error(`wasm kernel ${name} failed in a worker thread`);

@@ -30,8 +30,13 @@ const args = new Float64Array(init.ctrl, 64, 32);
 
 let gen = init.gen;
 for (;;) {
-  Atomics.wait(ctrl, 0, gen);
-  gen = Atomics.load(ctrl, 0);
+  // Wait until the generation moves on. A wake-up alone proves nothing: the caller's notify for a
+  // job can arrive after this thread already ran that job (the caller was descheduled between
+  // bumping the generation and notifying), and running it twice would accumulate twice. Waits are
+  // bounded for the reason given in kernels.ts.
+  let cur: number;
+  while ((cur = Atomics.load(ctrl, 0)) === gen) Atomics.wait(ctrl, 0, gen, 200);
+  gen = cur;
   const fi = ctrl[2]!;
   if (fi < 0) break;
   const nth = ctrl[4]!;
