@@ -1,0 +1,173 @@
+/**
+ * Sampling (SPEC section 5): the reverse process from the absorbing state to text.
+ *
+ * - Source positions hold E[src] and are reset to it after every step; target positions start at
+ *   m + sqrt(1 - alphaBar_{T-1}) eps (absorbing) or eps.
+ * - `ddim` (default clamped, eta 0) visits tau_i = round((i+1) T / S) - 1 for i = S-1 down to 0,
+ *   and updates in the m-shifted frame y = x - m.
+ * - `dpm++`: second-order multistep DPM-Solver++ (2M) on the x0 predictions over the same uniform
+ *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
+ * - Output: argmax of the last (unclamped) x0_hat E^T.
+ */
+import type { Backend, Tensor } from '../backend/backend.js';
+import { PhiloxStream } from '../backend/philox.js';
+import type { Model } from '../model/model.js';
+import { Scope } from '../model/scope.js';
+
+/** Options of {@link sampleIds}. */
+export interface SampleOptions {
+  sampler: 'ddim' | 'dpm++';
+  /** Denoiser calls S. */
+  steps: number;
+  /** Replace each predicted x0 by its nearest word embedding before the update (default: on for ddim). */
+  clamp?: boolean;
+  /** DDIM eta (0 = deterministic; 1 with S = T is ancestral DDPM). */
+  eta?: number;
+  /** Seed of the starting noise (and of eta's noise). */
+  seed: number;
+  /** Called after each step with the argmax tokens of that step's x0_hat (for --show-steps). */
+  onStep?: (step: number, total: number, tokens: Int32Array) => void;
+  /** Called with the denoiser's input x [B, N, e] at every step (for tests and inspection). */
+  onState?: (step: number, x: Float32Array | Float64Array) => void;
+}
+
+/** Python's round (half to even), as DiffuSeq computes the DDIM grid. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** The timesteps a sampler visits, first to last: tau_{S-1} = T-1 down to tau_0. */
+export function samplingTimesteps(T: number, S: number): number[] {
+  if (!Number.isInteger(S) || S < 1 || S > T) throw new RangeError(`steps must be an integer in [1, ${T}], got ${S}`);
+  const taus: number[] = [];
+  for (let i = S - 1; i >= 0; i--) taus.push(roundHalfEven(((i + 1) * T) / S) - 1);
+  return taus;
+}
+
+/**
+ * Generates the target positions of a batch. `inputIds` holds the sources (and anything at target
+ * positions, which is ignored); `inputMask` is 1 on the positions to generate. Returns the token ids
+ * [B * N] (sources copied through).
+ */
+export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Array, B: number, N: number, opts: SampleOptions): Int32Array {
+  const be: Backend = model.backend;
+  const cfg = model.config;
+  const dt = model.dtype;
+  const e = cfg.embDim;
+  const T = cfg.diffusionSteps;
+  const ab = model.alphaBar;
+  const clamp = opts.clamp ?? opts.sampler === 'ddim';
+  const eta = opts.eta ?? 0;
+  const taus = samplingTimesteps(T, opts.steps);
+  const rng = new PhiloxStream(opts.seed);
+  const s = new Scope();
+  try {
+    const E = model.params.get('word_embeddings.weight');
+    const m = cfg.absorbing ? model.params.get('mean_embed') : null;
+    const ids = s.keep(be.fromArray(inputIds, [B * N], 'int32'));
+    const src = s.keep(be.empty([B, N, e], dt));
+    be.embedding(src, E, ids);
+    // mask as a per-row 0/1 scale, to mix "x on targets, E[src] on sources" with scaleRows
+    const tgtRows = s.keep(be.fromArray(Array.from(inputMask, (v) => (v ? 1 : 0)), [B * N], dt));
+    const srcRows = s.keep(be.fromArray(Array.from(inputMask, (v) => (v ? 0 : 1)), [B * N], dt));
+    const mrep = m ? s.keep(be.empty([B * N, e], dt)) : null;
+    if (m && mrep) be.stridedCopy(mrep, m, { count: B * N, length: e, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: e });
+    // y = x - m on target rows (the m-shifted frame); sources are kept apart and added back
+    const y = s.keep(be.empty([B, N, e], dt));
+    be.randomNormal(y, opts.seed, rng.take(B * N * e), Math.sqrt(1 - ab[T - 1]!));
+    const x = s.keep(be.empty([B, N, e], dt));
+    const x0c = s.keep(be.empty([B * N, e], dt));
+    const nearest = s.keep(be.empty([B * N], 'int32'));
+    const out = s.keep(be.empty([B * N], 'int32'));
+    const y0 = s.keep(be.empty([B * N, e], dt));
+    const prevY0 = opts.sampler === 'dpm++' ? s.keep(be.empty([B * N, e], dt)) : null;
+    const noise = eta > 0 ? s.keep(be.empty([B * N, e], dt)) : null;
+    /** x = (y + m) on targets, E[src] on sources. */
+    const assemble = () => {
+      if (mrep) be.axpby(x, 1, y, 1, mrep);
+      else be.copy(x, y);
+      be.scaleRows(x, x, tgtRows, false);
+      be.scaleRows(x, src, srcRows, true);
+    };
+    let hPrev = 0;
+    for (let k = 0; k < taus.length; k++) {
+      const t = taus[k]!;
+      const last = k === taus.length - 1;
+      const abT = ab[t]!;
+      const abPrev = last ? 1 : ab[taus[k + 1]!]!;
+      assemble();
+      opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
+      const cache = model.denoiser.forward(x, new Array<number>(B).fill(t), { train: false });
+      let x0hat: Tensor;
+      try {
+        x0hat = s.keep(be.empty([B * N, e], dt));
+        be.copy(x0hat, cache.x0);
+      } finally {
+        cache.dispose();
+      }
+      if (opts.onStep || last) {
+        be.argmaxDot(out, x0hat, E);
+        if (opts.onStep) opts.onStep(k + 1, taus.length, be.toArray(out) as Int32Array);
+      }
+      if (last) break;
+      // predicted x0 (clamped to the nearest embedding), shifted: y0 = x0 - m
+      if (clamp) {
+        be.nearestRows(nearest, x0hat, E);
+        be.embedding(x0c, E, nearest);
+      } else be.copy(x0c, x0hat);
+      if (mrep) be.axpby(y0, 1, x0c, -1, mrep);
+      else be.copy(y0, x0c);
+      x0hat.dispose();
+      if (opts.sampler === 'ddim') {
+        // eps_hat = (y - sqrt(ab_t) y0) / sqrt(1 - ab_t);
+        // y' = sqrt(ab_prev) y0 + sqrt(1 - ab_prev - s^2) eps_hat + s noise
+        const sig = eta * Math.sqrt((1 - abPrev) / (1 - abT)) * Math.sqrt(1 - abT / abPrev);
+        const c = Math.sqrt(Math.max(0, 1 - abPrev - sig * sig)) / Math.sqrt(1 - abT);
+        // y' = c y + (sqrt(ab_prev) - c sqrt(ab_t)) y0 (+ sig noise)
+        be.axpby(y, c, y, Math.sqrt(abPrev) - c * Math.sqrt(abT), y0);
+        if (noise && sig > 0) {
+          be.randomNormal(noise, opts.seed, rng.take(B * N * e), sig);
+          be.axpby(y, 1, y, 1, noise);
+        }
+      } else {
+        // DPM-Solver++(2M) with alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma):
+        // y_t = (sigma_t / sigma_s) y_s - alpha_t (e^{-h} - 1) D, D = y0 (first step) or
+        // (1 + 1/(2r)) y0 - 1/(2r) y0_prev with r = h_prev / h.
+        const lamS = Math.log(Math.sqrt(abT) / Math.sqrt(1 - abT));
+        const lamT = Math.log(Math.sqrt(abPrev) / Math.sqrt(1 - abPrev));
+        const h = lamT - lamS;
+        const a = Math.sqrt(1 - abPrev) / Math.sqrt(1 - abT);
+        const b = -Math.sqrt(abPrev) * Math.expm1(-h);
+        if (k === 0 || !prevY0) be.axpby(y, a, y, b, y0);
+        else {
+          const r = hPrev / h;
+          be.axpby(y, a, y, b * (1 + 1 / (2 * r)), y0);
+          be.axpby(y, 1, y, -b / (2 * r), prevY0);
+        }
+        if (prevY0) be.copy(prevY0, y0);
+        hPrev = h;
+      }
+    }
+    const tokens = be.toArray(out) as Int32Array;
+    // sources are given, not generated
+    for (let i = 0; i < B * N; i++) if (!inputMask[i]) tokens[i] = inputIds[i]!;
+    return tokens;
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * The text of a generated row: what lies between the [SEP] after the source and the next
+ * [SEP] or [PAD] (SPEC section 5), as token ids.
+ */
+export function extractTarget(tokens: ArrayLike<number>, srcEnd: number, N: number, sep: number, pad: number): number[] {
+  const out: number[] = [];
+  for (let n = srcEnd; n < N; n++) {
+    const t = tokens[n]!;
+    if (t === sep || t === pad) break;
+    out.push(t);
+  }
+  return out;
+}
