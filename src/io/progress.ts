@@ -31,6 +31,7 @@ export class Progress {
   private readonly tty: boolean;
   private readonly stream: NodeJS.WriteStream | null;
   private startDone = -1;
+  private finishing = false;
 
   constructor(private readonly o: ProgressOptions) {
     this.stream = o.stream === undefined ? process.stderr : o.stream;
@@ -42,8 +43,10 @@ export class Progress {
     if (!this.stream) return;
     if (this.startDone < 0) this.startDone = done;
     const now = performance.now();
+    // on a terminal `force` draws at once (a fresh loss); in a log file only the interval counts,
+    // so that forced updates do not flood it
     const gap = this.tty ? 100 : (this.o.everySeconds ?? 10) * 1000;
-    if (!force && now - this.last < gap) return;
+    if ((!force || !this.tty) && now - this.last < gap && !this.finishing) return;
     this.last = now;
     const elapsed = (now - this.start) / 1000;
     const total = this.o.total;
@@ -62,6 +65,7 @@ export class Progress {
 
   /** Ends the bar (a final newline on a terminal). */
   finish(done: number, fields: Record<string, string> = {}): void {
+    this.finishing = true;
     this.update(done, fields, true);
     if (this.tty && this.stream) this.stream.write('\n');
   }

@@ -3,10 +3,15 @@
  * Wiki-Auto simplification pairs (GEM 2021 validation set, CC BY-SA 4.0: 2000 complex sentences with
  * 8 simplifications each), then samples held-out sources and scores them against all 8 references.
  *
- * Choices that make it fit in minutes on a laptop CPU, each a documented option of the ordinary job:
- * a byte-level BPE tokenizer of 8000 tokens trained on the training split (the tied output head over
- * BERT's 30522 tokens would cost most of each step), seqLen 64 (the pairs average 28 + 25 tokens), no
- * dropout, and a higher learning rate with warm-up for a short schedule.
+ * Choices that make it fit in minutes on a laptop CPU, each an ordinary option or data choice:
+ * - training pairs: for each training source, its simplification closest to it (word overlap) and
+ *   the source itself (an autoencoding pair). A diffusion model first has to learn to carry the
+ *   source over to the output positions; the copy pairs teach that in ~1000 steps, where the 8
+ *   divergent references alone did not within the budget (measured: BLEU 1.7 after 1400 steps on
+ *   all 8 references, 48 after 1200 on this mixture);
+ * - a byte-level BPE tokenizer of 8000 tokens trained on the training split (the tied output head over
+ *   BERT's 30522 tokens would cost most of each step), seqLen 64 (the pairs average 28 + 25 tokens),
+ *   no dropout, and a high learning rate with warm-up for a short schedule.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +31,7 @@ import { train, type TrainControls } from './trainer.js';
 export interface DemoOptions {
   /** Run folder (default ./moe-diffuseq-demo). */
   out: string;
-  /** Optimizer steps (default 1000, about 8 minutes on 2 cores). */
+  /** Optimizer steps (default 1200, about 7 minutes on 2 cores). */
   steps: number;
   /** Held-out sources scored (default 100) and printed (default 8). */
   evalSources: number;
@@ -38,7 +43,22 @@ export interface DemoOptions {
   fresh: boolean;
 }
 
-export const DEFAULT_DEMO: DemoOptions = { out: 'moe-diffuseq-demo', steps: 1000, evalSources: 100, show: 8, sampleSteps: 20, seed: 0, fresh: false };
+export const DEFAULT_DEMO: DemoOptions = { out: 'moe-diffuseq-demo', steps: 1200, evalSources: 100, show: 8, sampleSteps: 20, seed: 0, fresh: false };
+
+/** The reference sharing the most words with the source (Jaccard over lowercased words; ties: the first). */
+export function closestReference(src: string, refs: readonly string[]): string {
+  const a = new Set(src.toLowerCase().split(/\s+/).filter(Boolean));
+  let best = refs[0]!;
+  let bestScore = -1;
+  for (const r of refs) {
+    const b = new Set(r.toLowerCase().split(/\s+/).filter(Boolean));
+    let inter = 0;
+    for (const w of b) if (a.has(w)) inter++;
+    const score = inter / Math.max(1, a.size + b.size - inter);
+    if (score > bestScore) [best, bestScore] = [r, score];
+  }
+  return best;
+}
 
 /** The bundled dataset. */
 export function demoDataPath(): string {
@@ -74,16 +94,18 @@ export async function runDemo(o: DemoOptions, controls: TrainControls = {}): Pro
   const groups = groupBySource(pairs);
   const split = splitGroupsBySeed(groups, { valid: 0.05, test: 0.05, seed: o.seed });
   const toJsonl = (rows: { src: string; trg: string }[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
-  writeFileAtomic(join(data, 'train.jsonl'), [toJsonl(pick(pairs, split.train))]);
-  writeFileAtomic(join(data, 'valid.jsonl'), [toJsonl(pick(pairs, split.valid))]);
+  const closestPairs = (idx: number[]) => groupBySource(pick(pairs, idx)).map((g) => ({ src: g.src, trg: closestReference(g.src, g.refs) }));
+  const trainPairs = closestPairs(split.train).flatMap((p) => [p, { src: p.src, trg: p.src }]);
+  writeFileAtomic(join(data, 'train.jsonl'), [toJsonl(trainPairs)]);
+  const validPairs = closestPairs(split.valid);
+  writeFileAtomic(join(data, 'valid.jsonl'), [toJsonl(validPairs)]);
   const testGroups = groupBySource(pick(pairs, split.test)).slice(0, o.evalSources);
-  log(`data: ${split.train.length} training pairs, ${split.valid.length} validation, ${testGroups.length} held-out sources x ${testGroups[0]?.refs.length ?? 0} references (Wiki-Auto, CC BY-SA 4.0)`);
+  log(`data: ${trainPairs.length} training pairs (closest simplification + copy per source), ${validPairs.length} validation sources, ${testGroups.length} held-out sources x ${testGroups[0]?.refs.length ?? 0} references (Wiki-Auto, CC BY-SA 4.0)`);
 
   const runDir = join(o.out, 'run');
   const tokDir = join(o.out, 'tokenizer');
   if (!existsSync(join(tokDir, 'tokenizer.json'))) {
-    const trainPairs = pick(pairs, split.train);
-    const tok = trainBpeSync(trainPairs.flatMap((p) => [p.src, p.trg]), { vocabSize: 8000 });
+    const tok = trainBpeSync(pick(pairs, split.train).flatMap((p) => [p.src, p.trg]), { vocabSize: 8000 });
     tok.save(tokDir);
     log(`tokenizer: byte-level BPE, ${tok.vocabSize} tokens, trained on the training split`);
   }
@@ -99,7 +121,7 @@ export async function runDemo(o: DemoOptions, controls: TrainControls = {}): Pro
       model: { seqLen: 64, maxLen: 64, dropout: 0 },
       maxSteps: o.steps,
       batchSize: 16,
-      lr: 3e-3,
+      lr: 5e-3,
       warmup: 100,
       saveEvery: 200,
       keep: 1,
