@@ -38,6 +38,34 @@ function packA(a: usize, sam: i32, sak: i32, mc: i32, kc: i32, dst: usize): void
         v128.store(d, v128.load(a + ((<usize>i + <usize>k * sak) << 2)));
         d += 16;
       }
+    } else if (h == MR && sak == 1) {
+      // rows contiguous in k: load 4 k of each of the 4 rows, transpose 4x4 in registers
+      const r0 = a + ((<usize>i * sam) << 2);
+      const r1 = r0 + ((<usize>sam) << 2);
+      const r2 = r1 + ((<usize>sam) << 2);
+      const r3 = r2 + ((<usize>sam) << 2);
+      let k = 0;
+      for (; k + 4 <= kc; k += 4) {
+        const o = <usize>k << 2;
+        const x0 = v128.load(r0 + o), x1 = v128.load(r1 + o), x2 = v128.load(r2 + o), x3 = v128.load(r3 + o);
+        const t0 = v128.shuffle<f32>(x0, x1, 0, 4, 1, 5); // a0 b0 a1 b1
+        const t1 = v128.shuffle<f32>(x2, x3, 0, 4, 1, 5); // c0 d0 c1 d1
+        const t2 = v128.shuffle<f32>(x0, x1, 2, 6, 3, 7); // a2 b2 a3 b3
+        const t3 = v128.shuffle<f32>(x2, x3, 2, 6, 3, 7); // c2 d2 c3 d3
+        v128.store(d, v128.shuffle<f32>(t0, t1, 0, 1, 4, 5));
+        v128.store(d, v128.shuffle<f32>(t0, t1, 2, 3, 6, 7), 16);
+        v128.store(d, v128.shuffle<f32>(t2, t3, 0, 1, 4, 5), 32);
+        v128.store(d, v128.shuffle<f32>(t2, t3, 2, 3, 6, 7), 48);
+        d += 64;
+      }
+      for (; k < kc; k++) {
+        const o = <usize>k << 2;
+        store<f32>(d, load<f32>(r0 + o));
+        store<f32>(d, load<f32>(r1 + o), 4);
+        store<f32>(d, load<f32>(r2 + o), 8);
+        store<f32>(d, load<f32>(r3 + o), 12);
+        d += 16;
+      }
     } else if (h == MR) {
       const r0 = a + ((<usize>i * sam) << 2);
       const r1 = r0 + ((<usize>sam) << 2);
@@ -86,8 +114,16 @@ function packB(b: usize, sbk: i32, sbn: i32, kc: i32, nc: i32, dst: usize): void
   }
 }
 
-// C[4x8] (row stride ldc floats) += alpha * (packed A panel) x (packed B panel).
-@inline function micro(ap: usize, bp: usize, kc: i32, c: usize, ldc: i32, alpha: f32): void {
+// c + a b on 4 lanes: one fused multiply-add where the module is built with relaxed SIMD (a second
+// build; the loader picks it when the runtime validates it), else a multiply and an add.
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
+// C[4x8] (row stride ldc floats) += alpha * (packed A panel) x (packed B panel); with `overwrite`,
+// C = alpha * (...) (the first K block of a beta = 0 product: C is never read, so no zeroing pass).
+@inline function micro(ap: usize, bp: usize, kc: i32, c: usize, ldc: i32, alpha: f32, overwrite: bool): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
@@ -96,17 +132,24 @@ function packB(b: usize, sbk: i32, sbn: i32, kc: i32, nc: i32, dst: usize): void
     const b0 = v128.load(bp);
     const b1 = v128.load(bp, 16);
     let a = v128.load32_splat(ap);
-    c00 = f32x4.add(c00, f32x4.mul(a, b0)); c01 = f32x4.add(c01, f32x4.mul(a, b1));
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
     a = v128.load32_splat(ap, 4);
-    c10 = f32x4.add(c10, f32x4.mul(a, b0)); c11 = f32x4.add(c11, f32x4.mul(a, b1));
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
     a = v128.load32_splat(ap, 8);
-    c20 = f32x4.add(c20, f32x4.mul(a, b0)); c21 = f32x4.add(c21, f32x4.mul(a, b1));
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
     a = v128.load32_splat(ap, 12);
-    c30 = f32x4.add(c30, f32x4.mul(a, b0)); c31 = f32x4.add(c31, f32x4.mul(a, b1));
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
     ap += 16; bp += 32;
   }
   const al = f32x4.splat(alpha);
   const ld = <usize>ldc << 2;
+  if (overwrite) {
+    v128.store(c, f32x4.mul(al, c00)); v128.store(c, f32x4.mul(al, c01), 16); c += ld;
+    v128.store(c, f32x4.mul(al, c10)); v128.store(c, f32x4.mul(al, c11), 16); c += ld;
+    v128.store(c, f32x4.mul(al, c20)); v128.store(c, f32x4.mul(al, c21), 16); c += ld;
+    v128.store(c, f32x4.mul(al, c30)); v128.store(c, f32x4.mul(al, c31), 16);
+    return;
+  }
   v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c00))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c01)), 16); c += ld;
   v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c10))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c11)), 16); c += ld;
   v128.store(c, f32x4.add(v128.load(c), f32x4.mul(al, c20))); v128.store(c, f32x4.add(v128.load(c, 16), f32x4.mul(al, c21)), 16); c += ld;
@@ -119,8 +162,10 @@ function gemmRange(
   alpha: f32, beta: f32, m0: i32, m1: i32, n0: i32, n1: i32, ws: usize,
 ): void {
   if (m1 <= m0 || n1 <= n0) return;
-  // C = beta C over the range first (beta 0 overwrites, so garbage or NaN in C never leaks in)
-  if (beta != 1) {
+  // C = beta C over the range first (beta 0 overwrites, so garbage or NaN in C never leaks in);
+  // for beta = 0 the first K block's tiles store instead of accumulating, which needs no pass
+  const direct = beta == 0 && K > 0;
+  if (beta != 1 && !direct) {
     for (let i = m0; i < m1; i++) {
       const row = c + ((<usize>i * ldc) << 2);
       for (let j = n0; j < n1; j++) {
@@ -147,16 +192,17 @@ function gemmRange(
             const h = min(MR, mc - i);
             const ap = wsA + ((<usize>i * kc) << 2);
             const cp = c + ((<usize>(i0 + i) * ldc + j0 + j) << 2);
+            const first = direct && k0 == 0;
             if (h == MR && w == NR) {
-              micro(ap, bp, kc, cp, ldc, alpha);
+              micro(ap, bp, kc, cp, ldc, alpha, first);
             } else {
-              // edge tile: compute into a zeroed 4x8 scratch, add the valid part
-              for (let q = 0; q < MR * NR; q++) store<f32>(tile + (<usize>q << 2), 0);
-              micro(ap, bp, kc, tile, NR, alpha);
+              // edge tile: compute into a 4x8 scratch, then store or add the valid part
+              micro(ap, bp, kc, tile, NR, alpha, true);
               for (let r = 0; r < h; r++) {
                 for (let s = 0; s < w; s++) {
                   const p = cp + ((<usize>r * ldc + s) << 2);
-                  store<f32>(p, load<f32>(p) + load<f32>(tile + ((<usize>(r * NR + s)) << 2)));
+                  const v = load<f32>(tile + ((<usize>(r * NR + s)) << 2));
+                  store<f32>(p, first ? v : load<f32>(p) + v);
                 }
               }
             }

@@ -22,15 +22,19 @@ function newest(dir) {
   return t;
 }
 
-// kernels: rebuilt only when the AssemblyScript sources changed (asc takes a few seconds)
+// kernels: rebuilt only when the AssemblyScript sources changed (asc takes a few seconds). Two builds
+// of one source: cpu.wasm (SIMD128) and cpu-relaxed.wasm (plus relaxed SIMD: fused multiply-add in
+// the GEMM micro-kernel), which the loader uses where the runtime supports it.
 mkdirSync(join(root, 'dist', 'kernels'), { recursive: true });
-const wasm = join(root, 'dist', 'kernels', 'cpu.wasm');
-if (!existsSync(wasm) || statSync(wasm).mtimeMs < newest(join(root, 'assembly'))) {
+const stamp = newest(join(root, 'assembly'));
+for (const [file, extra] of [['cpu.wasm', []], ['cpu-relaxed.wasm', ['--enable', 'relaxed-simd']]]) {
+  const wasm = join(root, 'dist', 'kernels', file);
+  if (existsSync(wasm) && statSync(wasm).mtimeMs >= stamp) continue;
   run(bin('asc'), [
     'assembly/index.ts', '-o', wasm,
-    '--enable', 'simd', '--enable', 'threads',
+    '--enable', 'simd', '--enable', 'threads', ...extra,
     '--importMemory', '--sharedMemory', '--initialMemory', '1', '--maximumMemory', '65536',
-    '-O3', '--runtime', 'stub', '--noAssert', '--exportStart', '_start',
+    '-O3', '--runtime', 'stub', '--noAssert',
   ]);
 }
 run(bin('tsc'), ['-p', 'tsconfig.json']);

@@ -22,7 +22,7 @@ import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, r
 import { philoxNormal, philoxUniform } from '../philox.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnGeometry } from './attention.js';
 import { gemmF32, gemmReference, type GemmProblem } from './gemm.js';
-import { defaultThreads, KernelPool } from './kernels.js';
+import { defaultThreads, KernelPool, kernelsUseFma } from './kernels.js';
 import { gelu32, gelu64, geluGrad32, geluGrad64, silu, siluGrad } from './math.js';
 import { LinearMemory } from './memory.js';
 import { routeBackward, routeTokens } from './moe.js';
@@ -60,7 +60,7 @@ export class CpuBackend implements Backend {
   }
 
   describe(): string {
-    return `cpu (WebAssembly SIMD kernels, ${this.pool.threads} thread${this.pool.threads > 1 ? 's' : ''})`;
+    return `cpu (WebAssembly SIMD${kernelsUseFma() ? ' + relaxed FMA' : ''} kernels, ${this.pool.threads} thread${this.pool.threads > 1 ? 's' : ''})`;
   }
 
   // ---- memory -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { LinearMemory } from './memory.js';
@@ -23,21 +24,50 @@ type KernelFn = (...args: number[]) => void;
 const CTRL_INTS = 16; // generation, pending, fn, nargs, nth, error
 const MAX_ARGS = 32;
 
-let compiled: WebAssembly.Module | undefined;
+let compiled: { module: WebAssembly.Module; relaxed: boolean } | undefined;
 
-/** The compiled kernel module (compiled once per process). */
+/**
+ * Whether the relaxed-SIMD build may be used: Node 20's V8 validates relaxed SIMD only behind a flag,
+ * which can be raised at run time before the module is compiled (Node 22 has it on by default).
+ * MOE_DIFFUSEQ_RELAXED_SIMD=0 turns it off (plain SIMD results are the same on every x86/ARM CPU;
+ * fused multiply-adds round differently from a multiply and an add).
+ */
+function relaxedWanted(): boolean {
+  if (process.env['MOE_DIFFUSEQ_RELAXED_SIMD'] === '0') return false;
+  try {
+    setFlagsFromString('--experimental-wasm-relaxed-simd');
+  } catch {
+    /* an unknown flag on a newer V8 where the feature is standard */
+  }
+  return true;
+}
+
+function readKernel(file: string): Buffer | null {
+  try {
+    return readFileSync(fileURLToPath(new URL(`../../../kernels/${file}`, import.meta.url)));
+  } catch {
+    return null;
+  }
+}
+
+/** The compiled kernel module (compiled once per process): the relaxed-SIMD build where valid. */
 export function kernelModule(): WebAssembly.Module {
   if (!compiled) {
-    const path = fileURLToPath(new URL('../../../kernels/cpu.wasm', import.meta.url));
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(path);
-    } catch {
-      throw new Error(`CPU kernels not built: ${path} is missing (run npm run build)`);
+    const relaxed = relaxedWanted() ? readKernel('cpu-relaxed.wasm') : null;
+    if (relaxed && WebAssembly.validate(relaxed)) compiled = { module: new WebAssembly.Module(relaxed), relaxed: true };
+    else {
+      const plain = readKernel('cpu.wasm');
+      if (!plain) throw new Error(`CPU kernels not built: ${fileURLToPath(new URL('../../../kernels/cpu.wasm', import.meta.url))} is missing (run npm run build)`);
+      compiled = { module: new WebAssembly.Module(plain), relaxed: false };
     }
-    compiled = new WebAssembly.Module(bytes);
   }
-  return compiled;
+  return compiled.module;
+}
+
+/** True when the kernels in use fuse multiply-adds (the relaxed-SIMD build). */
+export function kernelsUseFma(): boolean {
+  kernelModule();
+  return compiled!.relaxed;
 }
 
 /** Instantiates the kernels over `memory` (used by the main thread and by each worker). */
