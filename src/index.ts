@@ -19,6 +19,7 @@ export { DEFAULT_TRAIN_OPTIONS, type TrainOptions } from './train/options.js';
 export { resolveModelDir } from './train/checkpoints.js';
 export { runDemo } from './train/demo.js';
 export { generate, type GenerateOptions, type Generated } from './sample/generate.js';
+export { load, type LoadedDiffusionModel, type LoadOptions as SampleLoadOptions } from './sample/load.js';
 export { sampleIds, samplingTimesteps } from './sample/sampler.js';
 export * from './eval/index.js';
 export * from './tokenizer/index.js';

@@ -241,6 +241,8 @@ export async function train(input: Partial<TrainOptions>, controls: TrainControl
         bar?.update(step, { loss: lastLoss.toFixed(4), 'tok/s': (window.tokens / secs).toFixed(0) }, true);
         window = { loss: 0, mse: 0, tT: 0, nll: 0, aux: 0, z: 0, n: 0, tokens: 0, t0: performance.now() };
       } else bar?.update(step, { loss: Number.isFinite(lastLoss) ? lastLoss.toFixed(4) : '-' });
+      // let the event loop run (a Ctrl-C handler aborts the signal there), then look at it
+      await new Promise((r) => setImmediate(r));
       interrupted = !!controls.signal?.aborted;
       if (o.evalEvery > 0 && step % o.evalEvery === 0 && step !== o.maxSteps && !interrupted) lastEval = runEval();
       if ((o.saveEvery > 0 && step % o.saveEvery === 0) || step === stopAt || interrupted) save();

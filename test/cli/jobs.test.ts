@@ -133,3 +133,34 @@ test('sample: empty and over-long inputs are clear errors naming the line', () =
     t.done();
   }
 });
+
+test('Ctrl-C (SIGINT) saves a checkpoint and exits; --resume continues from it', async () => {
+  const t = tempDir();
+  try {
+    const cfg = join(t.dir, 'run.json');
+    writeFileSync(cfg, MODEL);
+    const out = join(t.dir, 'run');
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [CLI, 'train', '--data', DATA, '--out', out, '--tokenizer', TOKENIZER, '--config', cfg, '--max-steps', '100000', '--save-every', '0', '--quiet'], {
+      env: { ...process.env, MOE_DIFFUSEQ_THREADS: '1' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    // wait until it is training (its first metrics line), then interrupt
+    const metrics = join(out, 'metrics.jsonl');
+    for (let i = 0; i < 200 && !existsSync(metrics); i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGINT');
+    const code = await new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /Ctrl-C: saving a checkpoint/);
+    assert.match(stdout, /interrupted at step (\d+); checkpoint .*checkpoint-0*\1/);
+    const step = Number(/interrupted at step (\d+)/.exec(stdout)![1]);
+    const r = cli(['train', '--out', out, '--resume', '--max-steps', String(step + 2), '--quiet']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`finished step ${step + 2}`));
+  } finally {
+    t.done();
+  }
+});

@@ -123,3 +123,40 @@ test('kill -9 at any moment leaves the previous checkpoint intact and loadable',
     t.done();
   }
 });
+
+test('task lm trains on plain documents, chunked with overlap', async () => {
+  const t = tempDir();
+  try {
+    const logs: Record<string, unknown>[] = [];
+    const r = await train(
+      microRun(t.dir, { data: join(CLI, '../../../../test/fixtures/data/sotu-2.jsonl.gz'), task: 'lm', overlap: 4, maxSteps: 3, logEvery: 1, evalExamples: 0 }),
+      { ...quiet, log: (l) => logs.push({ l }), onLog: (x) => logs.push(x) },
+    );
+    assert.equal(r.step, 3);
+    const dataLine = logs.find((x) => typeof x['l'] === 'string' && (x['l'] as string).startsWith('data:'))!['l'] as string;
+    const n = Number(/data: (\d+) training sequences/.exec(dataLine)![1]);
+    assert.ok(n > 100, `two speeches in chunks of 24 give many sequences (${dataLine})`);
+    assert.ok(logs.some((x) => x['split'] === 'train' && Number.isFinite(x['loss'] as number)));
+  } finally {
+    t.done();
+  }
+});
+
+test('the library: load(run folder) and sample()', async () => {
+  const t = tempDir();
+  try {
+    await train(microRun(t.dir, { maxSteps: 2, evalExamples: 0 }), quiet);
+    const { load } = await import('../../src/sample/load.js');
+    const m = load(t.dir);
+    assert.match(m.dir, /checkpoint-000002$/);
+    const out = m.sample(['what is love ?', 'how to cook ?'], { steps: 2, truncate: true });
+    assert.equal(out.length, 2);
+    assert.ok(out.every((o) => typeof o.text === 'string'));
+    const k = m.sample(['what is love ?'], { steps: 2, candidates: 3, truncate: true });
+    assert.equal(k[0]!.candidates!.length, 3);
+    assert.equal(k[0]!.text, k[0]!.candidates![k[0]!.chosen!]);
+    m.dispose();
+  } finally {
+    t.done();
+  }
+});

@@ -1,0 +1,54 @@
+/**
+ * The library's one-call entry for using a trained model: `load(dir)` returns the model with its
+ * tokenizer and backend, and `sample(inputs)` turns texts into outputs (SPEC section 5).
+ */
+import type { Backend } from '../backend/backend.js';
+import { createBackend } from '../backend/create.js';
+import { CheckpointError } from '../errors.js';
+import { loadModel } from '../io/checkpoint.js';
+import type { Model } from '../model/model.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { resolveModelDir } from '../train/checkpoints.js';
+import { generate, type GenerateOptions, type Generated } from './generate.js';
+
+/** Options of {@link load}. */
+export interface LoadOptions {
+  /** `cpu` (default), `cuda` or `cuda:N`. */
+  device?: string;
+}
+
+/** A loaded model ready to sample. Call dispose() to free its memory and threads. */
+export interface LoadedDiffusionModel {
+  readonly model: Model;
+  readonly tokenizer: Tokenizer;
+  readonly backend: Backend;
+  /** The folder it was loaded from (a run folder resolves to its newest checkpoint). */
+  readonly dir: string;
+  /** Generates one output per input text (defaults: DDIM, 10 steps, seed 0). */
+  sample(inputs: readonly string[], opts?: Partial<GenerateOptions>): Generated[];
+  dispose(): void;
+}
+
+/** Loads a model folder (or a run folder's newest checkpoint). */
+export function load(dir: string, opts: LoadOptions = {}): LoadedDiffusionModel {
+  const resolved = resolveModelDir(dir);
+  const backend = createBackend(opts.device ?? 'cpu');
+  try {
+    const { model, tokenizer } = loadModel(resolved, backend);
+    if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);
+    return {
+      model,
+      tokenizer,
+      backend,
+      dir: resolved,
+      sample: (inputs, o = {}) => generate(model, tokenizer, inputs, { sampler: 'ddim', steps: 10, seed: 0, ...o }),
+      dispose: () => {
+        model.dispose();
+        backend.close();
+      },
+    };
+  } catch (e) {
+    backend.close();
+    throw e;
+  }
+}
