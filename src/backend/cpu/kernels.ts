@@ -167,6 +167,8 @@ export class KernelPool {
     } catch (e) {
       err = e;
     }
+    // the workers usually finish within microseconds of the caller: spin a little before sleeping
+    for (let i = 0; i < 20000 && Atomics.load(c, 1) !== 0; i++);
     for (;;) {
       const p = Atomics.load(c, 1);
       if (p === 0) break;

@@ -34,7 +34,14 @@ for (;;) {
   // job can arrive after this thread already ran that job (the caller was descheduled between
   // bumping the generation and notifying), and running it twice would accumulate twice. Waits are
   // bounded for the reason given in kernels.ts.
-  let cur: number;
+  // Spin for up to ~2 ms first: kernels come in quick succession during a training step, and a
+  // sleeping thread takes tens of microseconds (more on a busy host) to wake.
+  let cur = Atomics.load(ctrl, 0);
+  const spinUntil = performance.now() + 2;
+  for (let i = 0; cur === gen; i++) {
+    if ((i & 255) === 255 && performance.now() > spinUntil) break;
+    cur = Atomics.load(ctrl, 0);
+  }
   while ((cur = Atomics.load(ctrl, 0)) === gen) Atomics.wait(ctrl, 0, gen, 200);
   gen = cur;
   const fi = ctrl[2]!;
