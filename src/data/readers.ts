@@ -187,26 +187,41 @@ export function readPairs(file: string, options: PairReaderOptions = {}): DataSt
 async function* pairsGen(file: string, options: PairReaderOptions, report: BadInputReport): AsyncGenerator<Example, void, undefined> {
   const srcField = options.srcField ?? 'src';
   const trgField = options.trgField ?? 'trg';
-  const skipBad = options.skipBad ?? false;
   const hint = 'choose the field names with the srcField / trgField options';
+  yield* jsonlRecords(file, options, report, (obj, ln) => {
+    const src = stringField(obj, srcField, ln, hint);
+    const trg = stringField(obj, trgField, ln, hint);
+    if (isBlank(trg)) throw new InputError(ln.file, ln.line, `empty target (field "${trgField}")`);
+    return { src, trg, file: ln.file, line: ln.line };
+  });
+}
+
+/**
+ * The JSON objects of a JSONL file turned into records by `toRecord` (which throws InputError for a
+ * bad one): blank lines skipped, bad lines thrown or (skipBad) counted, an empty result an error.
+ */
+async function* jsonlRecords<T>(
+  file: string,
+  options: ReaderOptions,
+  report: BadInputReport,
+  toRecord: (obj: Record<string, unknown>, ln: Line) => T,
+): AsyncGenerator<T, void, undefined> {
+  const skipBad = options.skipBad ?? false;
   const before = report.count;
   let n = 0;
   for await (const ln of readLines(file, lineOptions(options, report, options.onProgress))) {
-    let ex: Example | undefined;
+    let rec: T;
     try {
       const obj = parseObjectLine(ln);
       if (obj === undefined) continue;
-      const src = stringField(obj, srcField, ln, hint);
-      const trg = stringField(obj, trgField, ln, hint);
-      if (isBlank(trg)) throw new InputError(ln.file, ln.line, `empty target (field "${trgField}")`);
-      ex = { src, trg, file: ln.file, line: ln.line };
+      rec = toRecord(obj, ln);
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
       handleBad(err, skipBad, report);
       continue;
     }
     n++;
-    yield ex;
+    yield rec;
   }
   checkNotEmpty(file, n, before, report);
 }
@@ -224,26 +239,11 @@ export function readDocuments(file: string, options: DocumentReaderOptions = {})
 
 async function* documentsGen(file: string, options: DocumentReaderOptions, report: BadInputReport): AsyncGenerator<TextDocument, void, undefined> {
   const field = options.field ?? 'text';
-  const skipBad = options.skipBad ?? false;
-  const before = report.count;
-  let n = 0;
-  for await (const ln of readLines(file, lineOptions(options, report, options.onProgress))) {
-    let doc: TextDocument | undefined;
-    try {
-      const obj = parseObjectLine(ln);
-      if (obj === undefined) continue;
-      const text = stringField(obj, field, ln, 'choose the text field with the field option');
-      if (isBlank(text)) throw new InputError(ln.file, ln.line, `empty document (field "${field}")`);
-      doc = { text, file: ln.file, line: ln.line };
-    } catch (err) {
-      if (!(err instanceof InputError)) throw err;
-      handleBad(err, skipBad, report);
-      continue;
-    }
-    n++;
-    yield doc;
-  }
-  checkNotEmpty(file, n, before, report);
+  yield* jsonlRecords(file, options, report, (obj, ln) => {
+    const text = stringField(obj, field, ln, 'choose the text field with the field option');
+    if (isBlank(text)) throw new InputError(ln.file, ln.line, `empty document (field "${field}")`);
+    return { text, file: ln.file, line: ln.line };
+  });
 }
 
 /** The {@link readLines} options a reader passes on (only those set, so readLines' defaults apply). */

@@ -6,6 +6,16 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { CLI, DATA, TOKENIZER, tempDir } from '../train/fixtures.js';
 
+/** Trains a 1-step model into DIR/run (for tests that need any trained model); returns the run folder. */
+function trainedRun(dir: string): string {
+  const cfg = join(dir, 'run.json');
+  writeFileSync(cfg, MODEL);
+  const out = join(dir, 'run');
+  const r = cli(['train', '--data', DATA, '--out', out, '--tokenizer', TOKENIZER, '--config', cfg, '--max-steps', '1', '--quiet', '--eval-examples', '0']);
+  assert.equal(r.code, 0, r.err);
+  return out;
+}
+
 function cli(args: string[], input?: string): { code: number; out: string; err: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, env: { ...process.env, MOE_DIFFUSEQ_THREADS: '1' } });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
@@ -46,8 +56,10 @@ test('train -> resume -> sample -> eval -> plot in a temporary folder', () => {
     assert.ok(rows.every((x) => typeof x.hyp === 'string' && x.candidates.length === 2 && x.candidates.includes(x.hyp) && typeof x.ref === 'string'));
     r = cli(['eval', '--hyp', hyps, '--ref', inputs, '--json']);
     assert.equal(r.code, 0, r.err);
-    const m = JSON.parse(r.out) as { metrics?: Record<string, number> } & Record<string, unknown>;
-    assert.ok(JSON.stringify(m).includes('bleu'));
+    const m = JSON.parse(r.out) as { sentences: number; results: { metrics: Record<string, number> }[] };
+    assert.equal(m.sentences, 3);
+    const scores = m.results[0]!.metrics;
+    assert.ok(scores['bleu']! >= 0 && scores['bleu']! <= 100 && scores['rougeL']! >= 0 && scores['rougeL']! <= 1, JSON.stringify(scores));
     r = cli(['plot', out]);
     assert.equal(r.code, 0, r.err);
     assert.match(readFileSync(join(out, 'curves.svg'), 'utf8'), /^<svg[^>]*>.*<polyline/s);
@@ -59,10 +71,7 @@ test('train -> resume -> sample -> eval -> plot in a temporary folder', () => {
 test('--show-steps prints the decoded text of every step', () => {
   const t = tempDir();
   try {
-    const cfg = join(t.dir, 'run.json');
-    writeFileSync(cfg, MODEL);
-    const out = join(t.dir, 'run');
-    assert.equal(cli(['train', '--data', DATA, '--out', out, '--tokenizer', TOKENIZER, '--config', cfg, '--max-steps', '1', '--quiet', '--eval-examples', '0']).code, 0);
+    const out = trainedRun(t.dir);
     const r = cli(['sample', '--model', out, '--text', 'what is it ?', '--steps', '3', '--show-steps']);
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(r.err.match(/\[input 1, step \d\/3\]/g), ['[input 1, step 1/3]', '[input 1, step 2/3]', '[input 1, step 3/3]']);
@@ -114,10 +123,7 @@ test('every user-facing error is one line with exit code 2', () => {
 test('sample: empty and over-long inputs are clear errors naming the line', () => {
   const t = tempDir();
   try {
-    const cfg = join(t.dir, 'run.json');
-    writeFileSync(cfg, MODEL);
-    const out = join(t.dir, 'run');
-    assert.equal(cli(['train', '--data', DATA, '--out', out, '--tokenizer', TOKENIZER, '--config', cfg, '--max-steps', '1', '--quiet', '--eval-examples', '0']).code, 0);
+    const out = trainedRun(t.dir);
     const inp = join(t.dir, 'in.txt');
     writeFileSync(inp, 'fine input\n   \n');
     let r = cli(['sample', '--model', out, '--input', inp, '--steps', '1']);
