@@ -43,7 +43,8 @@ export class CpuBackend implements Backend {
   private readonly pool: KernelPool;
   private gemmWs = 0;
   private readonly gemmWsBytes: number;
-  private scratch: CpuTensor | null = null;
+  private scratch = 0;
+  private scratchSize = 0;
   private closed = false;
 
   constructor(opts: CpuBackendOptions = {}) {
@@ -124,13 +125,7 @@ export class CpuBackend implements Backend {
     cpu('fill', t).data.fill(value);
   }
   memory(): MemoryStats {
-    return { liveBytes: this.mem.liveBytes - (this.scratch ? this.scratchBytes() : 0) - this.gemmWsBytesHeld(), peakBytes: this.mem.peakBytes - (this.scratch ? this.scratchBytes() : 0) - this.gemmWsBytesHeld(), liveTensors: this.mem.liveAllocations - (this.scratch ? 1 : 0) - (this.gemmWs ? 1 : 0) };
-  }
-  private scratchBytes(): number {
-    return Math.max(64, Math.ceil((this.scratch!.size * 4) / 64) * 64);
-  }
-  private gemmWsBytesHeld(): number {
-    return this.gemmWs ? Math.ceil((this.gemmWsBytes * this.pool.threads) / 64) * 64 : 0;
+    return { liveBytes: this.mem.liveBytes, peakBytes: this.mem.peakBytes, liveTensors: this.mem.liveAllocations };
   }
   resetPeak(): void {
     this.mem.resetPeak();
@@ -143,14 +138,15 @@ export class CpuBackend implements Backend {
 
   /** Per-thread kernel workspace (kept for the backend's life; not counted as tensor memory). */
   private gemmWorkspace(): number {
-    if (!this.gemmWs) this.gemmWs = this.mem.alloc(this.gemmWsBytes * this.pool.threads);
+    if (!this.gemmWs) this.gemmWs = this.mem.alloc(this.gemmWsBytes * this.pool.threads, true);
     return this.gemmWs;
   }
-  /** A float32 scratch buffer of at least n elements (grown on demand, not counted). */
-  private scratchF32(n: number): CpuTensor {
-    if (!this.scratch || this.scratch.size < n) {
-      this.scratch?.dispose();
-      this.scratch = this.alloc([Math.max(n, 1024)], 'float32');
+  /** Byte offset of a workspace of at least `bytes` (grown on demand, not counted). */
+  private scratchBytesAt(bytes: number): number {
+    if (this.scratchSize < bytes) {
+      if (this.scratch) this.mem.release(this.scratch);
+      this.scratchSize = Math.max(bytes, 4096);
+      this.scratch = this.mem.alloc(this.scratchSize, true);
     }
     return this.scratch;
   }
@@ -199,13 +195,11 @@ export class CpuBackend implements Backend {
     const o = cpu(op, out).data;
     const a = cpu(op, x).data;
     const b = cpu(op, y).data;
-    const pb = yShape[0] === 1 ? 0 : Q * R;
     const qb = yShape[1] === 1 ? 0 : R;
     for (let p = 0; p < P; p++)
       for (let q = 0; q < Q; q++) {
         const xo = (p * Q + q) * R;
         const yo = (yShape[0] === 1 ? 0 : p) * (yShape[1] === 1 ? 1 : Q) * R + q * qb;
-        void pb;
         for (let r = 0; r < R; r++) o[xo + r] = a[xo + r]! + b[yo + r]!;
       }
   }
@@ -614,8 +608,7 @@ export class CpuBackend implements Backend {
   }
   private attnWorkspace(S: number): { base: number; per: number } {
     const per = Math.ceil((S * 8 + 64) / 64) * 64;
-    const t = this.scratchF32((per * this.pool.threads) / 4);
-    return { base: t.byteOffset, per };
+    return { base: this.scratchBytesAt(per * this.pool.threads), per };
   }
   attention(out: Tensor, lse: Tensor, qkv: Tensor, spec: AttentionSpec): void {
     const op = 'attention';

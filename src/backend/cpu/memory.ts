@@ -27,6 +27,8 @@ export class LinearMemory {
   private free: Block[] = []; // sorted by offset, never adjacent (coalesced)
   private top: number; // first byte never handed out
   private readonly used = new Map<number, number>();
+  /** Offsets of allocations that are the backend's own workspace: not counted as tensor memory. */
+  private readonly internal = new Set<number>();
   liveBytes = 0;
   peakBytes = 0;
 
@@ -40,12 +42,16 @@ export class LinearMemory {
     return this.memory.buffer as unknown as SharedArrayBuffer;
   }
 
+  /** Live allocations, workspace excluded. */
   get liveAllocations(): number {
-    return this.used.size;
+    return this.used.size - this.internal.size;
   }
 
-  /** Allocates `bytes` (rounded up to 64) and returns the byte offset. */
-  alloc(bytes: number): number {
+  /**
+   * Allocates `bytes` (rounded up to 64) and returns the byte offset. `internal` marks the backend's
+   * own workspace (kernel scratch), which the live/peak counters leave out.
+   */
+  alloc(bytes: number, internal = false): number {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     let offset = -1;
     for (let i = 0; i < this.free.length; i++) {
@@ -66,8 +72,11 @@ export class LinearMemory {
       this.top += size;
     }
     this.used.set(offset, size);
-    this.liveBytes += size;
-    if (this.liveBytes > this.peakBytes) this.peakBytes = this.liveBytes;
+    if (internal) this.internal.add(offset);
+    else {
+      this.liveBytes += size;
+      if (this.liveBytes > this.peakBytes) this.peakBytes = this.liveBytes;
+    }
     return offset;
   }
 
@@ -76,7 +85,7 @@ export class LinearMemory {
     const size = this.used.get(offset);
     if (size === undefined) throw new Error(`LinearMemory: double free or foreign offset ${offset}`);
     this.used.delete(offset);
-    this.liveBytes -= size;
+    if (!this.internal.delete(offset)) this.liveBytes -= size;
     // insert in order, then coalesce with the neighbours; a block ending at top lowers top
     let lo = 0;
     let hi = this.free.length;
