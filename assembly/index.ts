@@ -592,3 +592,190 @@ export function dropout_f32(x: usize, out: usize, n: i32, p: f64, seedLo: u32, s
     }
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Blocked attention (dilation 1, and full attention): a block of BQ consecutive query rows shares
+// almost all of its keys (the globals plus the union of the windows: 2w + BQ positions), so the
+// scores, P V, and every product of the backward become small GEMMs through gemmRange (the SIMD
+// micro-kernel) instead of one dot product per (query, key). Keys of the union outside a row's window
+// are masked exactly (probability 0). The row-at-a-time kernels above are the slow twin (and serve
+// dilation > 1). Workspace per thread: GEMM_WS_BYTES, then two BQ x S float buffers.
+// ------------------------------------------------------------------------------------------------
+const BQ: i32 = 32;
+
+/** Workspace bytes one thread needs for the blocked attention over S rows. */
+export function attn_blk_ws_bytes(S: i32): i32 {
+  return GEMM_WS_BYTES + 2 * BQ * S * 4 + 64;
+}
+
+// Local key positions [lo, hi) of the block of rows [i0, i1) (globals are always columns [0, G)).
+// Global query rows and full attention see every position.
+@inline function blockLo(i0: i32, G: i32, window: i32): i32 {
+  return i0 < G || window < 0 ? 0 : max(0, i0 - G - window);
+}
+@inline function blockHi(i1: i32, G: i32, N: i32, window: i32): i32 {
+  return i1 <= G || window < 0 ? N : min(N, i1 - G + window);
+}
+
+// c[r, :] (row stride U) = a_r . key for the block's keys: globals (key rows 0..G-1) into columns
+// [0, G), locals (key rows G+lo ..) into [G, G + nl). Rows of a at stride sa floats, keys at stride sk.
+function keysProduct(rows: i32, dh: i32, a: usize, sa: i32, keys: usize, sk: i32, G: i32, lo: i32, nl: i32, c: usize, U: i32, ws: usize): void {
+  if (G > 0) gemmRange(rows, G, dh, a, sa, 1, keys, 1, sk, c, U, 1, 0, 0, rows, 0, G, ws);
+  if (nl > 0) gemmRange(rows, nl, dh, a, sa, 1, keys + ((<usize>(G + lo) * sk) << 2), 1, sk, c + (<usize>G << 2), U, 1, 0, 0, rows, 0, nl, ws);
+}
+
+// out[r, :] (+)= p[r, :] v_keys: the same two key groups as keysProduct (beta 0 overwrites out).
+function probsTimesKeys(rows: i32, dh: i32, p: usize, U: i32, keys: usize, sk: i32, G: i32, lo: i32, nl: i32, out: usize, so: i32, beta: f32, ws: usize): void {
+  let b = beta;
+  if (G > 0) {
+    gemmRange(rows, dh, G, p, U, 1, keys, sk, 1, out, so, 1, b, 0, rows, 0, dh, ws);
+    b = 1;
+  }
+  if (nl > 0) gemmRange(rows, dh, nl, p + (<usize>G << 2), U, 1, keys + ((<usize>(G + lo) * sk) << 2), sk, 1, out, so, 1, b, 0, rows, 0, dh, ws);
+}
+
+// keys_grad (+)= p^T x for the block: dK or dV rows of the union += (rows x U)^T (rows x dh).
+function keysGradAccumulate(rows: i32, dh: i32, p: usize, U: i32, x: usize, sx: i32, G: i32, lo: i32, nl: i32, grad: usize, sg: i32, ws: usize): void {
+  if (G > 0) gemmRange(G, dh, rows, p, 1, U, x, sx, 1, grad, sg, 1, 1, 0, G, 0, dh, ws);
+  if (nl > 0) gemmRange(nl, dh, rows, p + (<usize>G << 2), 1, U, x, sx, 1, grad + ((<usize>(G + lo) * sg) << 2), sg, 1, 1, 0, nl, 0, dh, ws);
+}
+
+// Scores of the block to probabilities in place: p = exp(scale s - lse) on the row's valid keys, 0 on
+// the union's others. With lse < 0 (forward) the row's log-sum-exp is computed and stored there.
+function blockSoftmax(sc: usize, rows: i32, U: i32, i0: i32, G: i32, lo: i32, window: i32, scale: f32, lseOut: usize, lseIn: usize): void {
+  for (let r = 0; r < rows; r++) {
+    const i = i0 + r;
+    const row = sc + ((<usize>r * U) << 2);
+    // valid local columns [c0, c1) of this row (all of them for global rows and full attention)
+    let c0 = G, c1 = U;
+    if (i >= G && window >= 0) {
+      const p = i - G;
+      c0 = G + max(0, p - window - lo);
+      c1 = G + min(U - G, p + window + 1 - lo);
+    }
+    const sv = f32x4.splat(scale);
+    let l: f32;
+    if (lseIn != 0) l = load<f32>(lseIn + (<usize>i << 2));
+    else {
+      let mx: f32 = -Infinity;
+      for (let c = 0; c < G; c++) mx = max(mx, load<f32>(row + (<usize>c << 2)) * scale);
+      for (let c = c0; c < c1; c++) mx = max(mx, load<f32>(row + (<usize>c << 2)) * scale);
+      const mv = f32x4.splat(mx);
+      let sum: f64 = 0;
+      let c = 0;
+      for (; c < G; c++) sum += Math.exp(<f64>(load<f32>(row + (<usize>c << 2)) * scale - mx));
+      c = c0;
+      let acc = f32x4.splat(0);
+      for (; c + 4 <= c1; c += 4) acc = f32x4.add(acc, exp4(f32x4.sub(f32x4.mul(v128.load(row + (<usize>c << 2)), sv), mv)));
+      sum += <f64>f32x4.extract_lane(acc, 0) + <f64>f32x4.extract_lane(acc, 1) + <f64>f32x4.extract_lane(acc, 2) + <f64>f32x4.extract_lane(acc, 3);
+      for (; c < c1; c++) sum += Math.exp(<f64>(load<f32>(row + (<usize>c << 2)) * scale - mx));
+      l = mx + <f32>Math.log(sum);
+      store<f32>(lseOut + (<usize>i << 2), l);
+    }
+    const lv = f32x4.splat(l);
+    for (let c = 0; c < G; c++) store<f32>(row + (<usize>c << 2), <f32>Math.exp(<f64>(load<f32>(row + (<usize>c << 2)) * scale - l)));
+    for (let c = G; c < c0; c++) store<f32>(row + (<usize>c << 2), 0);
+    let c = c0;
+    for (; c + 4 <= c1; c += 4) v128.store(row + (<usize>c << 2), exp4(f32x4.sub(f32x4.mul(v128.load(row + (<usize>c << 2)), sv), lv)));
+    for (; c < c1; c++) store<f32>(row + (<usize>c << 2), <f32>Math.exp(<f64>(load<f32>(row + (<usize>c << 2)) * scale - l)));
+    for (c = c1; c < U; c++) store<f32>(row + (<usize>c << 2), 0);
+  }
+}
+
+export function attn_fwd_blk_f32(
+  qkv: usize, out: usize, lse: usize, B: i32, S: i32, H: i32, dh: i32, G: i32,
+  window: i32, scale: f32, wsBase: usize, wsBytes: i32, tid: i32, nth: i32,
+): void {
+  const ws = wsBase + <usize>tid * <usize>wsBytes;
+  const sc = ws + <usize>GEMM_WS_BYTES;
+  const d = H * dh;
+  const N = S - G;
+  for (let bh = tid; bh < B * H; bh += nth) {
+    const b = bh / H, h = bh % H;
+    const base = qkv + ((<usize>b * S * 3 * d) << 2);
+    const hq = base + (<usize>(h * dh) << 2);
+    const hk = base + (<usize>(d + h * dh) << 2);
+    const hv = base + (<usize>(2 * d + h * dh) << 2);
+    const lrow = lse + ((<usize>bh * S) << 2);
+    // global rows first (one block, every key), then local rows in blocks of BQ
+    let i0 = 0;
+    while (i0 < S) {
+      const i1 = i0 < G ? G : min(S, i0 + BQ);
+      const rows = i1 - i0;
+      const lo = blockLo(i0, G, window);
+      const nl = blockHi(i1, G, N, window) - lo;
+      const U = G + nl;
+      keysProduct(rows, dh, hq + ((<usize>i0 * 3 * d) << 2), 3 * d, hk, 3 * d, G, lo, nl, sc, U, ws);
+      blockSoftmax(sc, rows, U, i0, G, lo, window, scale, lrow, 0);
+      probsTimesKeys(rows, dh, sc, U, hv, 3 * d, G, lo, nl, out + ((<usize>(b * S + i0) * d + h * dh) << 2), d, 0, ws);
+      i0 = i1;
+    }
+  }
+}
+
+export function attn_bwd_blk_f32(
+  qkv: usize, out: usize, lse: usize, dout: usize, dqkv: usize, B: i32, S: i32, H: i32, dh: i32, G: i32,
+  window: i32, scale: f32, wsBase: usize, wsBytes: i32, tid: i32, nth: i32,
+): void {
+  const ws = wsBase + <usize>tid * <usize>wsBytes;
+  const pb = ws + <usize>GEMM_WS_BYTES;
+  const dp = pb + ((<usize>BQ * S) << 2);
+  const d = H * dh;
+  const N = S - G;
+  for (let bh = tid; bh < B * H; bh += nth) {
+    const b = bh / H, h = bh % H;
+    const base = qkv + ((<usize>b * S * 3 * d) << 2);
+    const dbase = dqkv + ((<usize>b * S * 3 * d) << 2);
+    for (let i = 0; i < S; i++) {
+      for (let part = 0; part < 3; part++) {
+        const p = dbase + ((<usize>i * 3 * d + part * d + h * dh) << 2);
+        for (let x = 0; x < dh; x++) store<f32>(p + (<usize>x << 2), 0);
+      }
+    }
+    const hq = base + (<usize>(h * dh) << 2);
+    const hk = base + (<usize>(d + h * dh) << 2);
+    const hv = base + (<usize>(2 * d + h * dh) << 2);
+    const gq = dbase + (<usize>(h * dh) << 2);
+    const gk = dbase + (<usize>(d + h * dh) << 2);
+    const gv = dbase + (<usize>(2 * d + h * dh) << 2);
+    const ob = out + ((<usize>(b * S) * d + h * dh) << 2);
+    const gob = dout + ((<usize>(b * S) * d + h * dh) << 2);
+    const lrow = lse + ((<usize>bh * S) << 2);
+    let i0 = 0;
+    while (i0 < S) {
+      const i1 = i0 < G ? G : min(S, i0 + BQ);
+      const rows = i1 - i0;
+      const lo = blockLo(i0, G, window);
+      const nl = blockHi(i1, G, N, window) - lo;
+      const U = G + nl;
+      const qb = hq + ((<usize>i0 * 3 * d) << 2);
+      const go = gob + ((<usize>i0 * d) << 2);
+      // P from the saved log-sum-exp; dP = dO V^T
+      keysProduct(rows, dh, qb, 3 * d, hk, 3 * d, G, lo, nl, pb, U, ws);
+      blockSoftmax(pb, rows, U, i0, G, lo, window, scale, 0, lrow);
+      keysProduct(rows, dh, go, d, hv, 3 * d, G, lo, nl, dp, U, ws);
+      // dS = P (dP - D_i) scale, D_i = dO_i . O_i
+      for (let r = 0; r < rows; r++) {
+        const Di = dot(go + ((<usize>r * d) << 2), ob + ((<usize>(i0 + r) * d) << 2), dh);
+        const prow = pb + ((<usize>r * U) << 2);
+        const drow = dp + ((<usize>r * U) << 2);
+        const Dv = f32x4.splat(Di);
+        const sv = f32x4.splat(scale);
+        let c = 0;
+        for (; c + 4 <= U; c += 4) {
+          const o = <usize>c << 2;
+          v128.store(drow + o, f32x4.mul(f32x4.mul(v128.load(prow + o), f32x4.sub(v128.load(drow + o), Dv)), sv));
+        }
+        for (; c < U; c++) {
+          const o = <usize>c << 2;
+          store<f32>(drow + o, load<f32>(prow + o) * (load<f32>(drow + o) - Di) * scale);
+        }
+      }
+      // dQ = dS K; dK += dS^T Q; dV += P^T dO
+      probsTimesKeys(rows, dh, dp, U, hk, 3 * d, G, lo, nl, gq + ((<usize>i0 * 3 * d) << 2), 3 * d, 1, ws);
+      keysGradAccumulate(rows, dh, dp, U, qb, 3 * d, G, lo, nl, gk, 3 * d, ws);
+      keysGradAccumulate(rows, dh, pb, U, go, d, G, lo, nl, gv, 3 * d, ws);
+      i0 = i1;
+    }
+  }
+}

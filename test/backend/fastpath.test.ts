@@ -264,3 +264,42 @@ test('GELU f32 (SIMD) forward and backward equal float64', () => {
   close(g32, g64, 1e-6, 'gelu backward accumulated');
   [x32, x64, d32, d64, y32, y64, g32, g64].forEach((t) => t.dispose());
 });
+
+test('blocked attention kernels equal their slow twin (row kernels) and float64, across block boundaries', () => {
+  const rows = new CpuBackend({ threads: 2, attentionKernel: 'rows' });
+  const cases: [AttentionSpec, number, number, number][] = [
+    [{ kind: 'sliding', heads: 2, window: 20, dilation: 1, globalTokens: 4 }, 2, 150, 32],
+    [{ kind: 'sliding', heads: 3, window: 0, dilation: 1, globalTokens: 0 }, 1, 67, 39],
+    [{ kind: 'sliding', heads: 1, window: 5, dilation: 1, globalTokens: 1 }, 2, 97, 13],
+    [{ kind: 'full', heads: 2, window: 0, dilation: 1, globalTokens: 3 }, 1, 70, 16],
+  ];
+  for (const [spec, B, S, d] of cases) {
+    const label = `${spec.kind} w${spec.window} G${spec.globalTokens} B${B} S${S} d${d}`;
+    const [q32, q64] = pair([B, S, 3 * d], 71);
+    const [g32, g64] = pair([B, S, d], 72);
+    const qr = rows.fromArray(be.toArray(q32), [B, S, 3 * d]);
+    const gr = rows.fromArray(be.toArray(g32), [B, S, d]);
+    const run = (bk: CpuBackend, q: Tensor, g: Tensor, dtype: 'float32' | 'float64') => {
+      const o = bk.empty([B, S, d], dtype);
+      const l = bk.empty([B, spec.heads, S], dtype);
+      bk.fill(o, NaN);
+      bk.fill(l, NaN);
+      bk.attention(o, l, q, spec);
+      const dq = bk.empty([B, S, 3 * d], dtype);
+      bk.fill(dq, NaN);
+      bk.attentionBackward(dq, g, q, o, l, spec);
+      return { o: bk.toArray(o), l: bk.toArray(l), dq: bk.toArray(dq), free: () => [o, l, dq].forEach((t) => t.dispose()) };
+    };
+    const fast = run(be, q32, g32, 'float32');
+    const slow = run(rows, qr, gr, 'float32');
+    const ref = run(be, q64, g64, 'float64');
+    for (const k of ['o', 'l', 'dq'] as const) {
+      assert.ok(fast[k].every((v) => Number.isFinite(v)), `${label} ${k}: every element written`);
+      assert.ok(relErr(fast[k], slow[k]) < 1e-5, `${label} ${k} vs rows: ${relErr(fast[k], slow[k])}`);
+      assert.ok(relErr(fast[k], ref[k]) < 1e-5, `${label} ${k} vs float64: ${relErr(fast[k], ref[k])}`);
+    }
+    [fast, slow, ref].forEach((r) => r.free());
+    [q32, q64, g32, g64, qr, gr].forEach((t) => t.dispose());
+  }
+  rows.close();
+});

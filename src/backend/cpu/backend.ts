@@ -34,6 +34,11 @@ const RESERVED = 1 << 16; // the kernels' own static area (HEAP_BASE) lives belo
 export interface CpuBackendOptions {
   /** Worker threads for large kernels, the caller included (default: MOE_DIFFUSEQ_THREADS or the core count). */
   threads?: number;
+  /**
+   * float32 attention kernels: `blocked` (default: blocks of query rows as small GEMMs; dilation > 1
+   * uses the row kernels) or `rows` (one query row at a time: the slow twin, kept for checking).
+   */
+  attentionKernel?: 'blocked' | 'rows';
 }
 
 /** The CPU backend. */
@@ -46,8 +51,10 @@ export class CpuBackend implements Backend {
   private scratch = 0;
   private scratchSize = 0;
   private closed = false;
+  private readonly attnKernel: 'blocked' | 'rows';
 
   constructor(opts: CpuBackendOptions = {}) {
+    this.attnKernel = opts.attentionKernel ?? 'blocked';
     this.mem = new LinearMemory(RESERVED);
     const threads = opts.threads ?? defaultThreads();
     this.pool = new KernelPool(this.mem, threads);
@@ -606,9 +613,14 @@ export class CpuBackend implements Backend {
     const dh = d / H;
     return { B, S, H, dh, G, window: spec.kind === 'full' ? -1 : spec.window, dilation: spec.kind === 'full' ? 1 : spec.dilation, scale: 1 / Math.sqrt(dh) };
   }
-  private attnWorkspace(S: number): { base: number; per: number } {
-    const per = Math.ceil((S * 8 + 64) / 64) * 64;
+  private attnWorkspace(g: AttnGeometry, blocked: boolean): { base: number; per: number } {
+    const bytes = blocked ? this.pool.call('attn_blk_ws_bytes', g.S) : g.S * 8 + 64;
+    const per = Math.ceil(bytes / 64) * 64;
     return { base: this.scratchBytesAt(per * this.pool.threads), per };
+  }
+  /** Whether the blocked kernels serve this pattern (float32, dilation 1 or full). */
+  private blocked(g: AttnGeometry): boolean {
+    return this.attnKernel === 'blocked' && g.dilation === 1;
   }
   attention(out: Tensor, lse: Tensor, qkv: Tensor, spec: AttentionSpec): void {
     const op = 'attention';
@@ -620,8 +632,11 @@ export class CpuBackend implements Backend {
     const l = cpu(op, lse);
     const q = cpu(op, qkv);
     if (dtype === 'float64') return attentionForwardRef(g, q.data as FArray, o.data as FArray, l.data as FArray);
-    const ws = this.attnWorkspace(g.S);
-    this.pool.run('attn_fwd_f32', [q.byteOffset, o.byteOffset, l.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.dilation, g.scale, ws.base, ws.per], g.B * g.H > 1 ? this.pool.threads : 1);
+    const blocked = this.blocked(g);
+    const ws = this.attnWorkspace(g, blocked);
+    const nth = g.B * g.H > 1 ? this.pool.threads : 1;
+    if (blocked) this.pool.run('attn_fwd_blk_f32', [q.byteOffset, o.byteOffset, l.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.scale, ws.base, ws.per], nth);
+    else this.pool.run('attn_fwd_f32', [q.byteOffset, o.byteOffset, l.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.dilation, g.scale, ws.base, ws.per], nth);
   }
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): void {
     const op = 'attentionBackward';
@@ -637,8 +652,11 @@ export class CpuBackend implements Backend {
     const d = cpu(op, dout);
     const dq = cpu(op, dqkv);
     if (dtype === 'float64') return attentionBackwardRef(g, q.data as FArray, o.data as FArray, l.data as FArray, d.data as FArray, dq.data as FArray);
-    const ws = this.attnWorkspace(g.S);
-    this.pool.run('attn_bwd_f32', [q.byteOffset, o.byteOffset, l.byteOffset, d.byteOffset, dq.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.dilation, g.scale, ws.base, ws.per], g.B * g.H > 1 ? this.pool.threads : 1);
+    const blocked = this.blocked(g);
+    const ws = this.attnWorkspace(g, blocked);
+    const nth = g.B * g.H > 1 ? this.pool.threads : 1;
+    if (blocked) this.pool.run('attn_bwd_blk_f32', [q.byteOffset, o.byteOffset, l.byteOffset, d.byteOffset, dq.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.scale, ws.base, ws.per], nth);
+    else this.pool.run('attn_bwd_f32', [q.byteOffset, o.byteOffset, l.byteOffset, d.byteOffset, dq.byteOffset, g.B, g.S, g.H, g.dh, g.G, g.window, g.dilation, g.scale, ws.base, ws.per], nth);
   }
 
   // ---- dropout -------------------------------------------------------------------------------

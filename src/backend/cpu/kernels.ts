@@ -15,7 +15,7 @@ import { Worker } from 'node:worker_threads';
 import type { LinearMemory } from './memory.js';
 
 /** The kernels' exported functions, by name (see assembly/index.ts). */
-export const KERNEL_NAMES = ['gemm_f32', 'bias_act_f32', 'attn_fwd_f32', 'attn_bwd_f32', 'xent_f32', 'gelu_f32', 'gelu_bwd_f32', 'dropout_f32'] as const;
+export const KERNEL_NAMES = ['gemm_f32', 'bias_act_f32', 'attn_fwd_f32', 'attn_bwd_f32', 'xent_f32', 'gelu_f32', 'gelu_bwd_f32', 'dropout_f32', 'attn_fwd_blk_f32', 'attn_bwd_blk_f32'] as const;
 /** A kernel name. */
 export type KernelName = (typeof KERNEL_NAMES)[number];
 
