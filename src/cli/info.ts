@@ -3,12 +3,13 @@ import { availableParallelism, cpus, totalmem } from 'node:os';
 import { VERSION } from '../version.js';
 import { cpuFeatures } from '../backend/cpu/features.js';
 import { defaultThreads } from '../backend/cpu/kernels.js';
+import { cudaLibraryReport, type CudaLibraryReport } from '../backend/cuda/libs.js';
 import { probeCuda } from '../backend/cuda/probe.js';
 import { defineCommand } from './command.js';
 
 export const infoCommand = defineCommand({
   name: 'info',
-  summary: 'show the Node.js version, CPU kernel features, threads and whether a CUDA driver is found',
+  summary: 'show the Node.js version, CPU kernel features, threads, and whether a CUDA driver, NVRTC and cuBLAS are found',
   usage: 'info [--json]',
   options: {
     json: { type: 'boolean', description: 'print machine-readable JSON' },
@@ -16,6 +17,8 @@ export const infoCommand = defineCommand({
   async run(opts) {
     const feats = cpuFeatures();
     const cuda = probeCuda();
+    // NVRTC and cuBLAS are looked for even without a driver: their absence is worth knowing too
+    const cudaLibraries = cudaLibraryReport();
     const info = {
       version: VERSION,
       node: process.version,
@@ -24,6 +27,7 @@ export const infoCommand = defineCommand({
       kernels: feats,
       threads: defaultThreads(),
       cuda,
+      cudaLibraries,
     };
     if (opts.json) {
       process.stdout.write(JSON.stringify(info, null, 2) + '\n');
@@ -41,6 +45,8 @@ export const infoCommand = defineCommand({
       `cuda driver     ${cuda.available ? `found: ${cuda.detail}` : `not available: ${cuda.reason}`}`,
     ];
     if (cuda.available) for (const d of cuda.devices) lines.push(`  cuda:${d.index}        ${d.name}, ${d.memoryGiB} GiB, compute capability ${d.computeCapability}`);
+    const lib = (r: CudaLibraryReport['nvrtc']) => (r.found ? `${r.version} (${r.path})` : `not found: ${r.reason}`);
+    lines.push(`nvrtc           ${lib(cudaLibraries.nvrtc)}`, `cublas          ${lib(cudaLibraries.cublas)}`);
     process.stdout.write(lines.join('\n') + '\n');
     return 0;
   },
