@@ -28,7 +28,7 @@ export const trainCommand = defineCommand({
     'src-field': { type: 'string', description: 'JSONL source field', default: D.srcField },
     'trg-field': { type: 'string', description: 'JSONL target field', default: D.trgField },
     'text-field': { type: 'string', description: 'JSONL document field', default: D.textField },
-    'seq-len': { type: 'int', description: "sequence length (overrides the preset's seqLen; maxLen grows to match)" },
+    'seq-len': { type: 'int', description: "sequence length (overrides the preset's seqLen; maxLen becomes the same unless --config sets a larger one)" },
     overlap: { type: 'int', description: 'tokens shared by consecutive chunks of a document (task lm)', default: D.overlap },
     bucket: { type: 'int', description: 'pad batches to a multiple of this instead of seqLen (0 = off)', default: D.bucket },
     'max-steps': { type: 'int', description: 'optimizer steps', default: D.maxSteps },
