@@ -11,7 +11,7 @@
  * eps, the replacement mask) is an input, so the loss can be checked against another implementation;
  * drawNoise() draws it from a seeded stream.
  */
-import type { Backend, Tensor } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import type { PhiloxStream } from '../backend/philox.js';
 import type { ModelConfig } from '../model/config.js';
 import type { DenoiserCache, DropoutRng } from '../model/denoiser.js';
@@ -297,9 +297,4 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     cache?.dispose();
     s.dispose();
   }
-}
-
-/** Disposes a list of tensors (helper for callers holding several). */
-export function disposeAll(ts: (Tensor | null | undefined)[]): void {
-  for (const t of ts) t?.dispose();
 }
