@@ -6,24 +6,11 @@ import { CpuBackend } from './cpu/backend.js';
 const CUDA_DEVICE = /^cuda(?::(\d+))?$/;
 
 /**
- * Creates the backend a `--device` value names, synchronously: the CPU backend only. The CUDA
- * backend is loaded on demand by a dynamic import (CPU-only users never load it), so it comes from
- * {@link createBackendAsync}.
- */
-export function createBackend(device: string): Backend {
-  if (device === 'cpu') return new CpuBackend();
-  if (CUDA_DEVICE.test(device)) {
-    throw new UsageError(`--device ${device}: this entry point only creates the CPU backend`, 'use --device cpu here; library code creates a CUDA backend with await createBackendAsync(device)');
-  }
-  throw new UsageError(`unknown device '${device}' (expected cpu, cuda or cuda:N)`);
-}
-
-/**
  * Creates the backend a `--device` value names (`cpu`, `cuda` = `cuda:0`, `cuda:N`). The CUDA backend
  * module is imported only here, on demand. A machine without a usable driver, GPU, NVRTC or cuBLAS
  * gets a DeviceError saying what is missing and what was tried, never a crash.
  */
-export async function createBackendAsync(device: string): Promise<Backend> {
+export async function createBackend(device: string): Promise<Backend> {
   if (device === 'cpu') return new CpuBackend();
   const m = CUDA_DEVICE.exec(device);
   if (!m) throw new UsageError(`unknown device '${device}' (expected cpu, cuda or cuda:N)`);

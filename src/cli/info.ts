@@ -45,7 +45,7 @@ export const infoCommand = defineCommand({
       `cuda driver     ${cuda.available ? `found: ${cuda.detail}` : `not available: ${cuda.reason}`}`,
     ];
     if (cuda.available) for (const d of cuda.devices) lines.push(`  cuda:${d.index}        ${d.name}, ${d.memoryGiB} GiB, compute capability ${d.computeCapability}`);
-    const lib = (r: CudaLibraryReport['nvrtc']) => (r.found ? `${r.version} (${r.path})` : `not found: ${r.reason}`);
+    const lib = (r: CudaLibraryReport['nvrtc']) => (r.found ? `${r.version} (${r.path})` : r.reason);
     lines.push(`nvrtc           ${lib(cudaLibraries.nvrtc)}`, `cublas          ${lib(cudaLibraries.cublas)}`);
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

@@ -1,5 +1,5 @@
 /**
- * The library's one-call entry for using a trained model: `load(dir)` returns the model with its
+ * The library's one-call entry for using a trained model: `await load(dir)` returns the model with its
  * tokenizer and backend, and `sample(inputs)` turns texts into outputs (SPEC section 5).
  */
 import type { Backend } from '../backend/backend.js';
@@ -29,10 +29,10 @@ export interface LoadedDiffusionModel {
   dispose(): void;
 }
 
-/** Loads a model folder (or a run folder's newest checkpoint). */
-export function load(dir: string, opts: LoadOptions = {}): LoadedDiffusionModel {
+/** Loads a model folder (or a run folder's newest checkpoint) onto the device `opts.device` names. */
+export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedDiffusionModel> {
   const resolved = resolveModelDir(dir);
-  const backend = createBackend(opts.device ?? 'cpu');
+  const backend = await createBackend(opts.device ?? 'cpu');
   try {
     const { model, tokenizer } = loadModel(resolved, backend);
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);

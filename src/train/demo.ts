@@ -138,7 +138,7 @@ export async function runDemo(o: DemoOptions, controls: TrainControls = {}): Pro
 
   // sample the held-out sources with the EMA weights and score them against all references
   const t1 = performance.now();
-  const be = createBackend('cpu');
+  const be = await createBackend('cpu');
   try {
     const { model, tokenizer } = loadModel(resolveModelDir(runDir), be);
     const bar = controls.progress === false ? null : new Progress({ label: 'sample', total: testGroups.length });

@@ -101,7 +101,7 @@ export async function train(input: Partial<TrainOptions>, controls: TrainControl
   log(`data: ${data.train.length} training sequences, ${data.valid.length} validation sequences (${data.evalItems.length} sources scored by sampling)`);
 
   // ---- model, optimizer, state -----------------------------------------------------------------
-  const be: Backend = createBackend(o.device);
+  const be: Backend = await createBackend(o.device);
   const model = new Model(config, be, 'float32');
   const P = model.params;
   const total = P.total;

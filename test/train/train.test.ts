@@ -147,7 +147,7 @@ test('the library: load(run folder) and sample()', async () => {
   try {
     await train(microRun(t.dir, { maxSteps: 2, evalExamples: 0 }), quiet);
     const { load } = await import('../../src/sample/load.js');
-    const m = load(t.dir);
+    const m = await load(t.dir);
     assert.match(m.dir, /checkpoint-000002$/);
     const out = m.sample(['what is love ?', 'how to cook ?'], { steps: 2, truncate: true });
     assert.equal(out.length, 2);

@@ -25,7 +25,7 @@ export const initCommand = defineCommand({
     const out = required('init', 'out', o.out);
     const tok = o.tokenizer ? loadTokenizer(o.tokenizer) : defaultTokenizer();
     const cfg = presetConfig(preset, { vocabSize: tok.vocabSize });
-    const be = createBackend('cpu');
+    const be = await createBackend('cpu');
     try {
       const model = Model.init(cfg, be, o.seed ?? 0);
       saveModel(out, model, { tokenizer: tok });
@@ -64,7 +64,7 @@ export const checkLossCommand = defineCommand({
       const err = e as NodeJS.ErrnoException;
       throw new InputError(file, undefined, err.code ? `cannot read (${err.code})` : `invalid JSON (${err.message})`);
     }
-    const be = createBackend('cpu');
+    const be = await createBackend('cpu');
     try {
       const { model } = loadModel(dir, be, { dtype: (o.dtype as 'float32' | 'float64' | undefined) ?? 'float32', noTokenizer: true });
       const { batch, noise } = parseLossCase(raw, file, model.config);

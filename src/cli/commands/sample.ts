@@ -80,7 +80,7 @@ export const sampleCommand = defineCommand({
     for (const [k, v] of [['steps', f.steps], ['candidates', f.candidates], ['batch-size', f['batch-size']]] as const) if (v !== undefined && v < 1) throw new UsageError(`sample: --${k} must be at least 1`);
     const dir = resolveModelDir(modelArg);
     const inputs = f.input ? readInputs(f.input, f.field ?? 'src') : { src: f.text!, ref: f.text!.map(() => undefined) };
-    const be = createBackend(f.device ?? 'cpu');
+    const be = await createBackend(f.device ?? 'cpu');
     try {
       const { model, tokenizer } = loadModel(dir, be);
       if (!tokenizer) throw new InputError(dir, undefined, 'the model folder has no tokenizer (tokenizer.json or vocab.txt)');

@@ -1,0 +1,1026 @@
+/**
+ * The CUDA backend: the Backend contract (src/backend/backend.ts) on an NVIDIA GPU, driven from
+ * TypeScript through koffi. Host code here; kernels in ./kernels/*.cu, compiled by NVRTC for the
+ * device at first use (./nvrtc.ts); matrix products by cuBLAS (./cublas.ts).
+ *
+ * - float32 end to end (the dtype the model trains in); int32 for ids, masks and indices. float64 is
+ *   the CPU backend's (gradient checks) and is refused here with a DTypeError. Optionally the matrix
+ *   products take bfloat16 operands (float32 accumulation and outputs): CudaBackendOptions.matmul.
+ * - All work goes to one stream in issue order; `toArray` / `write` are synchronous copies, ordered
+ *   with that stream. A kernel fault surfaces at the next synchronising call; set
+ *   MOE_DIFFUSEQ_CUDA_SYNC=1 to synchronise after every launch and name the kernel that failed.
+ * - Argument checks are the CPU backend's (src/backend/check.ts and the same shape rules), so a
+ *   mistake throws the same ShapeError / DTypeError / IndexError on either backend. Id and target
+ *   range checks read the ids back to the host (a small synchronous copy).
+ * - Every op runs on the GPU except the MoE routing decision (moeRoute): the router logits [M, E]
+ *   are copied to the host and routed by the CPU reference code in float64 (top-k, capacity and the
+ *   expert order are sequential and tiny); its outputs are uploaded. Nothing else falls back.
+ * - Memory comes from a caching allocator (./allocator.ts); `memory()` counts tensor bytes as the
+ *   CPU backend does, `allocatorStats()` the device memory reserved.
+ */
+import { DTypeError, DeviceError, IndexError, ShapeError } from '../../errors.js';
+import {
+  sizeOf,
+  type Activation,
+  type AdamWOptions,
+  type AttentionSpec,
+  type Backend,
+  type DType,
+  type MatmulOptions,
+  type MemoryStats,
+  type MoeRouteOptions,
+  type MoeRouting,
+  type Tensor,
+} from '../backend.js';
+import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, rowsOf, sameFloat, sameSize } from '../check.js';
+import { routeTokens } from '../cpu/moe.js';
+import { CachingAllocator, type AllocatorStats } from './allocator.js';
+import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
+import { CU_DEVICE_ATTRIBUTE, Driver } from './driver.js';
+import { koffi } from './libs.js';
+import { kernelSource, Nvrtc } from './nvrtc.js';
+
+/** Options of {@link CudaBackend}. */
+export interface CudaBackendOptions {
+  /** Device ordinal (default 0). */
+  device?: number;
+  /** Synchronise after every kernel launch (default: MOE_DIFFUSEQ_CUDA_SYNC=1). */
+  syncEachLaunch?: boolean;
+  /**
+   * Operand precision of the matrix products (matmul, groupedMatmul and their backward, the
+   * nearest-row search): `float32` (default, matches the CPU to float32 rounding) or `bfloat16`
+   * (operands rounded to bf16 on the fly, float32 accumulation and outputs; tensors stay float32).
+   * Default: MOE_DIFFUSEQ_MATMUL=bf16 selects bfloat16.
+   */
+  matmul?: 'float32' | 'bfloat16';
+}
+
+/** A tensor in device memory: a device address (a view is its parent's address plus an offset). */
+export class CudaTensor implements Tensor {
+  readonly size: number;
+  private _disposed = false;
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    /** Device address of element 0 (0 for an empty tensor). */
+    readonly ptr: number,
+    private readonly release: (() => void) | null,
+    private readonly parent: CudaTensor | null = null,
+  ) {
+    this.size = sizeOf(shape);
+  }
+  get isView(): boolean {
+    return this.parent !== null;
+  }
+  get disposed(): boolean {
+    return this._disposed || (this.parent !== null && this.parent.disposed);
+  }
+  dispose(): void {
+    if (this._disposed) return;
+    this._disposed = true;
+    this.release?.();
+  }
+}
+
+/** Narrows a Tensor to a live CudaTensor (the CUDA backend only accepts its own tensors). */
+function cu(op: string, t: Tensor): CudaTensor {
+  if (!(t instanceof CudaTensor)) throw new ShapeError(op, 'tensor belongs to another backend');
+  if (t.disposed) throw new ShapeError(op, `tensor [${t.shape.join(', ')}] was already disposed`);
+  return t;
+}
+
+/** Which source file holds each kernel (compiled together, on first use of any of them). */
+const KERNEL_FILES: Record<string, readonly string[]> = {
+  'elementwise.cu': [
+    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
+    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'f32_to_bf16',
+  ],
+  'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
+  'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
+  'reduce.cu': [
+    'row_sq_dist_f32', 'sum_partials', 'bias_backward_f32', 'col_accumulate_f32', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'layernorm_backward_dx_f32', 'layernorm_backward_dwb_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32',
+  ],
+  'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
+  'moe.cu': ['moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
+  'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
+};
+const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
+
+/** A kernel argument: its C type and value (device addresses are `ptr`). */
+type Arg = readonly ['ptr' | 'i32' | 'u32' | 'i64' | 'u64' | 'f32' | 'f64', number];
+const P = (t: CudaTensor | null): Arg => ['ptr', t ? t.ptr : 0];
+const A = (addr: number): Arg => ['ptr', addr];
+const I = (v: number): Arg => ['i32', v];
+const L = (v: number): Arg => ['i64', v];
+const U = (v: number): Arg => ['u32', v];
+const UL = (v: number): Arg => ['u64', v];
+const F = (v: number): Arg => ['f32', v];
+const D = (v: number): Arg => ['f64', v];
+const B = (v: boolean): Arg => ['i32', v ? 1 : 0];
+
+const MAX_ARGS = 32;
+const BLOCK = 256;
+const MAX_GRID = 65535;
+/** Warps per block of the attention kernels and the largest head size their shared memory holds. */
+const ATTN_WARPS = 4;
+const ATTN_MAX_DH = 1024;
+
+const TWO32 = 4294967296;
+
+function checkSeed(op: string, seed: number, offset: number): void {
+  if (!Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(offset) || offset < 0) {
+    throw new RangeError(`${op}: seed and offset must be non-negative safe integers (got ${seed}, ${offset})`);
+  }
+}
+
+/** The CUDA backend (see the file comment). Create it with createBackend('cuda') or directly. */
+export class CudaBackend implements Backend {
+  readonly name: string;
+  /** The device ordinal. */
+  readonly device: number;
+  /** Compute capability as a number, e.g. 90. */
+  readonly arch: number;
+  private readonly driver: Driver;
+  private readonly dev: number;
+  private readonly ctx: bigint;
+  private readonly stream: bigint;
+  private readonly cublas: Cublas;
+  private readonly nvrtc: Nvrtc;
+  private readonly alloc: CachingAllocator;
+  private readonly deviceName: string;
+  private readonly totalMem: number;
+  private readonly syncEachLaunch: boolean;
+  /** Operand precision of the matrix products (see CudaBackendOptions.matmul). */
+  readonly matmulPrecision: 'float32' | 'bfloat16';
+  private readonly modules = new Map<string, bigint>();
+  private readonly functions = new Map<string, bigint>();
+  // kernel parameters: MAX_ARGS 8-byte slots in stable native memory, and the array of their
+  // addresses that cuLaunchKernel takes (the driver copies the values at launch, so one buffer serves)
+  private readonly argMem: bigint;
+  private readonly argPtrs: bigint;
+  private readonly argView: DataView;
+  private live = 0;
+  private peak = 0;
+  private liveCount = 0;
+  private closed = false;
+
+  constructor(opts: CudaBackendOptions = {}) {
+    this.device = opts.device ?? 0;
+    this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
+    this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
+    this.driver = Driver.get();
+    // the libraries first: a missing one is reported before any device state is created
+    this.nvrtc = Nvrtc.get();
+    cublasLibrary();
+    const count = this.driver.deviceCount();
+    if (!Number.isInteger(this.device) || this.device < 0 || this.device >= count) {
+      throw new DeviceError(`cuda:${this.device} does not exist (${count} CUDA device${count === 1 ? '' : 's'})`, '`moe-diffuseq info` lists the GPUs');
+    }
+    this.name = `cuda:${this.device}`;
+    this.dev = this.driver.device(this.device);
+    this.ctx = this.driver.primaryCtxRetain(this.dev);
+    this.driver.ctxSetCurrent(this.ctx);
+    this.arch = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR) * 10 + this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR);
+    this.deviceName = this.driver.deviceName(this.dev);
+    this.totalMem = this.driver.deviceTotalMem(this.dev);
+    this.stream = this.driver.streamCreate();
+    this.cublas = new Cublas(this.stream);
+    this.alloc = new CachingAllocator(this.driver);
+    const k = koffi();
+    this.argMem = k.alloc('uint8_t', MAX_ARGS * 8);
+    this.argPtrs = k.alloc('uint8_t', MAX_ARGS * 8);
+    this.argView = new DataView(k.view(this.argMem, MAX_ARGS * 8));
+    const ptrs = new DataView(k.view(this.argPtrs, MAX_ARGS * 8));
+    for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
+  }
+
+  describe(): string {
+    const mm = this.matmulPrecision === 'bfloat16' ? 'float32, bf16 matmul operands' : 'float32';
+    return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
+  }
+
+  /** Device memory reserved by the caching allocator (tensor bytes are in memory()). */
+  allocatorStats(): AllocatorStats {
+    return this.alloc.stats();
+  }
+
+  // ---- kernels -------------------------------------------------------------------------------
+  private fn(name: string): bigint {
+    const hit = this.functions.get(name);
+    if (hit !== undefined) return hit;
+    const file = FILE_OF.get(name);
+    if (!file) throw new DeviceError(`no CUDA kernel named ${name}`);
+    let mod = this.modules.get(file);
+    if (mod === undefined) {
+      const img = this.nvrtc.compile(file, kernelSource(file), this.arch);
+      const image = img.format === 'ptx' ? Buffer.concat([img.image, Buffer.from([0])]) : img.image;
+      mod = this.driver.moduleLoadData(image, `${file} (${img.format} for sm_${this.arch}${img.cached ? ', cached' : ''})`);
+      this.modules.set(file, mod);
+    }
+    const f = this.driver.moduleGetFunction(mod, name);
+    this.functions.set(name, f);
+    return f;
+  }
+
+  /** Launches kernel `name` on the backend's stream. */
+  private launch(name: string, grid: number, block: number, args: readonly Arg[], sharedBytes = 0): void {
+    if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
+    if (grid <= 0) return;
+    if (args.length > MAX_ARGS) throw new DeviceError(`kernel ${name}: more than ${MAX_ARGS} arguments`);
+    const f = this.fn(name);
+    const v = this.argView;
+    args.forEach(([type, value], i) => {
+      const o = i * 8;
+      switch (type) {
+        case 'ptr':
+        case 'u64':
+          v.setBigUint64(o, BigInt(value), true);
+          break;
+        case 'i64':
+          v.setBigInt64(o, BigInt(value), true);
+          break;
+        case 'i32':
+          v.setInt32(o, value, true);
+          break;
+        case 'u32':
+          v.setUint32(o, value >>> 0, true);
+          break;
+        case 'f32':
+          v.setFloat32(o, value, true);
+          break;
+        case 'f64':
+          v.setFloat64(o, value, true);
+          break;
+      }
+    });
+    this.driver.launch(f, name, { grid: [grid, 1, 1], block: [block, 1, 1], sharedBytes }, this.stream, this.argPtrs);
+    if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
+  }
+  /** One thread per element of n (grid-stride kernels). */
+  private launchN(name: string, n: number, args: readonly Arg[]): void {
+    if (n <= 0) return;
+    this.launch(name, Math.min(Math.ceil(n / BLOCK), MAX_GRID), BLOCK, args);
+  }
+  /** One block per row of R. */
+  private launchRows(name: string, R: number, args: readonly Arg[]): void {
+    if (R <= 0) return;
+    this.launch(name, Math.min(R, MAX_GRID), BLOCK, args);
+  }
+
+  // ---- memory -------------------------------------------------------------------------------
+  private allocTensor(op: string, shape: readonly number[], dtype: DType): CudaTensor {
+    if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
+    if (dtype === 'float64') throw new DTypeError(op, 'float64 is CPU-only (gradient checks); the CUDA backend holds float32 and int32');
+    const size = checkShapeValid(op, shape);
+    const bytes = size * 4;
+    if (bytes === 0) {
+      this.liveCount++;
+      return new CudaTensor([...shape], dtype, 0, () => this.liveCount--);
+    }
+    const block = this.alloc.alloc(bytes);
+    this.live += bytes;
+    this.liveCount++;
+    if (this.live > this.peak) this.peak = this.live;
+    return new CudaTensor([...shape], dtype, block.ptr, () => {
+      this.live -= bytes;
+      this.liveCount--;
+      if (!this.closed) this.alloc.release(block.ptr, block.size);
+    });
+  }
+  /** Device scratch outside the tensor accounting (returned with the function it gets). */
+  private scratch(bytes: number): { ptr: number; free: () => void } {
+    if (bytes <= 0) return { ptr: 0, free: () => undefined };
+    const b = this.alloc.alloc(bytes);
+    return { ptr: b.ptr, free: () => this.alloc.release(b.ptr, b.size) };
+  }
+
+  empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    return this.allocTensor('empty', shape, dtype);
+  }
+  zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    const t = this.allocTensor('zeros', shape, dtype);
+    if (t.size) this.driver.memsetD32Async(t.ptr, 0, t.size, this.stream);
+    return t;
+  }
+  fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    const t = this.allocTensor('fromArray', shape, dtype);
+    if (data.length !== t.size) {
+      t.dispose();
+      throw new ShapeError('fromArray', `${data.length} values for shape [${shape.join(', ')}] (${t.size} elements)`);
+    }
+    try {
+      this.write(t, data);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+  toArray(t: Tensor): Float32Array | Float64Array | Int32Array {
+    const c = cu('toArray', t);
+    const out = c.dtype === 'int32' ? new Int32Array(c.size) : new Float32Array(c.size);
+    if (c.size) this.driver.memcpyDtoH(out, c.ptr, c.size * 4);
+    return out;
+  }
+  write(t: Tensor, data: ArrayLike<number>): void {
+    const c = cu('write', t);
+    if (data.length !== c.size) throw new ShapeError('write', `${data.length} values for a tensor of ${c.size} elements`, [c.shape]);
+    let host: Float32Array | Int32Array;
+    if (c.dtype === 'int32') {
+      host = new Int32Array(c.size);
+      for (let i = 0; i < data.length; i++) {
+        const v = data[i]!;
+        if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) throw new ShapeError('write', `int32 tensor got non-integer ${v} at ${i}`);
+        host[i] = v;
+      }
+    } else host = data instanceof Float32Array ? data : Float32Array.from(data);
+    if (c.size) this.driver.memcpyHtoD(c.ptr, host, c.size * 4);
+  }
+  view(t: Tensor, offset: number, shape: readonly number[]): Tensor {
+    const c = cu('view', t);
+    const size = checkShapeValid('view', shape);
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > c.size) {
+      throw new ShapeError('view', `elements [${offset}, ${offset + size}) outside a tensor of ${c.size}`, [c.shape, shape]);
+    }
+    return new CudaTensor([...shape], c.dtype, c.ptr === 0 ? 0 : c.ptr + offset * 4, null, c);
+  }
+  copy(dst: Tensor, src: Tensor): void {
+    const d = cu('copy', dst);
+    const s = cu('copy', src);
+    sameSize('copy', d, s);
+    if ((d.dtype === 'int32') !== (s.dtype === 'int32')) throw new ShapeError('copy', `cannot copy ${s.dtype} into ${d.dtype}`);
+    if (d.size && d.ptr !== s.ptr) this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * 4, this.stream);
+  }
+  fill(t: Tensor, value: number): void {
+    const c = cu('fill', t);
+    if (!c.size) return;
+    // the 32-bit pattern the CPU's typed-array fill would store
+    const bits = new Uint32Array(c.dtype === 'int32' ? new Int32Array([value]).buffer : new Float32Array([value]).buffer)[0]!;
+    this.driver.memsetD32Async(c.ptr, bits, c.size, this.stream);
+  }
+  memory(): MemoryStats {
+    return { liveBytes: this.live, peakBytes: this.peak, liveTensors: this.liveCount };
+  }
+  resetPeak(): void {
+    this.peak = this.live;
+  }
+  synchronize(): void {
+    this.driver.streamSynchronize(this.stream);
+  }
+  close(): void {
+    if (this.closed) return;
+    try {
+      this.driver.streamSynchronize(this.stream);
+    } finally {
+      this.closed = true;
+      this.alloc.emptyCache();
+      this.cublas.destroy();
+      for (const m of this.modules.values()) this.driver.moduleUnload(m);
+      this.modules.clear();
+      this.functions.clear();
+      this.driver.streamDestroy(this.stream);
+      const k = koffi();
+      k.free(this.argMem);
+      k.free(this.argPtrs);
+      this.driver.primaryCtxRelease(this.dev);
+    }
+  }
+
+  // ---- randomness ----------------------------------------------------------------------------
+  randomNormal(out: Tensor, seed: number, offset: number, std = 1): void {
+    const o = cu('randomNormal', out);
+    expectDtype('randomNormal', 'out', o, 'float32');
+    checkSeed('philox', seed, offset);
+    this.launchN('random_normal_f32', Math.ceil(o.size / 4) + 1, [P(o), L(o.size), U(seed % TWO32), U(Math.floor(seed / TWO32)), UL(offset), D(std)]);
+  }
+  randomUniform(out: Tensor, seed: number, offset: number): void {
+    const o = cu('randomUniform', out);
+    expectDtype('randomUniform', 'out', o, 'float32');
+    checkSeed('philox', seed, offset);
+    this.launchN('random_uniform_f32', Math.ceil(o.size / 4) + 1, [P(o), L(o.size), U(seed % TWO32), U(Math.floor(seed / TWO32)), UL(offset)]);
+  }
+
+  // ---- elementwise and reductions ------------------------------------------------------------
+  axpby(out: Tensor, alpha: number, x: Tensor, beta = 0, y?: Tensor): void {
+    const op = 'axpby';
+    const o = cu(op, out);
+    const xs = cu(op, x);
+    const ys = y ? cu(op, y) : null;
+    sameFloat(op, out, x, y);
+    sameSize(op, out, x, ...(y ? [y] : []));
+    this.launchN('axpby_f32', o.size, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size)]);
+  }
+  mul(out: Tensor, x: Tensor, y: Tensor): void {
+    const op = 'mul';
+    sameFloat(op, out, x, y);
+    sameSize(op, out, x, y);
+    const o = cu(op, out);
+    this.launchN('mul_f32', o.size, [P(o), P(cu(op, x)), P(cu(op, y)), L(o.size)]);
+  }
+  addBroadcast(out: Tensor, x: Tensor, y: Tensor, dims: readonly [number, number, number], yShape: readonly [number, number, number]): void {
+    const op = 'addBroadcast';
+    sameFloat(op, out, x, y);
+    const [Pd, Q, R] = dims;
+    checkBroadcast(op, dims, yShape);
+    expectSize(op, 'x', x, Pd * Q * R);
+    expectSize(op, 'out', out, Pd * Q * R);
+    expectSize(op, 'y', y, yShape[0] * yShape[1] * yShape[2]);
+    this.launchN('add_broadcast_f32', Pd * Q * R, [P(cu(op, out)), P(cu(op, x)), P(cu(op, y)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1)]);
+  }
+  reduceBroadcast(dy: Tensor, dout: Tensor, dims: readonly [number, number, number], yShape: readonly [number, number, number], accumulate: boolean): void {
+    const op = 'reduceBroadcast';
+    sameFloat(op, dy, dout);
+    const [Pd, Q, R] = dims;
+    checkBroadcast(op, dims, yShape);
+    expectSize(op, 'dout', dout, Pd * Q * R);
+    expectSize(op, 'dy', dy, yShape[0] * yShape[1] * yShape[2]);
+    this.launchN('reduce_broadcast_f32', dy.size, [P(cu(op, dy)), P(cu(op, dout)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), B(accumulate)]);
+  }
+  stridedCopy(dst: Tensor, src: Tensor, p: { count: number; length: number; srcOffset: number; srcStride: number; dstOffset: number; dstStride: number; accumulate?: boolean }): void {
+    const op = 'stridedCopy';
+    const d = cu(op, dst);
+    const s = cu(op, src);
+    if ((d.dtype === 'int32') !== (s.dtype === 'int32')) throw new ShapeError(op, `cannot copy ${s.dtype} into ${d.dtype}`);
+    const { count, length } = p;
+    if (count <= 0 || length <= 0) return;
+    const srcEnd = p.srcOffset + (count - 1) * p.srcStride + length;
+    const dstEnd = p.dstOffset + (count - 1) * p.dstStride + length;
+    if (p.srcOffset < 0 || p.dstOffset < 0 || p.srcStride < 0 || p.dstStride < 0 || srcEnd > s.size || dstEnd > d.size) {
+      throw new ShapeError(op, `block copy of ${count} x ${length} reaches past its operands (src ${s.size}, dst ${d.size} elements)`, [s.shape, d.shape]);
+    }
+    const sfx = d.dtype === 'int32' ? 'i32' : 'f32';
+    const acc = !!p.accumulate;
+    if (count === 1 || p.dstStride >= length) {
+      // destination blocks are disjoint: every element in parallel
+      this.launchN(`strided_copy_${sfx}`, count * length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset), L(p.dstStride), B(acc)]);
+    } else if (p.dstStride === 0 && acc) {
+      // every block adds into one row: one thread per element, blocks in order
+      this.launchN(`strided_reduce_${sfx}`, length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset)]);
+    } else {
+      // overlapping destination blocks: one launch per block keeps the CPU's order (the last write wins)
+      for (let c = 0; c < count; c++) {
+        this.launchN(`strided_copy_${sfx}`, length, [P(d), P(s), L(1), L(length), L(p.srcOffset + c * p.srcStride), L(0), L(p.dstOffset + c * p.dstStride), L(0), B(acc)]);
+      }
+    }
+  }
+  rowSquaredDistance(out: Tensor, a: Tensor, b?: Tensor): void {
+    const op = 'rowSquaredDistance';
+    sameFloat(op, out, a, b);
+    if (b) sameSize(op, a, b);
+    const C = lastDim(a);
+    const R = rowsOf(a);
+    expectSize(op, 'out', out, R);
+    this.launchRows('row_sq_dist_f32', R, [P(cu(op, out)), P(cu(op, a)), P(b ? cu(op, b) : null), B(!!b), L(R), L(C)]);
+  }
+  scaleRows(out: Tensor, x: Tensor, scale: Tensor, accumulate: boolean): void {
+    const op = 'scaleRows';
+    sameFloat(op, out, x, scale);
+    sameSize(op, out, x);
+    const C = lastDim(x);
+    const R = rowsOf(x);
+    expectSize(op, 'scale', scale, R);
+    this.launchN('scale_rows_f32', R * C, [P(cu(op, out)), P(cu(op, x)), P(cu(op, scale)), L(R), L(C), B(accumulate)]);
+  }
+  sum(x: Tensor): number {
+    return this.reduceSum('sum', x, false);
+  }
+  sumSquares(x: Tensor): number {
+    return this.reduceSum('sumSquares', x, true);
+  }
+  private reduceSum(op: string, x: Tensor, squares: boolean): number {
+    const t = cu(op, x);
+    if (!t.size) return 0;
+    const blocks = Math.min(Math.ceil(t.size / BLOCK), 1024);
+    const part = this.scratch(blocks * 8);
+    try {
+      this.launch('sum_partials', blocks, BLOCK, [A(part.ptr), P(t), L(t.size), B(t.dtype === 'int32'), B(squares)]);
+      const host = new Float64Array(blocks);
+      this.driver.memcpyDtoH(host, part.ptr, blocks * 8);
+      let s = 0;
+      for (let i = 0; i < blocks; i++) s += host[i]!;
+      return s;
+    } finally {
+      part.free();
+    }
+  }
+
+  // ---- matmul --------------------------------------------------------------------------------
+  matmul(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
+    const op = 'matmul';
+    live(op, out, a, b, opts.bias, opts.gelu?.pre);
+    sameFloat(op, out, a, b, opts.bias, opts.gelu?.pre);
+    if (a.shape.length < 2 || b.shape.length < 2) throw new ShapeError(op, 'operands must have rank >= 2', [a.shape, b.shape]);
+    const transA = !!opts.transA;
+    const transB = !!opts.transB;
+    let M: number, K: number, batch: number;
+    let sab = 0;
+    let sbb = 0;
+    let scb = 0;
+    const bR = b.shape[b.shape.length - 2]!;
+    const bC = b.shape[b.shape.length - 1]!;
+    const N = transB ? bR : bC;
+    const Kb = transB ? bC : bR;
+    if (b.shape.length === 2) {
+      // unbatched B (a weight): A's leading dims fold into its rows
+      const aCols = lastDim(a);
+      const aRows = a.size / Math.max(aCols, 1);
+      M = transA ? aCols : aRows;
+      K = transA ? aRows : aCols;
+      batch = 1;
+    } else {
+      const lead = a.shape.slice(0, -2);
+      const blead = b.shape.slice(0, -2);
+      if (lead.length !== blead.length || lead.some((s, i) => s !== blead[i])) throw new ShapeError(op, 'batch dimensions differ', [a.shape, b.shape]);
+      batch = sizeOf(lead);
+      const aR = a.shape[a.shape.length - 2]!;
+      const aC = a.shape[a.shape.length - 1]!;
+      M = transA ? aC : aR;
+      K = transA ? aR : aC;
+      sab = M * K;
+      sbb = N * Kb;
+      scb = M * N;
+    }
+    if (K !== Kb) throw new ShapeError(op, `inner dimensions differ (${K} vs ${Kb})`, [a.shape, b.shape]);
+    expectSize(op, 'out', out, batch * M * N);
+    if (opts.bias) expectSize(op, 'bias', opts.bias, N);
+    if (opts.gelu) expectSize(op, 'gelu.pre', opts.gelu.pre, batch * M * N);
+    const o = cu(op, out);
+    this.gemm({
+      transA, transB, M, N, K,
+      a: cu(op, a).ptr, lda: transA ? M : K, strideA: sab,
+      b: cu(op, b).ptr, ldb: transB ? K : N, strideB: sbb,
+      c: o.ptr, ldc: N, strideC: scb,
+      alpha: opts.alpha ?? 1, beta: opts.beta ?? 0, batch,
+    });
+    if (opts.bias || opts.gelu) this.biasAct(o.ptr, batch * M, N, opts.bias ? cu(op, opts.bias).ptr : 0, opts.gelu ? cu(op, opts.gelu.pre).ptr : 0);
+  }
+
+  /** Row-major GEMM through cuBLAS; empty products handled here (cuBLAS rejects some of them). */
+  private gemm(p: RowMajorGemm): void {
+    if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
+    if (p.M === 0 || p.N === 0 || p.batch === 0) return;
+    if (p.K === 0) {
+      // C = beta C: nothing to multiply
+      this.launchN('scale_f32', p.batch * p.M * p.N, [A(p.c), L(p.batch * p.M * p.N), D(p.beta)]);
+      return;
+    }
+    if (this.matmulPrecision === 'float32') {
+      this.cublas.gemm(p);
+    } else {
+      // bf16 operands: round the spans of A and B that the product reads into scratch, same layout
+      const span = (rows: number, ld: number, stride: number) => (p.batch - 1) * stride + rows * ld;
+      const nA = span(p.transA ? p.K : p.M, p.lda, p.strideA);
+      const nB = span(p.transB ? p.N : p.K, p.ldb, p.strideB);
+      const a16 = this.scratch(nA * 2);
+      const b16 = this.scratch(nB * 2);
+      try {
+        this.launchN('f32_to_bf16', nA, [A(a16.ptr), A(p.a), L(nA)]);
+        this.launchN('f32_to_bf16', nB, [A(b16.ptr), A(p.b), L(nB)]);
+        this.cublas.gemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16' });
+      } finally {
+        a16.free();
+        b16.free();
+      }
+    }
+    if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, 'after cublasGemmStridedBatchedEx');
+  }
+
+  /** rows x N block at address c: += bias (address, or 0); GELU with the pre-activation saved at `pre` (or 0). */
+  private biasAct(c: number, rows: number, N: number, bias: number, pre: number): void {
+    this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0)]);
+  }
+
+  biasBackward(db: Tensor, dy: Tensor, accumulate: boolean): void {
+    const op = 'biasBackward';
+    sameFloat(op, db, dy);
+    const N = db.size;
+    if (dy.size % Math.max(N, 1) !== 0 || lastDim(dy) !== N) throw new ShapeError(op, `dy's last dimension must be ${N}`, [db.shape, dy.shape]);
+    this.launchN('bias_backward_f32', N, [P(cu(op, db)), P(cu(op, dy)), L(dy.size / Math.max(N, 1)), L(N), B(accumulate)]);
+  }
+
+  // ---- activations, softmax, layernorm --------------------------------------------------------
+  activation(out: Tensor, x: Tensor, kind: Activation): void {
+    const op = `activation(${kind})`;
+    sameFloat(op, out, x);
+    sameSize(op, out, x);
+    this.launchN('activation_f32', x.size, [P(cu(op, out)), P(cu(op, x)), L(x.size), I(actKind(kind))]);
+  }
+  activationBackward(dx: Tensor, dy: Tensor, x: Tensor, kind: Activation, accumulate: boolean): void {
+    const op = `activationBackward(${kind})`;
+    sameFloat(op, dx, dy, x);
+    sameSize(op, dx, dy, x);
+    this.launchN('activation_backward_f32', x.size, [P(cu(op, dx)), P(cu(op, dy)), P(cu(op, x)), L(x.size), I(actKind(kind)), B(accumulate)]);
+  }
+  softmax(out: Tensor, x: Tensor): void {
+    const op = 'softmax';
+    sameFloat(op, out, x);
+    sameSize(op, out, x);
+    const C = lastDim(x);
+    const R = rowsOf(x);
+    this.launchRows('softmax_f32', R, [P(cu(op, out)), P(cu(op, x)), L(R), L(C)]);
+  }
+  softmaxBackward(dx: Tensor, dy: Tensor, y: Tensor): void {
+    const op = 'softmaxBackward';
+    sameFloat(op, dx, dy, y);
+    sameSize(op, dx, dy, y);
+    const C = lastDim(y);
+    const R = rowsOf(y);
+    this.launchRows('softmax_backward_f32', R, [P(cu(op, dx)), P(cu(op, dy)), P(cu(op, y)), L(R), L(C)]);
+  }
+  layerNorm(out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
+    const op = 'layerNorm';
+    sameFloat(op, out, mean, rstd, x, weight, bias);
+    sameSize(op, out, x);
+    const C = lastDim(x);
+    const R = rowsOf(x);
+    expectSize(op, 'weight', weight, C);
+    expectSize(op, 'bias', bias, C);
+    expectSize(op, 'mean', mean, R);
+    expectSize(op, 'rstd', rstd, R);
+    this.launchRows('layernorm_f32', R, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), L(R), L(C), D(eps)]);
+  }
+  layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {
+    const op = 'layerNormBackward';
+    sameFloat(op, dx, dweight, dbias, dy, x, weight, mean, rstd);
+    sameSize(op, dx, dy, x);
+    const C = lastDim(x);
+    const R = rowsOf(x);
+    expectSize(op, 'weight', weight, C);
+    expectSize(op, 'dweight', dweight, C);
+    expectSize(op, 'dbias', dbias, C);
+    expectSize(op, 'mean', mean, R);
+    expectSize(op, 'rstd', rstd, R);
+    const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
+    // the weight gradients first: dx may alias dy
+    this.launchN('layernorm_backward_dwb_f32', C, [P(gw), P(gb), P(d), P(a), P(mu), P(rs), L(R), L(C)]);
+    this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate)]);
+  }
+
+  // ---- embedding, cross-entropy ---------------------------------------------------------------
+  /** Reads int32 indices back and throws IndexError for the first one outside [0, n). */
+  private checkIndices(op: string, t: CudaTensor, n: number, what: (v: number, i: number) => string): void {
+    if (!t.size) return;
+    const host = this.toArray(t) as Int32Array;
+    for (let i = 0; i < host.length; i++) {
+      const v = host[i]!;
+      if (v < 0 || v >= n) throw new IndexError(op, what(v, i));
+    }
+  }
+  embedding(out: Tensor, table: Tensor, ids: Tensor): void {
+    const op = 'embedding';
+    sameFloat(op, out, table);
+    expectDtype(op, 'ids', ids, 'int32');
+    const [V, e] = matrixShape(op, 'table', table);
+    expectSize(op, 'out', out, ids.size * e);
+    const id = cu(op, ids);
+    this.checkIndices(op, id, V, (v, m) => `id ${v} at position ${m} is outside the vocabulary [0, ${V})`);
+    this.launchN('embedding_f32', ids.size * e, [P(cu(op, out)), P(cu(op, table)), P(id), L(ids.size), L(e)]);
+  }
+  embeddingBackward(dtable: Tensor, ids: Tensor, dout: Tensor): void {
+    const op = 'embeddingBackward';
+    sameFloat(op, dtable, dout);
+    expectDtype(op, 'ids', ids, 'int32');
+    const [V, e] = matrixShape(op, 'dtable', dtable);
+    expectSize(op, 'dout', dout, ids.size * e);
+    const id = cu(op, ids);
+    this.checkIndices(op, id, V, (v, m) => `id ${v} at position ${m} is outside the vocabulary [0, ${V})`);
+    this.launchN('embedding_backward_f32', ids.size * e, [P(cu(op, dtable)), P(id), P(cu(op, dout)), L(ids.size), L(e)]);
+  }
+  crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void {
+    const op = 'crossEntropy';
+    sameFloat(op, loss, dlogits, logits, weights);
+    expectDtype(op, 'targets', targets, 'int32');
+    const V = lastDim(logits);
+    const R = rowsOf(logits);
+    expectSize(op, 'loss', loss, R);
+    expectSize(op, 'targets', targets, R);
+    if (weights) expectSize(op, 'weights', weights, R);
+    if (dlogits) sameSize(op, dlogits, logits);
+    const t = cu(op, targets);
+    this.checkIndices(op, t, V, (v, r) => `target ${v} at row ${r} is outside [0, ${V})`);
+    this.launchRows('cross_entropy_f32', R, [
+      P(cu(op, loss)), P(dlogits ? cu(op, dlogits) : null), B(!!dlogits), P(cu(op, logits)), P(t), P(weights ? cu(op, weights) : null), B(!!weights), L(R), L(V),
+    ]);
+  }
+
+  // ---- attention -----------------------------------------------------------------------------
+  private geometry(op: string, qkv: Tensor, spec: AttentionSpec) {
+    if (qkv.shape.length !== 3 || qkv.shape[2]! % 3 !== 0) throw new ShapeError(op, 'qkv must be [B, S, 3d]', [qkv.shape]);
+    const [Bn, S, d3] = qkv.shape as [number, number, number];
+    const d = d3 / 3;
+    const H = spec.heads;
+    if (!Number.isInteger(H) || H < 1 || d % H !== 0) throw new ShapeError(op, `heads ${H} must divide the width ${d}`, [qkv.shape]);
+    const G = spec.globalTokens;
+    if (!Number.isInteger(G) || G < 0 || G > S) throw new ShapeError(op, `globalTokens ${G} must be in [0, S = ${S}]`, [qkv.shape]);
+    if (spec.kind === 'sliding' && (!Number.isInteger(spec.window) || spec.window < 0 || !Number.isInteger(spec.dilation) || spec.dilation < 1)) {
+      throw new ShapeError(op, `sliding attention needs window >= 0 and dilation >= 1 (got ${spec.window}, ${spec.dilation})`);
+    }
+    const dh = d / H;
+    if (dh > ATTN_MAX_DH) throw new ShapeError(op, `head size ${dh} is over the CUDA kernel's limit of ${ATTN_MAX_DH}`, [qkv.shape]);
+    return { B: Bn, S, H, dh, G, window: spec.kind === 'full' ? -1 : spec.window, dilation: spec.kind === 'full' ? 1 : spec.dilation, scale: 1 / Math.sqrt(dh) };
+  }
+  attention(out: Tensor, lse: Tensor, qkv: Tensor, spec: AttentionSpec): void {
+    const op = 'attention';
+    sameFloat(op, out, lse, qkv);
+    const g = this.geometry(op, qkv, spec);
+    expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
+    expectSize(op, 'lse', lse, g.B * g.H * g.S);
+    const rows = g.B * g.H * g.S;
+    this.launch('attn_fwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
+      P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
+    ], ATTN_WARPS * 2 * g.dh * 4);
+  }
+  attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): void {
+    const op = 'attentionBackward';
+    sameFloat(op, dqkv, dout, qkv, out, lse);
+    const g = this.geometry(op, qkv, spec);
+    expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
+    expectShape(op, 'dout', dout, [g.B, g.S, g.H * g.dh]);
+    expectShape(op, 'dqkv', dqkv, qkv.shape);
+    expectSize(op, 'lse', lse, g.B * g.H * g.S);
+    const dq = cu(op, dqkv);
+    if (dq.size) this.driver.memsetD32Async(dq.ptr, 0, dq.size, this.stream);
+    const rows = g.B * g.H * g.S;
+    this.launch('attn_bwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
+      P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, out)), P(cu(op, lse)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
+    ], ATTN_WARPS * 3 * g.dh * 4);
+  }
+
+  // ---- dropout -------------------------------------------------------------------------------
+  dropout(out: Tensor, x: Tensor, p: number, seed: number, offset: number): void {
+    const op = 'dropout';
+    sameFloat(op, out, x);
+    sameSize(op, out, x);
+    if (!(p >= 0 && p < 1)) throw new ShapeError(op, `p must be in [0, 1), got ${p}`);
+    const o = cu(op, out);
+    const a = cu(op, x);
+    if (p === 0) return this.copy(o, a);
+    if (!Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(op, `seed and offset must be non-negative safe integers (got ${seed}, ${offset})`);
+    this.launchN('dropout_f32', Math.ceil(o.size / 4) + 1, [P(o), P(a), L(o.size), D(p), U(seed % TWO32), U(Math.floor(seed / TWO32)), UL(offset)]);
+  }
+  dropoutBackward(dx: Tensor, dy: Tensor, p: number, seed: number, offset: number): void {
+    this.dropout(dx, dy, p, seed, offset);
+  }
+
+  // ---- mixture of experts --------------------------------------------------------------------
+  moeRoute(logits: Tensor, opts: MoeRouteOptions): MoeRouting {
+    const op = 'moeRoute';
+    sameFloat(op, logits, opts.selectionBias);
+    const [M, E] = matrixShape(op, 'logits', logits);
+    const k = opts.topK;
+    if (opts.selectionBias) expectSize(op, 'selectionBias', opts.selectionBias, E);
+    // the routing decision on the host, in float64, by the CPU reference code (see the file comment)
+    const r = routeTokens({
+      logits: this.toArray(cu(op, logits)),
+      M, E, k,
+      seqLen: opts.seqLen,
+      capacityFactor: opts.capacityFactor,
+      selectionBias: opts.selectionBias ? this.toArray(cu(op, opts.selectionBias)) : undefined,
+    });
+    const made: Tensor[] = [];
+    const up = (data: ArrayLike<number>, shape: number[], dtype: DType): Tensor => {
+      const t = this.fromArray(data, shape, dtype);
+      made.push(t);
+      return t;
+    };
+    try {
+      const probs = up(r.probs, [M, E], 'float32');
+      const lse = up(r.lse, [M], 'float32');
+      const expertIndex = up(r.expertIndex, [M, k], 'int32');
+      const gates = up(r.gates, [M, k], 'float32');
+      const gateNorm = up(r.gateNorm, [M], 'float32');
+      const order = up(r.order, [r.order.length], 'int32');
+      const slot = up(r.slot, [M * k], 'int32');
+      return {
+        tokens: M, experts: E, topK: k,
+        probs, lse, expertIndex, gates, gateNorm, order, slot,
+        counts: r.counts, loadShare: r.loadShare, aux: r.aux, z: r.z,
+        dispose: () => made.forEach((t) => t.dispose()),
+      };
+    } catch (e) {
+      made.forEach((t) => t.dispose());
+      throw e;
+    }
+  }
+  moeRouteBackward(dlogits: Tensor, routing: MoeRouting, dgates: Tensor, dAux: number, dZ: number): void {
+    const op = 'moeRouteBackward';
+    sameFloat(op, dlogits, dgates, routing.probs);
+    const { tokens: M, experts: E, topK: k } = routing;
+    expectSize(op, 'dlogits', dlogits, M * E);
+    expectSize(op, 'dgates', dgates, M * k);
+    const share = this.scratch(E * 8);
+    try {
+      if (E) this.driver.memcpyHtoD(share.ptr, Float64Array.from(routing.loadShare), E * 8);
+      this.launchN('moe_route_backward_f32', M, [
+        P(cu(op, dlogits)), P(cu(op, routing.probs)), P(cu(op, routing.lse)), P(cu(op, routing.expertIndex)), P(cu(op, routing.gates)),
+        P(cu(op, routing.gateNorm)), A(share.ptr), P(cu(op, dgates)), D(dAux), D(dZ), L(M), L(E), L(k),
+      ]);
+    } finally {
+      share.free();
+    }
+  }
+  moePermute(xs: Tensor, x: Tensor, routing: MoeRouting): void {
+    const op = 'moePermute';
+    sameFloat(op, xs, x);
+    const d = lastDim(x);
+    const Acount = routing.order.size;
+    expectSize(op, 'x', x, routing.tokens * d);
+    expectSize(op, 'xs', xs, Acount * d);
+    this.launchN('moe_permute_f32', Acount * d, [P(cu(op, xs)), P(cu(op, x)), P(cu(op, routing.order)), L(Acount), L(d), L(routing.topK)]);
+  }
+  moePermuteBackward(dx: Tensor, dxs: Tensor, routing: MoeRouting, accumulate: boolean): void {
+    const op = 'moePermuteBackward';
+    sameFloat(op, dx, dxs);
+    const d = lastDim(dx);
+    expectSize(op, 'dx', dx, routing.tokens * d);
+    expectSize(op, 'dxs', dxs, routing.order.size * d);
+    this.launchN('moe_permute_backward_f32', routing.tokens * d, [P(cu(op, dx)), P(cu(op, dxs)), P(cu(op, routing.slot)), L(routing.tokens), L(d), L(routing.topK), B(accumulate)]);
+  }
+  moeCombine(y: Tensor, ys: Tensor, routing: MoeRouting, accumulate: boolean): void {
+    const op = 'moeCombine';
+    sameFloat(op, y, ys, routing.gates);
+    const d = lastDim(y);
+    const { tokens: M, topK: k } = routing;
+    expectSize(op, 'y', y, M * d);
+    expectSize(op, 'ys', ys, routing.order.size * d);
+    this.launchN('moe_combine_f32', M * d, [P(cu(op, y)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), B(accumulate)]);
+  }
+  moeCombineBackward(dys: Tensor, dgates: Tensor, dy: Tensor, ys: Tensor, routing: MoeRouting): void {
+    const op = 'moeCombineBackward';
+    sameFloat(op, dys, dgates, dy, ys);
+    const d = lastDim(dy);
+    const { tokens: M, topK: k } = routing;
+    expectSize(op, 'dy', dy, M * d);
+    expectSize(op, 'ys', ys, routing.order.size * d);
+    expectSize(op, 'dys', dys, routing.order.size * d);
+    expectSize(op, 'dgates', dgates, M * k);
+    const warps = M * k;
+    if (!warps) return;
+    this.launch('moe_combine_backward_f32', Math.min(Math.ceil(warps / (BLOCK / 32)), MAX_GRID), BLOCK, [
+      P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k),
+    ]);
+  }
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, counts: readonly number[], opts: { gelu?: { pre: Tensor } } = {}): void {
+    const op = 'groupedMatmul';
+    sameFloat(op, out, xs, weight, bias, opts.gelu?.pre);
+    const [E, N, K] = groupedShape(op, weight, counts);
+    const Acount = counts.reduce((a, b) => a + b, 0);
+    expectSize(op, 'xs', xs, Acount * K);
+    expectSize(op, 'out', out, Acount * N);
+    if (bias) expectSize(op, 'bias', bias, E * N);
+    if (opts.gelu) expectSize(op, 'gelu.pre', opts.gelu.pre, Acount * N);
+    const x = cu(op, xs);
+    const w = cu(op, weight);
+    const o = cu(op, out);
+    const b = bias ? cu(op, bias) : null;
+    const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
+    // one cuBLAS call per expert with rows (a grouped GEMM kernel is the fast version of this)
+    let row = 0;
+    for (let e = 0; e < E; e++) {
+      const n = counts[e]!;
+      if (n > 0) {
+        // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
+        this.gemm({ transA: false, transB: true, M: n, N, K, a: x.ptr + row * K * 4, lda: K, strideA: 0, b: w.ptr + e * N * K * 4, ldb: K, strideB: 0, c: o.ptr + row * N * 4, ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 });
+        if (b || pre) this.biasAct(o.ptr + row * N * 4, n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * 4 : 0);
+      }
+      row += n;
+    }
+  }
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void {
+    const op = 'groupedMatmulBackward';
+    sameFloat(op, dxs, dweight, dbias, dout, xs, weight);
+    const [E, N, K] = groupedShape(op, weight, counts);
+    const Acount = counts.reduce((a, b) => a + b, 0);
+    expectSize(op, 'dout', dout, Acount * N);
+    expectSize(op, 'xs', xs, Acount * K);
+    if (dxs) expectSize(op, 'dxs', dxs, Acount * K);
+    expectSize(op, 'dweight', dweight, E * N * K);
+    if (dbias) expectSize(op, 'dbias', dbias, E * N);
+    const g = cu(op, dout);
+    const x = cu(op, xs);
+    const w = cu(op, weight);
+    const gw = cu(op, dweight);
+    const gx = dxs ? cu(op, dxs) : null;
+    const gb = dbias ? cu(op, dbias) : null;
+    let row = 0;
+    for (let e = 0; e < E; e++) {
+      const n = counts[e]!;
+      if (n > 0) {
+        // dxs[rows] = dout[rows] W[e]  ([n, N] x [N, K])
+        if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: w.ptr + e * N * K * 4, ldb: K, strideB: 0, c: gx.ptr + row * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 });
+        // dW[e] += dout[rows]^T xs[rows]  ([N, n] x [n, K])
+        this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: x.ptr + row * K * 4, ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 });
+        if (gb) this.launchN('col_accumulate_f32', N, [A(gb.ptr + e * N * 4), A(g.ptr + row * N * 4), L(n), L(N)]);
+      }
+      row += n;
+    }
+  }
+
+  // ---- diffusion -----------------------------------------------------------------------------
+  qSample(xt: Tensor, z0: Tensor, eps: Tensor, m: Tensor | null, sa: Tensor, sb: Tensor, inputMask: Tensor, replaceMask: Tensor): void {
+    const op = 'qSample';
+    sameFloat(op, xt, z0, eps, m, sa, sb);
+    sameSize(op, xt, z0, eps);
+    expectDtype(op, 'inputMask', inputMask, 'int32');
+    expectDtype(op, 'replaceMask', replaceMask, 'int32');
+    const Bn = sa.size;
+    expectSize(op, 'sb', sb, Bn);
+    const BN = inputMask.size;
+    expectSize(op, 'replaceMask', replaceMask, BN);
+    if (BN % Bn !== 0 || xt.size % BN !== 0) throw new ShapeError(op, 'masks must be [B, N] and x [B, N, e]', [xt.shape, inputMask.shape, sa.shape]);
+    const e = xt.size / BN;
+    if (m) expectSize(op, 'm', m, e);
+    const N = BN / Bn;
+    this.launchN('qsample_f32', BN * e, [
+      P(cu(op, xt)), P(cu(op, z0)), P(cu(op, eps)), P(m ? cu(op, m) : null), B(!!m), P(cu(op, sa)), P(cu(op, sb)), P(cu(op, inputMask)), P(cu(op, replaceMask)), L(BN), L(N), L(e),
+    ]);
+  }
+  qSampleBackward(dz0: Tensor, dm: Tensor | null, dxt: Tensor, sa: Tensor, inputMask: Tensor, replaceMask: Tensor): void {
+    const op = 'qSampleBackward';
+    sameFloat(op, dz0, dm, dxt, sa);
+    sameSize(op, dz0, dxt);
+    expectDtype(op, 'inputMask', inputMask, 'int32');
+    expectDtype(op, 'replaceMask', replaceMask, 'int32');
+    const Bn = sa.size;
+    const BN = inputMask.size;
+    expectSize(op, 'replaceMask', replaceMask, BN);
+    if (BN % Bn !== 0 || dxt.size % BN !== 0) throw new ShapeError(op, 'masks must be [B, N] and x [B, N, e]', [dxt.shape, inputMask.shape, sa.shape]);
+    const e = dxt.size / BN;
+    if (dm) expectSize(op, 'dm', dm, e);
+    const N = BN / Bn;
+    const [d, a, im, rm] = [cu(op, dxt), cu(op, sa), cu(op, inputMask), cu(op, replaceMask)];
+    this.launchN('qsample_backward_dz_f32', BN * e, [P(cu(op, dz0)), P(d), P(a), P(im), P(rm), B(!!dm), L(BN), L(N), L(e)]);
+    if (dm) this.launchN('qsample_backward_dm_f32', e, [P(cu(op, dm)), P(d), P(a), P(im), P(rm), L(BN), L(N), L(e)]);
+  }
+  nearestRows(out: Tensor, x: Tensor, table: Tensor): void {
+    // ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: argmax over v of x.t_v - ||t_v||^2 / 2
+    this.scoreArg('nearestRows', out, x, table, true);
+  }
+  argmaxDot(out: Tensor, x: Tensor, table: Tensor): void {
+    this.scoreArg('argmaxDot', out, x, table, false);
+  }
+  /** Chunked GEMM of x against the table, then a row argmax: never materialises [M, V]. */
+  private scoreArg(op: string, out: Tensor, x: Tensor, table: Tensor, nearest: boolean): void {
+    sameFloat(op, x, table);
+    expectDtype(op, 'out', out, 'int32');
+    const [V, e] = matrixShape(op, 'table', table);
+    if (lastDim(x) !== e) throw new ShapeError(op, `x rows must have ${e} elements`, [x.shape, table.shape]);
+    const M = rowsOf(x);
+    expectSize(op, 'out', out, M);
+    if (!M) return;
+    const o = cu(op, out);
+    const tb = cu(op, table);
+    const xx = cu(op, x);
+    if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
+    const half = nearest ? this.scratch(V * 8) : null;
+    const chunk = Math.max(1, Math.min(M, Math.floor((1 << 22) / Math.max(V, 1))));
+    const scores = this.scratch(chunk * V * 4);
+    try {
+      if (half) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
+      for (let m0 = 0; m0 < M; m0 += chunk) {
+        const n = Math.min(chunk, M - m0);
+        this.gemm({ transA: false, transB: true, M: n, N: V, K: e, a: xx.ptr + m0 * e * 4, lda: e, strideA: 0, b: tb.ptr, ldb: e, strideB: 0, c: scores.ptr, ldc: V, strideC: 0, alpha: 1, beta: 0, batch: 1 });
+        this.launchRows('row_argmax_f32', n, [P(o), A(scores.ptr), A(half ? half.ptr : 0), B(nearest), L(n), L(V), L(m0)]);
+      }
+    } finally {
+      scores.free();
+      half?.free();
+    }
+  }
+
+  // ---- optimiser -----------------------------------------------------------------------------
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: AdamWOptions): void {
+    const op = 'adamw';
+    sameFloat(op, param, grad, m, v);
+    sameSize(op, param, grad, m, v);
+    const bc1 = 1 - o.beta1 ** o.step;
+    const bc2 = 1 - o.beta2 ** o.step;
+    const decay = 1 - o.lr * o.weightDecay;
+    this.launchN('adamw_f32', param.size, [
+      P(cu(op, param)), P(cu(op, grad)), P(cu(op, m)), P(cu(op, v)), L(param.size), D(o.beta1), D(o.beta2), D(o.lr), D(o.eps), D(bc1), D(bc2), D(decay),
+    ]);
+  }
+}
+
+function actKind(kind: Activation): number {
+  return kind === 'gelu' ? 0 : kind === 'tanh' ? 1 : 2;
+}
+
+function matrixShape(op: string, name: string, t: Tensor): [number, number] {
+  if (t.shape.length !== 2) throw new ShapeError(op, `${name} must be a matrix`, [t.shape]);
+  return [t.shape[0]!, t.shape[1]!];
+}
+
+function groupedShape(op: string, weight: Tensor, counts: readonly number[]): [number, number, number] {
+  if (weight.shape.length !== 3) throw new ShapeError(op, 'weight must be [E, N, K]', [weight.shape]);
+  const [E, N, K] = weight.shape as [number, number, number];
+  if (counts.length !== E || counts.some((c) => !Number.isInteger(c) || c < 0)) throw new ShapeError(op, `counts must be ${E} non-negative integers`, [weight.shape]);
+  return [E, N, K];
+}
+
+function checkBroadcast(op: string, dims: readonly number[], y: readonly number[]): void {
+  if (dims.length !== 3 || y.length !== 3 || y[2] !== dims[2] || (y[0] !== 1 && y[0] !== dims[0]) || (y[1] !== 1 && y[1] !== dims[1])) {
+    throw new ShapeError(op, `cannot broadcast [${y.join(', ')}] over [${dims.join(', ')}]`);
+  }
+}

@@ -1,0 +1,98 @@
+// Device helpers shared by every kernel file; nvrtc.ts puts this text in front of each .cu source
+// (NVRTC has no include path). No standard headers: NVRTC provides the math functions, atomics and
+// warp shuffles as built-ins.
+//
+// Conventions (see src/backend/cuda/backend.ts for the host side):
+// - every kernel is extern "C" (unmangled names for cuModuleGetFunction);
+// - element counts and offsets are 64-bit (i64); loops are grid-stride, so any grid size is valid;
+// - float64 arithmetic where the CPU reference computes in JavaScript numbers (doubles), rounded to
+//   float32 on store, so that results agree with it to float32 rounding (often bit for bit: the
+//   module is compiled with --fmad=false, so a*b+c rounds twice, as in JavaScript);
+// - row kernels use one block per row and blockDim.x a multiple of 32, at most 1024.
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (i64)(n); i += (i64)gridDim.x * blockDim.x)
+
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_sum_f(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_max_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(FULL_MASK, v, o));
+  return v;
+}
+
+// Sum over the block, returned to every thread. `sh` is __shared__ double[32]; the first
+// __syncthreads keeps a previous call's readers of sh[0] safe from this call's writers.
+__device__ double block_sum_d(double v, double *sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum_d(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    double t = lane < nw ? sh[lane] : 0.0;
+    t = warp_sum_d(t);
+    if (lane == 0) sh[0] = t;
+  }
+  __syncthreads();
+  return sh[0];
+}
+
+// Max over the block (as block_sum_d). -inf for an empty contribution.
+__device__ double block_max_d(double v, double *sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max_d(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    double t = lane < nw ? sh[lane] : -1.0 / 0.0;
+    t = warp_max_d(t);
+    if (lane == 0) sh[0] = t;
+  }
+  __syncthreads();
+  return sh[0];
+}
+
+// ---- Philox-4x32-10 (src/backend/philox.ts holds the stream layout every backend follows) ------
+// Element n of stream `seed`: block c = n / 4 encrypted as ctr = [c lo, c hi, 0, 0] under
+// key = [seed lo, seed hi]; word n % 4 of the result.
+__device__ __forceinline__ void philox_block(u64 c, u32 k0, u32 k1, u32 out[4]) {
+  u32 c0 = (u32)c, c1 = (u32)(c >> 32), c2 = 0u, c3 = 0u;
+#pragma unroll
+  for (int r = 0; r < 10; r++) {
+    const u32 hi0 = __umulhi(0xd2511f53u, c0), lo0 = 0xd2511f53u * c0;
+    const u32 hi1 = __umulhi(0xcd9e8d57u, c2), lo1 = 0xcd9e8d57u * c2;
+    const u32 n0 = hi1 ^ c1 ^ k0;
+    const u32 n2 = hi0 ^ c3 ^ k1;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += 0x9e3779b9u;
+    k1 += 0xbb67ae85u;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+// uniform in (0, 1), exact in float32: ((w >> 8) + 0.5) 2^-24
+__device__ __forceinline__ double philox_uniform(u32 w) { return ((double)(w >> 8) + 0.5) * 5.9604644775390625e-8; }
+
+// ---- GELU (erf form), in double ----------------------------------------------------------------
+__device__ __forceinline__ double gelu_d(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
+__device__ __forceinline__ double gelu_grad_d(double x) {
+  return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
+}
