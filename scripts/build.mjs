@@ -10,6 +10,11 @@ const bin = (name) => join(root, 'node_modules', '.bin', name);
 
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  // a missing tool (no `npm ci` yet) is an error that says so, not a silent exit code
+  if (r.error) {
+    console.error(`build: cannot run ${cmd}: ${r.error.message}; run \`npm ci\` first`);
+    process.exit(1);
+  }
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
