@@ -12,8 +12,19 @@ const CUDA_DEVICE = /^cuda(?::(\d+))?$/;
  */
 export async function createBackend(device: string): Promise<Backend> {
   if (device === 'cpu') return new CpuBackend();
+  if (device === 'auto') {
+    // the GPU where one is fully usable (driver, GPU, NVRTC, cuBLAS), else the CPU
+    const { probeCuda } = await import('./cuda/probe.js');
+    if (!probeCuda().available) return new CpuBackend();
+    try {
+      return await createBackend('cuda');
+    } catch (e) {
+      if (e instanceof DeviceError) return new CpuBackend();
+      throw e;
+    }
+  }
   const m = CUDA_DEVICE.exec(device);
-  if (!m) throw new UsageError(`unknown device '${device}' (expected cpu, cuda or cuda:N)`);
+  if (!m) throw new UsageError(`unknown device '${device}' (expected auto, cpu, cuda or cuda:N)`);
   const { probeCuda } = await import('./cuda/probe.js');
   const probe = probeCuda();
   if (!probe.available) throw new DeviceError(`--device ${device}: CUDA is not available: ${probe.reason}`, 'use --device cpu; `moe-diffuseq info` shows what was found');

@@ -13,7 +13,7 @@ import { generate, type GenerateOptions, type Generated } from './generate.js';
 
 /** Options of {@link load}. */
 export interface LoadOptions {
-  /** `cpu` (default), `cuda` or `cuda:N`. */
+  /** `auto` (default: the GPU when usable, else the CPU), `cpu`, `cuda` or `cuda:N`. */
   device?: string;
 }
 
@@ -32,7 +32,7 @@ export interface LoadedDiffusionModel {
 /** Loads a model folder (or a run folder's newest checkpoint) onto the device `opts.device` names. */
 export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedDiffusionModel> {
   const resolved = resolveModelDir(dir);
-  const backend = await createBackend(opts.device ?? 'cpu');
+  const backend = await createBackend(opts.device ?? 'auto');
   try {
     const { model, tokenizer } = loadModel(resolved, backend);
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);

@@ -64,7 +64,7 @@ export interface TrainOptions {
   /** Log a metrics line every N steps. */
   logEvery: number;
   seed: number;
-  /** cpu, cuda, cuda:N. */
+  /** auto (the GPU when one is usable, else the CPU), cpu, cuda, cuda:N. */
   device: string;
   /** Continue the run in `out` from its newest checkpoint. */
   resume: boolean;
@@ -103,7 +103,7 @@ export const DEFAULT_TRAIN_OPTIONS: Omit<TrainOptions, 'data' | 'out'> = {
   evalSteps: 10,
   logEvery: 10,
   seed: 0,
-  device: 'cpu',
+  device: 'auto',
   resume: false,
   stopAfter: 0,
   skipBad: false,

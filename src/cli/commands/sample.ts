@@ -71,7 +71,7 @@ export const sampleCommand = defineCommand({
     truncate: { type: 'boolean', description: 'cut over-long inputs instead of failing' },
     out: { type: 'string', description: 'output file (default: stdout)', placeholder: 'FILE' },
     'show-steps': { type: 'boolean', description: 'print the decoded text of every step (watch the denoising)' },
-    device: { type: 'string', description: 'cpu, cuda or cuda:N', default: 'cpu' },
+    device: { type: 'string', description: 'auto (the GPU when found, else the CPU), cpu, cuda or cuda:N', default: 'auto' },
   },
   async run(f) {
     const modelArg = required('sample', 'model', f.model);
@@ -80,7 +80,7 @@ export const sampleCommand = defineCommand({
     for (const [k, v] of [['steps', f.steps], ['candidates', f.candidates], ['batch-size', f['batch-size']]] as const) if (v !== undefined && v < 1) throw new UsageError(`sample: --${k} must be at least 1`);
     const dir = resolveModelDir(modelArg);
     const inputs = f.input ? readInputs(f.input, f.field ?? 'src') : { src: f.text!, ref: f.text!.map(() => undefined) };
-    const be = await createBackend(f.device ?? 'cpu');
+    const be = await createBackend(f.device ?? 'auto');
     try {
       const { model, tokenizer } = loadModel(dir, be);
       if (!tokenizer) throw new InputError(dir, undefined, 'the model folder has no tokenizer (tokenizer.json or vocab.txt)');

@@ -48,7 +48,7 @@ export const trainCommand = defineCommand({
     'eval-steps': { type: 'int', description: 'denoiser calls per evaluation sample', default: D.evalSteps },
     'log-every': { type: 'int', description: 'metrics line every N steps', default: D.logEvery },
     seed: { type: 'int', description: 'seed of initialisation, data order and noise', default: D.seed },
-    device: { type: 'string', description: 'cpu, cuda or cuda:N', default: D.device },
+    device: { type: 'string', description: 'auto (the GPU when found, else the CPU), cpu, cuda or cuda:N', default: D.device },
     resume: { type: 'boolean', description: 'continue the run in --out from its newest checkpoint' },
     'stop-after': { type: 'int', description: 'stop (with a checkpoint) after this step, keeping the --max-steps schedule' },
     'skip-bad': { type: 'boolean', description: 'count and report bad data lines instead of failing' },
