@@ -7,7 +7,6 @@
  */
 import type { Backend, FloatDType, Tensor } from '../backend/backend.js';
 import { sizeOf } from '../backend/backend.js';
-import { philoxNormal } from '../backend/philox.js';
 import { expertHidden, type ModelConfig } from './config.js';
 
 /** How a parameter is initialised. */
@@ -176,11 +175,8 @@ export class ParamStore {
       const v = this.get(s.name);
       if (s.init.kind === 'zeros') this.backend.fill(v, 0);
       else if (s.init.kind === 'ones') this.backend.fill(v, 1);
-      else {
-        const host = new Float64Array(v.size);
-        philoxNormal(host, seed, this.offsets.get(s.name)!, s.init.std);
-        this.backend.write(v, host);
-      }
+      // the backend draws the same Philox numbers as philoxNormal would (on the GPU without a copy)
+      else this.backend.randomNormal(v, seed, this.offsets.get(s.name)!, s.init.std);
     }
   }
   dispose(): void {
