@@ -1,0 +1,182 @@
+/**
+ * GPU benchmark (`npm run bench:gpu`, on a machine with an NVIDIA GPU): the first honest measurement
+ * of the CUDA backend on `base` and `diffuseq-base`, with the figures the PyTorch peer reports:
+ *   - training tokens/s and MFU at 16 x 2048 (forward + backward + AdamW, one step timed with a
+ *     device synchronisation; the noise of the step is drawn once and reused, as the peer's timing
+ *     loop reuses its batch);
+ *   - peak memory of one training step with one sequence of 2048 and 8192 tokens (the backend's
+ *     allocator counter: parameters, gradients, AdamW state and activations);
+ *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16.
+ * MFU counts FLOPs as the peer's README does (6 x active non-embedding parameters per position, the
+ * blocks seeing G + N positions, plus 12 d L x allowed attention pairs), over the card's measured
+ * bf16 matmul rate (788 TFLOP/s on an H200, GPU.md).
+ * Prints a table and writes JSON (--out, default bench/results/gpu.json).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Backend } from '../src/backend/backend.js';
+import { createBackend } from '../src/backend/create.js';
+import { PhiloxStream } from '../src/backend/philox.js';
+import { diffusionLoss, drawNoise, type LossBatch } from '../src/diffusion/loss.js';
+import { UniformSampler } from '../src/diffusion/timestep.js';
+import { expertHidden, presetConfig, type ModelConfig } from '../src/model/config.js';
+import { Model } from '../src/model/model.js';
+import { sampleIds } from '../src/sample/sampler.js';
+
+const PEAK_TFLOPS = 788;
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+
+/** Non-embedding parameters a position touches (top-k experts only), as the peer counts them. */
+function activeParams(c: ModelConfig): { blocks: number; io: number; time: number } {
+  const d = c.hidden;
+  const e = c.embDim;
+  const attn = 4 * d * d + 4 * d;
+  const norms = 4 * d;
+  const f = expertHidden(c);
+  const ffn = c.ffn.kind === 'moe' ? d * c.ffn.experts + c.ffn.topK * (d * f + f + f * d + d) : d * 4 * d + 4 * d + 4 * d * d + d;
+  const io = e * d + d + d * d + d + 2 * d + (d * d + d + d * e + e);
+  const time = e * 4 * e + 4 * e + 4 * e * d + d;
+  return { blocks: (attn + norms + ffn) * c.layers, io, time };
+}
+
+/** Allowed (query, key) pairs of one sequence. */
+function attentionPairs(c: ModelConfig, N: number): number {
+  const G = c.globalTokens;
+  const S = G + N;
+  if (c.attention.kind === 'full') return S * S;
+  const w = c.attention.window;
+  const local = N <= w ? N * N : N * (2 * w + 1) - w * (w + 1);
+  return G * S + N * G + local;
+}
+
+/** Model FLOPs of one training step (the peer's train_flops). */
+function trainFlops(c: ModelConfig, B: number, N: number): number {
+  const p = activeParams(c);
+  const dense = 6 * (p.blocks * B * (c.globalTokens + N) + p.io * B * N + p.time * B);
+  return dense + 12 * c.hidden * c.layers * B * attentionPairs(c, N);
+}
+
+function batchOf(c: ModelConfig, B: number, N: number, srcLen: number): LossBatch {
+  const rng = new PhiloxStream(7);
+  const ids = new Int32Array(B * N);
+  const mask = new Int32Array(B * N);
+  for (let b = 0; b < B; b++)
+    for (let n = 0; n < N; n++) {
+      ids[b * N + n] = n === 0 ? 101 : n === srcLen - 1 ? 102 : 1000 + rng.int(c.vocabSize - 1000);
+      mask[b * N + n] = n >= srcLen ? 1 : 0;
+    }
+  return { inputIds: ids, inputMask: mask, batch: B, seqLen: N };
+}
+
+function config(name: string, N: number): ModelConfig {
+  return presetConfig(name, { seqLen: N, maxLen: Math.max(N, 512), dropout: 0, timestepSampler: 'uniform' });
+}
+
+/** One training step: loss forward + backward, AdamW on the flat parameters. */
+function makeStep(model: Model, batch: LossBatch) {
+  const be = model.backend;
+  const m = be.zeros([model.params.total]);
+  const v = be.zeros([model.params.total]);
+  const noise = drawNoise(model.config, model.alphaBar, batch, new UniformSampler(model.config.diffusionSteps), new PhiloxStream(3));
+  let step = 0;
+  return {
+    run: () => {
+      model.params.zeroGrads();
+      const r = diffusionLoss(model, batch, noise, { train: true, backward: true });
+      be.adamw(model.params.flat, model.params.grads, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: ++step });
+      be.synchronize();
+      return r.terms.total;
+    },
+    dispose: () => [m, v].forEach((t) => t.dispose()),
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const configs = arg('configs', 'base,diffuseq-base').split(',');
+  const items = arg('items', 'train,memory,sample').split(',');
+  const iters = Number(arg('iters', '5'));
+  const out = arg('out', 'bench/results/gpu.json');
+  const be: Backend = await createBackend(arg('device', 'cuda'));
+  const rows: Record<string, unknown>[] = [];
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  log(`device: ${be.describe()}; matmul ${process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bf16 operands' : 'float32'}`);
+  for (const name of configs) {
+    if (items.includes('train')) {
+      const B = 16;
+      const N = 2048;
+      const cfg = config(name, N);
+      const model = Model.init(cfg, be, 0);
+      const step = makeStep(model, batchOf(cfg, B, N, N / 2));
+      const t0 = performance.now();
+      step.run();
+      const first = (performance.now() - t0) / 1000;
+      step.run();
+      const ms: number[] = [];
+      let loss = 0;
+      for (let i = 0; i < iters; i++) {
+        const t = performance.now();
+        loss = step.run();
+        ms.push(performance.now() - t);
+      }
+      const med = median(ms);
+      const tps = (B * N) / (med / 1000);
+      const tflops = (trainFlops(cfg, B, N) / (med / 1000)) / 1e12;
+      rows.push({ config: name, item: 'train', B, N, msMedian: med, tokensPerS: tps, modelTflops: tflops, mfu: tflops / PEAK_TFLOPS, firstStepS: first, loss });
+      log(`${name} train ${B}x${N}: ${tps.toFixed(0)} tok/s, ${med.toFixed(1)} ms/step, ${tflops.toFixed(1)} TFLOP/s (MFU ${((100 * tflops) / PEAK_TFLOPS).toFixed(2)}%), first step ${first.toFixed(1)} s, loss ${loss.toFixed(4)}`);
+      step.dispose();
+      model.dispose();
+    }
+    if (items.includes('memory')) {
+      for (const N of [2048, 8192]) {
+        const cfg = config(name, N);
+        const model = Model.init(cfg, be, 0);
+        const step = makeStep(model, batchOf(cfg, 1, N, N / 2));
+        step.run();
+        be.resetPeak();
+        step.run();
+        const peak = be.memory().peakBytes / 2 ** 30;
+        rows.push({ config: name, item: 'memory', B: 1, N, peakGiB: peak });
+        log(`${name} memory 1x${N}: peak ${peak.toFixed(2)} GiB (weights, gradients, AdamW state, activations)`);
+        step.dispose();
+        model.dispose();
+      }
+    }
+    if (items.includes('sample')) {
+      const N = 2048;
+      const cfg = config(name, N);
+      const model = Model.init(cfg, be, 0);
+      for (const B of [1, 16]) {
+        const batch = batchOf(cfg, B, N, 2);
+        const run = () => {
+          sampleIds(model, batch.inputIds, batch.inputMask, B, N, { sampler: 'ddim', steps: 10, seed: 1 });
+          be.synchronize();
+        };
+        run();
+        const ms: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const t = performance.now();
+          run();
+          ms.push(performance.now() - t);
+        }
+        const med = median(ms);
+        rows.push({ config: name, item: 'sample', B, N, steps: 10, msMedian: med, perDocMs: med / B });
+        log(`${name} sample ${B}x${N}, 10 denoiser calls: ${med.toFixed(1)} ms (${(med / B).toFixed(1)} ms per document)`);
+      }
+      model.dispose();
+    }
+  }
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ device: be.describe(), date: new Date().toISOString(), matmul: process.env['MOE_DIFFUSEQ_MATMUL'] ?? 'float32', rows }, null, 2) + '\n');
+  be.close();
+}
+
+await main();

@@ -1,0 +1,73 @@
+/**
+ * The whole model on the GPU against the CPU in float32 (issue: the CUDA backend): the `base` config's
+ * loss and gradients, and 300 steps of training on the `tiny` preset following the CPU's loss curve.
+ * Skips (with the reason) where no CUDA GPU is found.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CpuBackend } from '../../src/backend/cpu/backend.js';
+import { createBackend } from '../../src/backend/create.js';
+import { probeCuda } from '../../src/backend/cuda/probe.js';
+import { diffusionLoss } from '../../src/diffusion/loss.js';
+import { presetConfig } from '../../src/model/config.js';
+import { Model } from '../../src/model/model.js';
+import { train } from '../../src/train/trainer.js';
+import { microBatch, microNoise } from '../model/fixtures.js';
+import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
+
+const probe = probeCuda();
+const skip: string | false = probe.available ? false : `no CUDA GPU on this machine: ${probe.reason}`;
+
+test('base config: loss and gradients on the GPU equal the CPU (float32)', { skip }, async () => {
+  const cfg = presetConfig('base', { dropout: 0, seqLen: 48, maxLen: 48 });
+  const gpu = await createBackend('cuda');
+  const cpu = new CpuBackend();
+  const batch = microBatch(cfg, 2, 48, 5);
+  const noise = microNoise(cfg, batch, 6);
+  const run = (be: CpuBackend | typeof gpu) => {
+    const m = Model.init(cfg, be, 1);
+    m.params.zeroGrads();
+    const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
+    const g = be.toArray(m.params.grads);
+    m.dispose();
+    return { loss: r.terms.total, g };
+  };
+  const a = run(gpu);
+  const b = run(cpu);
+  assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(b.loss), `loss ${a.loss} vs ${b.loss}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.g.length; i++) {
+    num += (a.g[i]! - b.g[i]!) ** 2;
+    den += b.g[i]! ** 2;
+  }
+  const rel = Math.sqrt(num / den);
+  process.stderr.write(`base: loss ${a.loss} vs ${b.loss}; gradient relative error ${rel.toExponential(2)} over ${b.g.length} parameters\n`);
+  assert.ok(rel < 1e-4, `gradient relative error ${rel}`);
+  gpu.close();
+  cpu.close();
+});
+
+test('tiny preset: 300 training steps on the GPU follow the CPU loss curve', { skip }, async () => {
+  const t = tempDir();
+  try {
+    const opts = (device: string, out: string) => ({
+      data: DATA, out, device, tokenizer: TOKENIZER, preset: 'tiny', model: { seqLen: 64, maxLen: 64 },
+      maxSteps: 300, batchSize: 16, lr: 1e-3, warmup: 20, logEvery: 10, saveEvery: 300, evalExamples: 0, seed: 4,
+    });
+    await train(opts('cuda', join(t.dir, 'gpu')), quiet);
+    await train(opts('cpu', join(t.dir, 'cpu')), quiet);
+    const curve = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { split: string; loss: number }).filter((r) => r.split === 'train').map((r) => r.loss);
+    const g = curve(join(t.dir, 'gpu'));
+    const c = curve(join(t.dir, 'cpu'));
+    assert.equal(g.length, 30);
+    const diffs = g.map((x, i) => Math.abs(x - c[i]!) / c[i]!);
+    process.stderr.write(`tiny 300 steps: loss ${c[0]!.toFixed(4)} -> ${c[29]!.toFixed(4)} (cpu), ${g[0]!.toFixed(4)} -> ${g[29]!.toFixed(4)} (gpu); largest relative gap ${Math.max(...diffs).toExponential(2)}\n`);
+    assert.ok(c[29]! < 0.6 * c[0]!, 'the loss falls');
+    assert.ok(Math.max(...diffs) < 0.02, `curves differ by up to ${Math.max(...diffs)}`);
+  } finally {
+    t.done();
+  }
+});
