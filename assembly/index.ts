@@ -697,10 +697,10 @@ export function attn_fwd_blk_f32(
     const hk = base + (<usize>(d + h * dh) << 2);
     const hv = base + (<usize>(2 * d + h * dh) << 2);
     const lrow = lse + ((<usize>bh * S) << 2);
-    // global rows first (one block, every key), then local rows in blocks of BQ
+    // global rows first (blocks of at most BQ, every key), then local rows in blocks of BQ
     let i0 = 0;
     while (i0 < S) {
-      const i1 = i0 < G ? G : min(S, i0 + BQ);
+      const i1 = i0 < G ? min(G, i0 + BQ) : min(S, i0 + BQ); // at most BQ rows: the workspace holds BQ x S
       const rows = i1 - i0;
       const lo = blockLo(i0, G, window);
       const nl = blockHi(i1, G, N, window) - lo;
@@ -743,7 +743,7 @@ export function attn_bwd_blk_f32(
     const lrow = lse + ((<usize>bh * S) << 2);
     let i0 = 0;
     while (i0 < S) {
-      const i1 = i0 < G ? G : min(S, i0 + BQ);
+      const i1 = i0 < G ? min(G, i0 + BQ) : min(S, i0 + BQ); // at most BQ rows: the workspace holds BQ x S
       const rows = i1 - i0;
       const lo = blockLo(i0, G, window);
       const nl = blockHi(i1, G, N, window) - lo;

@@ -272,6 +272,9 @@ test('blocked attention kernels equal their slow twin (row kernels) and float64,
     [{ kind: 'sliding', heads: 3, window: 0, dilation: 1, globalTokens: 0 }, 1, 67, 39],
     [{ kind: 'sliding', heads: 1, window: 5, dilation: 1, globalTokens: 1 }, 2, 97, 13],
     [{ kind: 'full', heads: 2, window: 0, dilation: 1, globalTokens: 3 }, 1, 70, 16],
+    // more global rows than one block holds (BQ = 32): the globals take several blocks
+    [{ kind: 'sliding', heads: 1, window: 3, dilation: 1, globalTokens: 40 }, 1, 50, 8],
+    [{ kind: 'sliding', heads: 2, window: 200, dilation: 1, globalTokens: 70 }, 2, 97, 24],
   ];
   for (const [spec, B, S, d] of cases) {
     const label = `${spec.kind} w${spec.window} G${spec.globalTokens} B${B} S${S} d${d}`;
