@@ -10,10 +10,16 @@
  * MFU counts FLOPs as the peer's README does (6 x active non-embedding parameters per position, the
  * blocks seeing G + N positions, plus 12 d L x allowed attention pairs), over the card's measured
  * bf16 matmul rate (788 TFLOP/s on an H200, GPU.md).
- * Prints a table and writes JSON (--out, default bench/results/gpu.json).
+ * The PyTorch peer (../shared/peers/pytorch, copied to an ignored folder such as .peer/) runs in the
+ * same command after ours (`--peer DIR`, default .peer when it holds bench_fast.py; `--peer none`
+ * skips it) with the same configs and shapes, variants eager and compiled; the table puts its
+ * figures beside ours with the ratio against the compiled peer.
+ * Prints a table and writes JSON (--out, default bench/results/gpu.json; the peer's own JSON beside
+ * it as <out>.peer.json).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Backend } from '../src/backend/backend.js';
 import { createBackend } from '../src/backend/create.js';
 import { PhiloxStream } from '../src/backend/philox.js';
@@ -95,6 +101,95 @@ function makeStep(model: Model, batch: LossBatch) {
   };
 }
 
+/** One figure of the peer's JSON (configs[name][item][variant][key]). */
+interface PeerFigure {
+  tokensPerS?: number;
+  mfu?: number;
+  peakGiB?: number;
+  msMedian?: number;
+  perDocMs?: number;
+  oom?: boolean;
+}
+type PeerResults = { meta?: { gpu?: string; date?: string; matmulPeak?: { tflops?: number } }; configs?: Record<string, Record<string, Record<string, Record<string, PeerFigure>>>> };
+
+/** Runs the peer's bench_fast.py on the same configs and shapes; its parsed JSON, or null. */
+function runPeer(dir: string, configs: string[], items: string[], out: string, log: (s: string) => void): PeerResults | null {
+  const parts: string[] = [];
+  if (items.includes('train')) parts.push('train:[a-z]+:[a-z-]+:16x2048');
+  if (items.includes('memory')) parts.push('memory:[a-z]+:[a-z-]+:1x(2048|8192)$');
+  if (items.includes('sample')) parts.push('sample:[a-z]+:[a-z-]+:(1|16)x2048');
+  const args = [join(dir, 'bench_fast.py'), '--skip-check', '--configs', configs.join(','), '--variants', 'eager,compiled', '--iters', '5', '--items', parts.join('|'), '--deadline', arg('peer-deadline', '300'), '--out', out];
+  log(`peer: python3 ${args.join(' ')}`);
+  const r = spawnSync('python3', args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.error || r.status !== 0 || !existsSync(out)) {
+    log(`peer: did not finish (${r.error?.message ?? `exit ${r.status}`}); the table shows ours alone`);
+    return null;
+  }
+  return JSON.parse(readFileSync(out, 'utf8')) as PeerResults;
+}
+
+/** The side-by-side table (Markdown) of our rows and the peer's eager and compiled figures. */
+function table(rows: Record<string, unknown>[], peer: PeerResults | null): string {
+  const fig = (cfg: string, item: string, variant: string, key: string): PeerFigure | undefined => peer?.configs?.[cfg]?.[item]?.[variant]?.[key];
+  const L = ['| config | measure | ours | peer eager | peer compiled | ours / compiled |', '|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const cfg = r['config'] as string;
+    let what: string;
+    let ours: number;
+    let key: string;
+    let pick: (f: PeerFigure | undefined) => number | undefined;
+    let fmt: (x: number) => string;
+    if (r['item'] === 'train') {
+      what = `train ${r['B']}x${r['N']} tok/s (MFU)`;
+      ours = r['tokensPerS'] as number;
+      key = String(r['N']);
+      pick = (f) => f?.tokensPerS;
+      fmt = (x) => `${Math.round(x).toLocaleString('en-US')} (${((100 * x * (r['mfu'] as number)) / ours).toFixed(2)}%)`;
+    } else if (r['item'] === 'memory') {
+      what = `peak memory 1x${r['N']} GiB`;
+      ours = r['peakGiB'] as number;
+      key = String(r['N']);
+      pick = (f) => (f?.oom ? undefined : f?.peakGiB);
+      fmt = (x) => x.toFixed(2);
+    } else {
+      what = `sample ${r['B']}x${r['N']}, 10 calls, ms (per doc)`;
+      ours = r['msMedian'] as number;
+      key = String(r['B']);
+      pick = (f) => f?.msMedian;
+      fmt = (x) => `${x.toFixed(1)} (${(x / (r['B'] as number)).toFixed(1)})`;
+    }
+    const item = r['item'] as string;
+    const e = pick(fig(cfg, item, 'eager', key));
+    const c = pick(fig(cfg, item, 'compiled', key));
+    const ratio = c === undefined ? '-' : `${(ours / c).toFixed(3)}x`;
+    L.push(`| ${cfg} | ${what} | ${fmt(ours)} | ${e === undefined ? '-' : fmt(e)} | ${c === undefined ? '-' : fmt(c)} | ${ratio} |`);
+  }
+  return L.join('\n');
+}
+
+/**
+ * `--profile`: a backend whose every method synchronises the device after it and adds its wall time
+ * to `times` (method name -> [ms, calls]): where a step's time goes, host work included.
+ */
+function profiled(be: Backend, times: Map<string, [number, number]>): Backend {
+  return new Proxy(be, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function' || prop === 'synchronize') return v;
+      return (...args: unknown[]) => {
+        const t0 = performance.now();
+        const r = (v as (...a: unknown[]) => unknown).apply(target, args);
+        target.synchronize();
+        const e = times.get(String(prop)) ?? [0, 0];
+        e[0] += performance.now() - t0;
+        e[1]++;
+        times.set(String(prop), e);
+        return r;
+      };
+    },
+  });
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -110,6 +205,21 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   log(`device: ${be.describe()}; matmul ${process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bf16 operands' : 'float32'}`);
   for (const name of configs) {
+    if (items.includes('profile')) {
+      const times = new Map<string, [number, number]>();
+      const cfg = config(name, 2048);
+      const model = Model.init(cfg, profiled(be, times), 0);
+      const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
+      step.run();
+      times.clear();
+      const t0 = performance.now();
+      step.run();
+      const total = performance.now() - t0;
+      log(`${name} profile of one training step 16x2048 (every op synchronised): ${total.toFixed(1)} ms`);
+      for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0])) log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+      step.dispose();
+      model.dispose();
+    }
     if (items.includes('train')) {
       const B = 16;
       const N = 2048;
@@ -174,9 +284,14 @@ async function main(): Promise<void> {
       model.dispose();
     }
   }
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ device: be.describe(), date: new Date().toISOString(), matmul: process.env['MOE_DIFFUSEQ_MATMUL'] ?? 'float32', rows }, null, 2) + '\n');
+  const device = be.describe();
   be.close();
+  mkdirSync(dirname(out), { recursive: true });
+  const peerArg = arg('peer', existsSync('.peer/bench_fast.py') ? '.peer' : 'none');
+  const peer = peerArg === 'none' ? null : runPeer(peerArg, configs, items, out.replace(/\.json$/, '') + '.peer.json', log);
+  const date = new Date().toISOString();
+  process.stdout.write(`\n${device}; ${date}${peer?.meta ? `; peer on ${peer.meta.gpu}, bf16 matmul peak ${peer.meta.matmulPeak?.tflops?.toFixed(0)} TFLOP/s` : ''}\n\n${table(rows, peer)}\n`);
+  writeFileSync(out, JSON.stringify({ device, date, matmul: process.env['MOE_DIFFUSEQ_MATMUL'] ?? 'float32', rows, peer: peer?.configs ?? null }, null, 2) + '\n');
 }
 
 await main();

@@ -469,6 +469,12 @@ test('attention forward and backward: full, sliding, dilated, global tokens, odd
     [1, 70, 2, 40, { kind: 'full', heads: 2, window: 0, dilation: 1, globalTokens: 2 }],
     [1, 3, 1, 8, { kind: 'sliding', heads: 1, window: 1, dilation: 3, globalTokens: 3 }],
     [3, 129, 4, 33, { kind: 'sliding', heads: 4, window: 7, dilation: 3, globalTokens: 4 }],
+    // several tiles of the tiled kernels: globals inside the first tile, windows across tile edges,
+    // head sizes in the 128 bucket, a window as long as the sequence
+    [2, 300, 2, 64, { kind: 'sliding', heads: 2, window: 50, dilation: 2, globalTokens: 16 }],
+    [1, 200, 3, 64, { kind: 'full', heads: 3, window: 0, dilation: 1, globalTokens: 16 }],
+    [1, 150, 2, 100, { kind: 'sliding', heads: 2, window: 20, dilation: 1, globalTokens: 5 }],
+    [2, 97, 1, 128, { kind: 'sliding', heads: 1, window: 200, dilation: 1, globalTokens: 70 }],
   ];
   for (const [B, S, H, dh, spec] of cases) {
     const d = H * dh;
@@ -484,6 +490,45 @@ test('attention forward and backward: full, sliding, dilated, global tokens, odd
     both((be, s) => be.attentionBackward(dqkv[s], dout[s], qkv[s], o[s], lse[s], spec));
     close(`attentionBackward ${tag}`, dqkv);
     freeAll();
+  }
+});
+
+test('tiled attention kernels equal their slow twins (one warp per row) on the GPU', { skip }, () => {
+  const rows = new CudaBackend({ attention: 'rows' });
+  const tiled = G() as CudaBackend;
+  assert.equal(tiled.attentionKernel, 'tiled');
+  try {
+    for (const [B, S, H, dh, spec] of [
+      [2, 257, 3, 64, { kind: 'sliding', heads: 3, window: 31, dilation: 1, globalTokens: 8 }],
+      [1, 190, 2, 72, { kind: 'sliding', heads: 2, window: 9, dilation: 4, globalTokens: 0 }],
+      [2, 130, 2, 32, { kind: 'full', heads: 2, window: 0, dilation: 1, globalTokens: 3 }],
+    ] as [number, number, number, number, AttentionSpec][]) {
+      const d = H * dh;
+      const tag = `B${B} S${S} H${H} dh${dh} ${spec.kind} w${spec.window} r${spec.dilation} G${spec.globalTokens}`;
+      const qkv = randn(B * S * 3 * d);
+      const dout = randn(B * S * d);
+      const run = (be: CudaBackend) => {
+        const q = be.fromArray(qkv, [B, S, 3 * d]);
+        const g = be.fromArray(dout, [B, S, d]);
+        const o = be.fromArray(new Float32Array(B * S * d).fill(NaN), [B, S, d]);
+        const l = be.fromArray(new Float32Array(B * H * S).fill(NaN), [B, H, S]);
+        const dq = be.fromArray(new Float32Array(B * S * 3 * d).fill(NaN), [B, S, 3 * d]);
+        be.attention(o, l, q, spec);
+        be.attentionBackward(dq, g, q, o, l, spec);
+        const r = { o: be.toArray(o), l: be.toArray(l), dq: be.toArray(dq) };
+        for (const t of [q, g, o, l, dq]) t.dispose();
+        return r;
+      };
+      const a = run(tiled);
+      const b = run(rows);
+      for (const k of ['o', 'l', 'dq'] as const) {
+        const { err, at } = relErr(a[k], b[k]);
+        record(`tiled vs rows attention ${k} ${tag}`, err);
+        assert.ok(err <= 1e-5, `tiled vs rows ${k} ${tag}: rel err ${err} at [${at}] (seed ${SEED})`);
+      }
+    }
+  } finally {
+    rows.close();
   }
 });
 

@@ -36,7 +36,7 @@ import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, r
 import { routeTokens } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
-import { CU_DEVICE_ATTRIBUTE, Driver } from './driver.js';
+import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, Driver } from './driver.js';
 import { koffi } from './libs.js';
 import { kernelSource, Nvrtc } from './nvrtc.js';
 
@@ -53,6 +53,12 @@ export interface CudaBackendOptions {
    * Default: MOE_DIFFUSEQ_MATMUL=bf16 selects bfloat16.
    */
   matmul?: 'float32' | 'bfloat16';
+  /**
+   * Attention kernels: `tiled` (default; FlashAttention-style tiles in shared memory, for head sizes
+   * up to 128 where the card's shared memory allows) or `rows` (one warp per query row: the slow
+   * twin the tiled kernels are tested against). Default: MOE_DIFFUSEQ_ATTENTION=rows selects rows.
+   */
+  attention?: 'tiled' | 'rows';
 }
 
 /** A tensor in device memory: a device address (a view is its parent's address plus an offset). */
@@ -98,12 +104,16 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
   'reduce.cu': [
-    'row_sq_dist_f32', 'sum_partials', 'bias_backward_f32', 'col_accumulate_f32', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
-    'layernorm_backward_dx_f32', 'layernorm_backward_dwb_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32',
+    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_finish_f32', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
   'moe.cu': ['moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
   'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
+  'attention_tiled.cu': [
+    'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
+    'attn_bwd_dkdv_tiled128_f32',
+  ],
 };
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
@@ -125,6 +135,16 @@ const MAX_GRID = 65535;
 /** Warps per block of the attention kernels and the largest head size their shared memory holds. */
 const ATTN_WARPS = 4;
 const ATTN_MAX_DH = 1024;
+/** Rows of a tile of the tiled attention kernels (AT_T in attention_tiled.cu); they run 256 threads. */
+const AT_T = 64;
+/** Dynamic shared memory (bytes) of the tiled attention kernels for head-size bucket DH. */
+function tiledAttentionShared(DH: number): { fwd: number; dq: number; dkdv: number } {
+  const tile = AT_T * (DH + 1);
+  const probs = AT_T * (AT_T + 1);
+  return { fwd: 4 * (3 * tile + probs), dq: 4 * (4 * tile + probs), dkdv: 4 * (4 * tile + 2 * probs + 2 * AT_T) };
+}
+/** Shared memory a kernel may take without opting in. */
+const DEFAULT_SHARED = 48 * 1024;
 
 const TWO32 = 4294967296;
 
@@ -153,6 +173,11 @@ export class CudaBackend implements Backend {
   private readonly syncEachLaunch: boolean;
   /** Operand precision of the matrix products (see CudaBackendOptions.matmul). */
   readonly matmulPrecision: 'float32' | 'bfloat16';
+  /** Which attention kernels run (see CudaBackendOptions.attention). */
+  readonly attentionKernel: 'tiled' | 'rows';
+  private readonly sharedOptin: number;
+  /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
+  private readonly sharedAllowed = new Map<string, number>();
   private readonly modules = new Map<string, bigint>();
   private readonly functions = new Map<string, bigint>();
   // kernel parameters: MAX_ARGS 8-byte slots in stable native memory, and the array of their
@@ -169,6 +194,7 @@ export class CudaBackend implements Backend {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
+    this.attentionKernel = opts.attention ?? (process.env['MOE_DIFFUSEQ_ATTENTION'] === 'rows' ? 'rows' : 'tiled');
     this.driver = Driver.get();
     // the libraries first: a missing one is reported before any device state is created
     this.nvrtc = Nvrtc.get();
@@ -184,6 +210,7 @@ export class CudaBackend implements Backend {
     this.arch = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR) * 10 + this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR);
     this.deviceName = this.driver.deviceName(this.dev);
     this.totalMem = this.driver.deviceTotalMem(this.dev);
+    this.sharedOptin = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     this.stream = this.driver.streamCreate();
     this.cublas = new Cublas(this.stream);
     this.alloc = new CachingAllocator(this.driver);
@@ -196,7 +223,7 @@ export class CudaBackend implements Backend {
   }
 
   describe(): string {
-    const mm = this.matmulPrecision === 'bfloat16' ? 'float32, bf16 matmul operands' : 'float32';
+    const mm = `${this.matmulPrecision === 'bfloat16' ? 'float32, bf16 matmul operands' : 'float32'}, ${this.attentionKernel} attention`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -225,10 +252,18 @@ export class CudaBackend implements Backend {
 
   /** Launches kernel `name` on the backend's stream. */
   private launch(name: string, grid: number, block: number, args: readonly Arg[], sharedBytes = 0): void {
+    this.launch2(name, [grid, 1], [block, 1], args, sharedBytes);
+  }
+  /** Launches kernel `name` with a two-dimensional grid and block. */
+  private launch2(name: string, grid: readonly [number, number], block: readonly [number, number], args: readonly Arg[], sharedBytes = 0): void {
     if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
-    if (grid <= 0) return;
+    if (grid[0] <= 0 || grid[1] <= 0) return;
     if (args.length > MAX_ARGS) throw new DeviceError(`kernel ${name}: more than ${MAX_ARGS} arguments`);
     const f = this.fn(name);
+    if (sharedBytes > DEFAULT_SHARED && (this.sharedAllowed.get(name) ?? 0) < sharedBytes) {
+      this.driver.funcSetAttribute(f, name, CU_FUNC_ATTRIBUTE.MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+      this.sharedAllowed.set(name, sharedBytes);
+    }
     const v = this.argView;
     args.forEach(([type, value], i) => {
       const o = i * 8;
@@ -254,7 +289,7 @@ export class CudaBackend implements Backend {
           break;
       }
     });
-    this.driver.launch(f, name, { grid: [grid, 1, 1], block: [block, 1, 1], sharedBytes }, this.stream, this.argPtrs);
+    this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
   }
   /** One thread per element of n (grid-stride kernels). */
@@ -596,7 +631,29 @@ export class CudaBackend implements Backend {
     sameFloat(op, db, dy);
     const N = db.size;
     if (dy.size % Math.max(N, 1) !== 0 || lastDim(dy) !== N) throw new ShapeError(op, `dy's last dimension must be ${N}`, [db.shape, dy.shape]);
-    this.launchN('bias_backward_f32', N, [P(cu(op, db)), P(cu(op, dy)), L(dy.size / Math.max(N, 1)), L(N), B(accumulate)]);
+    this.colSums(cu(op, db).ptr, 0, cu(op, dy).ptr, 0, 0, 0, dy.size / Math.max(N, 1), N, accumulate);
+  }
+
+  /**
+   * Column sums of a [R, C] float32 matrix at `dy` into `outB` (+ with `accumulate`); with `x`
+   * (LayerNorm: mean and rstd per row) also the sums of dy * xhat into `outA`. Two kernels: float64
+   * partial sums over chunks of rows in parallel, then a fixed-order sum of the chunks.
+   */
+  private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean): void {
+    if (C <= 0) return;
+    const ln = x !== 0;
+    const colBlocks = Math.ceil(C / 32);
+    // enough blocks to fill the card (a few thousand), at least 64 rows per chunk
+    const chunks = Math.max(1, Math.min(Math.ceil(R / 64), Math.ceil(4096 / colBlocks), 65535));
+    const rowsPerChunk = Math.max(1, Math.ceil(R / chunks));
+    const n = Math.ceil(R / rowsPerChunk);
+    const part = this.scratch(Math.max(n, 1) * 2 * C * 8);
+    try {
+      if (R > 0) this.launch2('col_sums_partial_f32', [colBlocks, n], [32, 8], [A(part.ptr), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln)]);
+      this.launchN('col_sums_finish_f32', C, [A(outB), A(outA), A(part.ptr), L(R > 0 ? n : 0), L(C), B(ln), B(accumulate)]);
+    } finally {
+      part.free();
+    }
   }
 
   // ---- activations, softmax, layernorm --------------------------------------------------------
@@ -653,7 +710,7 @@ export class CudaBackend implements Backend {
     expectSize(op, 'rstd', rstd, R);
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
-    this.launchN('layernorm_backward_dwb_f32', C, [P(gw), P(gb), P(d), P(a), P(mu), P(rs), L(R), L(C)]);
+    this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true);
     this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate)]);
   }
 
@@ -726,10 +783,26 @@ export class CudaBackend implements Backend {
     const g = this.geometry(op, qkv, spec);
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
+    const tiled = this.tiledBucket(g.dh);
+    if (tiled) {
+      const tiles = Math.ceil(g.S / AT_T);
+      this.launch(`attn_fwd_tiled${tiled}_f32`, tiles * g.B * g.H, 256, [
+        P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
+      ], tiledAttentionShared(tiled).fwd);
+      return;
+    }
     const rows = g.B * g.H * g.S;
     this.launch('attn_fwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
     ], ATTN_WARPS * 2 * g.dh * 4);
+  }
+  /** The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels. */
+  private tiledBucket(dh: number): 64 | 128 | 0 {
+    if (this.attentionKernel !== 'tiled') return 0;
+    const DH = dh <= 64 ? 64 : dh <= 128 ? 128 : 0;
+    if (DH === 0) return 0;
+    const sh = tiledAttentionShared(DH);
+    return Math.max(sh.fwd, sh.dq, sh.dkdv) <= this.sharedOptin ? DH : 0;
   }
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): void {
     const op = 'attentionBackward';
@@ -740,8 +813,24 @@ export class CudaBackend implements Backend {
     expectShape(op, 'dqkv', dqkv, qkv.shape);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
     const dq = cu(op, dqkv);
-    if (dq.size) this.driver.memsetD32Async(dq.ptr, 0, dq.size, this.stream);
     const rows = g.B * g.H * g.S;
+    const tiled = this.tiledBucket(g.dh);
+    if (tiled) {
+      // every element of dqkv is written (dQ by one kernel, dK and dV by the other): no zeroing
+      const D = this.scratch(rows * 4);
+      try {
+        this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh)]);
+        const tiles = Math.ceil(g.S / AT_T);
+        const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
+        const sh = tiledAttentionShared(tiled);
+        this.launch(`attn_bwd_dq_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dq);
+        this.launch(`attn_bwd_dkdv_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dkdv);
+      } finally {
+        D.free();
+      }
+      return;
+    }
+    if (dq.size) this.driver.memsetD32Async(dq.ptr, 0, dq.size, this.stream);
     this.launch('attn_bwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, out)), P(cu(op, lse)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
     ], ATTN_WARPS * 3 * g.dh * 4);
@@ -911,7 +1000,7 @@ export class CudaBackend implements Backend {
         if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: w.ptr + e * N * K * 4, ldb: K, strideB: 0, c: gx.ptr + row * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 });
         // dW[e] += dout[rows]^T xs[rows]  ([N, n] x [n, K])
         this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: x.ptr + row * K * 4, ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 });
-        if (gb) this.launchN('col_accumulate_f32', N, [A(gb.ptr + e * N * 4), A(g.ptr + row * N * 4), L(n), L(N)]);
+        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * 4, 0, 0, 0, n, N, true);
       }
       row += n;
     }

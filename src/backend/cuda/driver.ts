@@ -62,6 +62,12 @@ export const CU_DEVICE_ATTRIBUTE = {
   MULTIPROCESSOR_COUNT: 16,
   COMPUTE_CAPABILITY_MAJOR: 75,
   COMPUTE_CAPABILITY_MINOR: 76,
+  MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: 97,
+} as const;
+
+/** CUfunction_attribute values used here. */
+export const CU_FUNC_ATTRIBUTE = {
+  MAX_DYNAMIC_SHARED_SIZE_BYTES: 8,
 } as const;
 
 /** A kernel's launch geometry. */
@@ -112,6 +118,7 @@ export class Driver {
       'int cuModuleLoadData(_Out_ void **module, const void *image)',
       'int cuModuleUnload(void *module)',
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
+      'int cuFuncSetAttribute(void *fn, int attrib, int value)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void *stream, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamSynchronize(void *stream)',
@@ -247,6 +254,10 @@ export class Driver {
   }
   moduleUnload(mod: bigint): void {
     this.call('cuModuleUnload', mod);
+  }
+  /** Sets a kernel attribute (e.g. its dynamic shared memory limit, for more than 48 KiB). */
+  funcSetAttribute(fn: bigint, name: string, attrib: number, value: number): void {
+    this.check('cuFuncSetAttribute', this.f['cuFuncSetAttribute']!(fn, attrib, value), `kernel ${name}, attribute ${attrib} = ${value}`);
   }
   moduleGetFunction(mod: bigint, name: string): bigint {
     const fn: (bigint | null)[] = [null];

@@ -27,22 +27,48 @@ extern "C" __global__ void sum_partials(double *partials, const void *x, i64 n, 
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
-// db[j] = (accumulate ? db[j] : 0) + sum_i dy[i, j], the sum in float64 over rows in order.
-extern "C" __global__ void bias_backward_f32(float *db, const float *dy, i64 rows, i64 N, int accumulate) {
-  GRID_STRIDE(j, N) {
-    double acc = 0.0;
-    for (i64 i = 0; i < rows; i++) acc += (double)dy[i * N + j];
-    db[j] = (float)((accumulate ? (double)db[j] : 0.0) + acc);
+// Column sums of dy [R, C] in two parallel stages (bias gradients, LayerNorm weight gradients: one
+// thread per column would leave most of the GPU idle when C is a model width and R a batch of tokens). Stage 1: block
+// (32, 8) sums 32 columns over one chunk of rows, in float64, into partial[chunk][k][c] (k = 0: dy,
+// k = 1 with ln: dy * xhat, xhat = (x - mean[r]) rstd[r], the LayerNorm weight gradient).
+// Stage 2 adds the chunks in a fixed order (deterministic) and rounds once to float32.
+extern "C" __global__ void col_sums_partial_f32(double *partial, const float *dy, const float *x, const float *mean, const float *rstd, i64 R, i64 C,
+                                                i64 rowsPerChunk, int ln) {
+  __shared__ double sb[8][33], sa[8][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const i64 c = (i64)blockIdx.x * 32 + tx;
+  const i64 chunk = blockIdx.y;
+  const i64 r0 = chunk * rowsPerChunk, r1 = min(R, r0 + rowsPerChunk);
+  double b = 0.0, a = 0.0;
+  if (c < C) {
+    for (i64 r = r0 + ty; r < r1; r += 8) {
+      const double d = dy[r * C + c];
+      b += d;
+      if (ln) a += d * (((double)x[r * C + c] - (double)mean[r]) * (double)rstd[r]);
+    }
+  }
+  sb[ty][tx] = b;
+  sa[ty][tx] = a;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    for (int y = 1; y < 8; y++) {
+      b += sb[y][tx];
+      a += sa[y][tx];
+    }
+    partial[(chunk * 2) * C + c] = b;
+    partial[(chunk * 2 + 1) * C + c] = a;
   }
 }
-
-// db[j] += dy[i, j] row by row with a float32 rounding per step (the grouped matmul's bias
-// gradient, which the CPU accumulates that way).
-extern "C" __global__ void col_accumulate_f32(float *db, const float *dy, i64 rows, i64 N) {
-  GRID_STRIDE(j, N) {
-    float g = db[j];
-    for (i64 i = 0; i < rows; i++) g = (float)((double)g + (double)dy[i * N + j]);
-    db[j] = g;
+// out_b[c] (+)= sum_chunk partial[chunk][0][c]; with ln also out_a[c] (+)= the dy * xhat sums.
+extern "C" __global__ void col_sums_finish_f32(float *outB, float *outA, const double *partial, i64 chunks, i64 C, int ln, int accumulate) {
+  GRID_STRIDE(c, C) {
+    double b = 0.0, a = 0.0;
+    for (i64 k = 0; k < chunks; k++) {
+      b += partial[(k * 2) * C + c];
+      a += partial[(k * 2 + 1) * C + c];
+    }
+    outB[c] = (float)((accumulate ? (double)outB[c] : 0.0) + b);
+    if (ln) outA[c] = (float)((accumulate ? (double)outA[c] : 0.0) + a);
   }
 }
 
@@ -115,22 +141,6 @@ extern "C" __global__ void layernorm_backward_dx_f32(float *dx, const float *dy,
       const double v = s * ((double)dy[r * C + c] * (double)w[c] - m1 - xh * m2);
       dx[r * C + c] = accumulate ? (float)((double)dx[r * C + c] + v) : (float)v;
     }
-  }
-}
-
-// dweight[c] += dy xhat, dbias[c] += dy: one thread per column, rows in order, float32 rounding per
-// step (the CPU's order and rounding).
-extern "C" __global__ void layernorm_backward_dwb_f32(float *dw, float *db, const float *dy, const float *x, const float *mean, const float *rstd, i64 R, i64 C) {
-  GRID_STRIDE(c, C) {
-    float gw = dw[c], gb = db[c];
-    for (i64 r = 0; r < R; r++) {
-      const double d = dy[r * C + c];
-      const double xh = ((double)x[r * C + c] - (double)mean[r]) * (double)rstd[r];
-      gw = (float)((double)gw + d * xh);
-      gb = (float)((double)gb + d);
-    }
-    dw[c] = gw;
-    db[c] = gb;
   }
 }
 
