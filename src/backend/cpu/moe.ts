@@ -31,13 +31,23 @@ export interface RouteOutput {
   z: number;
 }
 
+/** The checks of a routing's sizes (shared by every backend's moeRoute). */
+export function checkRoute(M: number, E: number, k: number, seqLen: number, capacityFactor: number | undefined): void {
+  if (!Number.isInteger(k) || k < 1 || k > E) throw new ShapeError('moeRoute', `topK must be in [1, ${E}], got ${k}`);
+  if (capacityFactor !== undefined && (!Number.isInteger(seqLen) || seqLen < 1 || M % seqLen !== 0)) {
+    throw new ShapeError('moeRoute', `token count ${M} is not a multiple of seqLen ${seqLen}`);
+  }
+}
+
+/** The expert capacity per sequence: ceil(factor seqLen k / E) (SPEC section 2). */
+export function expertCapacity(capacityFactor: number, seqLen: number, k: number, E: number): number {
+  return Math.ceil((capacityFactor * seqLen * k) / E);
+}
+
 /** Routes M tokens over E experts. */
 export function routeTokens(r: RouteInput): RouteOutput {
   const { logits, M, E, k, seqLen, capacityFactor, selectionBias } = r;
-  if (k < 1 || k > E) throw new ShapeError('moeRoute', `topK must be in [1, ${E}], got ${k}`);
-  if (capacityFactor !== undefined && (seqLen < 1 || M % seqLen !== 0)) {
-    throw new ShapeError('moeRoute', `token count ${M} is not a multiple of seqLen ${seqLen}`);
-  }
+  checkRoute(M, E, k, seqLen, capacityFactor);
   const probs = new Float64Array(M * E);
   const lse = new Float64Array(M);
   const expertIndex = new Int32Array(M * k);
@@ -92,7 +102,7 @@ export function routeTokens(r: RouteInput): RouteOutput {
   // capacity: per sequence, every first choice in token order, then every second choice, ...
   const kept = new Uint8Array(M * k).fill(1);
   if (capacityFactor !== undefined) {
-    const C = Math.ceil((capacityFactor * seqLen * k) / E);
+    const C = expertCapacity(capacityFactor, seqLen, k, E);
     const used = new Int32Array(E);
     for (let s0 = 0; s0 < M; s0 += seqLen) {
       used.fill(0);

@@ -12,9 +12,9 @@
  * - Argument checks are the CPU backend's (src/backend/check.ts and the same shape rules), so a
  *   mistake throws the same ShapeError / DTypeError / IndexError on either backend. Id and target
  *   range checks read the ids back to the host (a small synchronous copy).
- * - Every op runs on the GPU except the MoE routing decision (moeRoute): the router logits [M, E]
- *   are copied to the host and routed by the CPU reference code in float64 (top-k, capacity and the
- *   expert order are sequential and tiny); its outputs are uploaded. Nothing else falls back.
+ * - Every op runs on the GPU; nothing falls back to the CPU. moeRoute copies back only what the host
+ *   must know: the kept assignments per expert (the grouped matmul's offsets, the order's size) and
+ *   the balance / z-loss sums (E + 1 numbers per block of tokens).
  * - Memory comes from a caching allocator (./allocator.ts); `memory()` counts tensor bytes as the
  *   CPU backend does, `allocatorStats()` the device memory reserved.
  */
@@ -33,7 +33,7 @@ import {
   type Tensor,
 } from '../backend.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, rowsOf, sameFloat, sameSize } from '../check.js';
-import { routeTokens } from '../cpu/moe.js';
+import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
 import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, Driver } from './driver.js';
@@ -108,7 +108,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
-  'moe.cu': ['moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
+  'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
   'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
   'attention_tiled.cu': [
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
@@ -859,37 +859,82 @@ export class CudaBackend implements Backend {
     const [M, E] = matrixShape(op, 'logits', logits);
     const k = opts.topK;
     if (opts.selectionBias) expectSize(op, 'selectionBias', opts.selectionBias, E);
-    // the routing decision on the host, in float64, by the CPU reference code (see the file comment)
-    const r = routeTokens({
-      logits: this.toArray(cu(op, logits)),
-      M, E, k,
-      seqLen: opts.seqLen,
-      capacityFactor: opts.capacityFactor,
-      selectionBias: opts.selectionBias ? this.toArray(cu(op, opts.selectionBias)) : undefined,
-    });
+    checkRoute(M, E, k, opts.seqLen, opts.capacityFactor);
+    const lg = cu(op, logits);
     const made: Tensor[] = [];
-    const up = (data: ArrayLike<number>, shape: number[], dtype: DType): Tensor => {
-      const t = this.fromArray(data, shape, dtype);
+    const scratch: { free: () => void }[] = [];
+    const mk = (shape: number[], dtype: DType): CudaTensor => {
+      const t = this.allocTensor(op, shape, dtype);
       made.push(t);
       return t;
     };
+    const tmp = (bytes: number): number => {
+      const b = this.scratch(bytes);
+      scratch.push(b);
+      return b.ptr;
+    };
     try {
-      const probs = up(r.probs, [M, E], 'float32');
-      const lse = up(r.lse, [M], 'float32');
-      const expertIndex = up(r.expertIndex, [M, k], 'int32');
-      const gates = up(r.gates, [M, k], 'float32');
-      const gateNorm = up(r.gateNorm, [M], 'float32');
-      const order = up(r.order, [r.order.length], 'int32');
-      const slot = up(r.slot, [M * k], 'int32');
+      const nA = M * k;
+      const probs = mk([M, E], 'float32');
+      const lse = mk([M], 'float32');
+      const expertIndex = mk([M, k], 'int32');
+      const gates = mk([M, k], 'float32');
+      const gateNorm = mk([M], 'float32');
+      const slot = mk([nA], 'int32');
+      const kept = tmp(nA * 4);
+      const probs64 = tmp(M * E * 8);
+      const statBlocks = Math.max(1, Math.min(Math.ceil(M / BLOCK), 64));
+      const partial = tmp(statBlocks * (2 * E + 1) * 8);
+      const chunks = Math.ceil(nA / BLOCK);
+      const chunkCounts = tmp(Math.max(chunks, 1) * E * 4);
+      const chunkOffsets = tmp(Math.max(chunks, 1) * E * 4);
+      const totals = tmp(E * 4);
+      const bias = opts.selectionBias ? cu(op, opts.selectionBias) : null;
+      // softmax + top-k per token, the loss statistics per block, capacity drops per sequence
+      this.launchN('moe_route_topk_f32', M, [P(probs), P(lse), P(expertIndex), P(gates), P(gateNorm), A(kept), A(probs64), P(lg), P(bias), B(!!bias), L(M), L(E), L(k)]);
+      this.launch('moe_route_stats', statBlocks, BLOCK, [A(partial), A(probs64), P(lg), P(expertIndex), L(M), L(E), L(k)]);
+      if (opts.capacityFactor !== undefined && M > 0) {
+        const C = expertCapacity(opts.capacityFactor, opts.seqLen, k, E);
+        this.launch('moe_route_capacity', M / opts.seqLen, BLOCK, [A(kept), P(gates), P(expertIndex), L(opts.seqLen), L(E), L(k), L(C)], (E + BLOCK) * 4);
+      }
+      // the expert order (a stable counting sort by expert); its size comes back to the host
+      this.launch('moe_order_count', chunks, BLOCK, [A(chunkCounts), P(expertIndex), A(kept), L(nA), L(E)], E * 4);
+      this.launch('moe_order_scan', 1, Math.min(1024, Math.max(32, E)), [A(chunkOffsets), A(totals), A(chunkCounts), L(chunks), L(E)]);
+      const part = new Float64Array(statBlocks * (2 * E + 1));
+      const tot = new Int32Array(E);
+      if (M > 0) {
+        this.driver.memcpyDtoH(part, partial, part.byteLength);
+        this.driver.memcpyDtoH(tot, totals, tot.byteLength);
+      }
+      const meanP = new Array<number>(E).fill(0);
+      const assigned = new Array<number>(E).fill(0);
+      let z = 0;
+      for (let b = 0; b < statBlocks; b++) {
+        const o = b * (2 * E + 1);
+        for (let e = 0; e < E; e++) {
+          meanP[e]! += part[o + e]!;
+          assigned[e]! += part[o + E + e]!;
+        }
+        z += part[o + 2 * E]!;
+      }
+      const loadShare = assigned.map((c) => (M > 0 ? c / nA : 0));
+      let aux = 0;
+      for (let e = 0; e < E; e++) aux += loadShare[e]! * (M > 0 ? meanP[e]! / M : 0);
+      aux *= E;
+      const counts = Array.from(tot);
+      const order = mk([counts.reduce((x, y) => x + y, 0)], 'int32');
+      this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
       return {
         tokens: M, experts: E, topK: k,
         probs, lse, expertIndex, gates, gateNorm, order, slot,
-        counts: r.counts, loadShare: r.loadShare, aux: r.aux, z: r.z,
+        counts, loadShare, aux: M > 0 ? aux : 0, z: M > 0 ? z / M : 0,
         dispose: () => made.forEach((t) => t.dispose()),
       };
     } catch (e) {
       made.forEach((t) => t.dispose());
       throw e;
+    } finally {
+      scratch.forEach((b) => b.free());
     }
   }
   moeRouteBackward(dlogits: Tensor, routing: MoeRouting, dgates: Tensor, dAux: number, dZ: number): void {

@@ -1,6 +1,168 @@
-// Mixture-of-experts data movement and the router's backward. The routing itself (softmax, top-k,
-// capacity, the expert order) runs on the host in float64 (src/backend/cpu/moe.ts) on logits copied
-// back: M x E is small. These kernels use its outputs: order [A], slot [M k], gates [M, k].
+// Mixture-of-experts routing (the decision of src/backend/cpu/moe.ts, on the GPU), data movement and
+// the router's backward. Routing outputs: probs [M, E], lse [M], expertIndex and gates [M, k],
+// gateNorm [M], order [A] (kept assignments m k + r in expert order), slot [M k] (row in expert
+// order, or -1 where the capacity dropped it).
+
+// Router softmax in float64 and top-k by p (+ the selection bias), ties to the lower expert index,
+// gates renormalised over the chosen. One thread per token. kept[m k + r] = 1 (capacity may clear it).
+extern "C" __global__ void moe_route_topk_f32(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *probs64,
+                                              const float *logits, const float *bias, int hasBias, i64 M, i64 E, i64 k) {
+  GRID_STRIDE(m, M) {
+    const float *x = logits + m * E;
+    double *p = probs64 + m * E;
+    double mx = -1.0 / 0.0;
+    for (i64 e = 0; e < E; e++) mx = fmax(mx, (double)x[e]);
+    double sum = 0.0;
+    for (i64 e = 0; e < E; e++) {
+      p[e] = exp((double)x[e] - mx);
+      sum += p[e];
+    }
+    for (i64 e = 0; e < E; e++) {
+      p[e] /= sum;
+      probs[m * E + e] = (float)p[e];
+    }
+    lse[m] = (float)(mx + log(sum));
+    double norm = 0.0;
+    for (i64 r = 0; r < k; r++) {
+      i64 best = -1;
+      double bestScore = 0.0;
+      for (i64 e = 0; e < E; e++) {
+        bool taken = false;
+        for (i64 q = 0; q < r; q++) taken |= expertIndex[m * k + q] == (int)e;
+        if (taken) continue;
+        const double sc = p[e] + (hasBias ? (double)bias[e] : 0.0);
+        if (best < 0 || sc > bestScore) {
+          best = e;
+          bestScore = sc;
+        }
+      }
+      expertIndex[m * k + r] = (int)best;
+      norm += p[best];
+      kept[m * k + r] = 1;
+    }
+    gateNorm[m] = (float)norm;
+    for (i64 r = 0; r < k; r++) gates[m * k + r] = (float)(p[expertIndex[m * k + r]] / norm);
+  }
+}
+
+// Per-block partial sums for the balance and z losses: partial[b][e] = sum of p[m, e],
+// partial[b][E + e] = assignments to e (before capacity), partial[b][2E] = sum of lse_m^2, over the
+// tokens m = b, b + gridDim.x, ... (block sums: deterministic; the host adds the blocks in order).
+extern "C" __global__ void moe_route_stats(double *partial, const double *probs64, const float *logits, const int *expertIndex, i64 M, i64 E, i64 k) {
+  __shared__ double sh[32];
+  double *out = partial + (i64)blockIdx.x * (2 * E + 1);
+  for (i64 e = 0; e < E; e++) {
+    double ps = 0.0, cnt = 0.0;
+    for (i64 m = (i64)blockIdx.x * blockDim.x + threadIdx.x; m < M; m += (i64)gridDim.x * blockDim.x) {
+      ps += probs64[m * E + e];
+      for (i64 r = 0; r < k; r++) cnt += expertIndex[m * k + r] == (int)e ? 1.0 : 0.0;
+    }
+    ps = block_sum_d(ps, sh);
+    cnt = block_sum_d(cnt, sh);
+    if (threadIdx.x == 0) {
+      out[e] = ps;
+      out[E + e] = cnt;
+    }
+  }
+  // lse recomputed in float64 from the logits (the stored lse is float32)
+  double z = 0.0;
+  for (i64 m = (i64)blockIdx.x * blockDim.x + threadIdx.x; m < M; m += (i64)gridDim.x * blockDim.x) {
+    double mx = -1.0 / 0.0;
+    for (i64 e = 0; e < E; e++) mx = fmax(mx, (double)logits[m * E + e]);
+    double s = 0.0;
+    for (i64 e = 0; e < E; e++) s += exp((double)logits[m * E + e] - mx);
+    const double l = mx + log(s);
+    z += l * l;
+  }
+  z = block_sum_d(z, sh);
+  if (threadIdx.x == 0) out[2 * E] = z;
+}
+
+// Capacity drops, per sequence (one block each, blockDim.x = 256): every first choice in token
+// order, then every second choice, ...; an assignment past its expert's capacity C is dropped (kept
+// 0, gate 0). Shared memory: used[E] and the chunk's experts.
+extern "C" __global__ void moe_route_capacity(int *kept, float *gates, const int *expertIndex, i64 seqLen, i64 E, i64 k, i64 C) {
+  extern __shared__ int shm[];
+  int *used = shm;
+  int *ex = shm + E;
+  const i64 s0 = (i64)blockIdx.x * seqLen;
+  const int t = threadIdx.x;
+  for (i64 e = t; e < E; e += blockDim.x) used[e] = 0;
+  __syncthreads();
+  for (i64 r = 0; r < k; r++) {
+    for (i64 c0 = 0; c0 < seqLen; c0 += blockDim.x) {
+      const i64 m = s0 + c0 + t;
+      const bool valid = c0 + t < seqLen;
+      const int e = valid ? expertIndex[m * k + r] : -1;
+      ex[t] = e;
+      __syncthreads();
+      if (valid) {
+        int before = 0;
+        for (int q = 0; q < t; q++) before += ex[q] == e;
+        if (used[e] + before >= C) {
+          kept[m * k + r] = 0;
+          gates[m * k + r] = 0.0f;
+        }
+      }
+      __syncthreads();
+      // used[e] += this chunk's assignments to e
+      for (i64 x = t; x < E; x += blockDim.x) {
+        int n = 0;
+        for (int q = 0; q < (int)blockDim.x; q++) n += ex[q] == (int)x;
+        used[x] += n;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// The expert order, a stable counting sort of the kept assignments a = m k + r by expert, in chunks
+// of blockDim.x (256) assignments: (1) kept assignments per chunk and expert; (2) one thread per
+// expert: the chunk offsets (expert start + earlier chunks) and the totals; (3) each assignment's
+// row = its chunk offset + the kept assignments to its expert before it in the chunk.
+extern "C" __global__ void moe_order_count(int *chunkCounts, const int *expertIndex, const int *kept, i64 A, i64 E) {
+  extern __shared__ int cnt[];
+  for (i64 e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+  __syncthreads();
+  const i64 a = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (a < A && kept[a]) atomicAdd(&cnt[expertIndex[a]], 1);
+  __syncthreads();
+  for (i64 e = threadIdx.x; e < E; e += blockDim.x) chunkCounts[(i64)blockIdx.x * E + e] = cnt[e];
+}
+extern "C" __global__ void moe_order_scan(int *chunkOffsets, int *totals, const int *chunkCounts, i64 chunks, i64 E) {
+  for (i64 e = threadIdx.x; e < E; e += blockDim.x) {
+    int s = 0;
+    for (i64 c = 0; c < chunks; c++) s += chunkCounts[c * E + e];
+    totals[e] = s;
+  }
+  __syncthreads();
+  for (i64 e = threadIdx.x; e < E; e += blockDim.x) {
+    int s = 0;
+    for (i64 x = 0; x < e; x++) s += totals[x];
+    for (i64 c = 0; c < chunks; c++) {
+      chunkOffsets[c * E + e] = s;
+      s += chunkCounts[c * E + e];
+    }
+  }
+}
+extern "C" __global__ void moe_order_place(int *order, int *slot, const int *expertIndex, const int *kept, const int *chunkOffsets, i64 A, i64 E) {
+  __shared__ int ex[256];
+  const int t = threadIdx.x;
+  const i64 a = (i64)blockIdx.x * blockDim.x + t;
+  const int e = (a < A && kept[a]) ? expertIndex[a] : -1;
+  ex[t] = e;
+  __syncthreads();
+  if (a >= A) return;
+  if (e < 0) {
+    slot[a] = -1;
+    return;
+  }
+  int before = 0;
+  for (int q = 0; q < t; q++) before += ex[q] == e;
+  const int pos = chunkOffsets[(i64)blockIdx.x * E + e] + before;
+  order[pos] = (int)a;
+  slot[a] = pos;
+}
 
 // xs[a] = x[order[a] / k] (tokens permuted into expert order).
 extern "C" __global__ void moe_permute_f32(float *xs, const float *x, const int *order, i64 A, i64 d, i64 k) {
