@@ -6,7 +6,9 @@
  *     loop reuses its batch);
  *   - peak memory of one training step with one sequence of 2048 and 8192 tokens (the backend's
  *     allocator counter: parameters, gradients, AdamW state and activations);
- *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16.
+ *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16;
+ *   - with `--items profile` / `profile-sample`: one training step / one sampling run with every
+ *     backend call synchronised and timed, by op (where the time goes, host work included).
  * MFU counts FLOPs as the peer's README does (6 x active non-embedding parameters per position, the
  * blocks seeing G + N positions, plus 12 d L x allowed attention pairs), over the card's measured
  * bf16 matmul rate (788 TFLOP/s on an H200, GPU.md).
@@ -218,6 +220,21 @@ async function main(): Promise<void> {
       log(`${name} profile of one training step 16x2048 (every op synchronised): ${total.toFixed(1)} ms`);
       for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0])) log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
       step.dispose();
+      model.dispose();
+    }
+    if (items.includes('profile-sample')) {
+      const times = new Map<string, [number, number]>();
+      const cfg = config(name, 2048);
+      const model = Model.init(cfg, profiled(be, times), 0);
+      const batch = batchOf(cfg, 1, 2048, 2);
+      const run = () => sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 });
+      run();
+      times.clear();
+      const t0 = performance.now();
+      run();
+      const total = performance.now() - t0;
+      log(`${name} profile of sampling 1x2048, 10 denoiser calls (every op synchronised): ${total.toFixed(1)} ms`);
+      for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0]).slice(0, 14)) log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
       model.dispose();
     }
     if (items.includes('train')) {
