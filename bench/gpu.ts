@@ -9,6 +9,7 @@
  *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16;
  *   - with `--items profile` / `profile-sample`: one training step / one sampling run with every
  *     backend call synchronised and timed, by op (where the time goes, host work included).
+ * The model runs at --precision (auto: bf16 on the GPU; float32 to measure the float32 path).
  * MFU counts FLOPs as the peer's README does (6 x active non-embedding parameters per position, the
  * blocks seeing G + N positions, plus 12 d L x allowed attention pairs), over the card's measured
  * bf16 matmul rate (788 TFLOP/s on an H200, GPU.md).
@@ -28,7 +29,7 @@ import { PhiloxStream } from '../src/backend/philox.js';
 import { diffusionLoss, drawNoise, type LossBatch } from '../src/diffusion/loss.js';
 import { UniformSampler } from '../src/diffusion/timestep.js';
 import { expertHidden, presetConfig, type ModelConfig } from '../src/model/config.js';
-import { Model } from '../src/model/model.js';
+import { Model, resolvePrecision } from '../src/model/model.js';
 import { sampleIds } from '../src/sample/sampler.js';
 
 const PEAK_TFLOPS = 788;
@@ -78,6 +79,13 @@ function batchOf(c: ModelConfig, B: number, N: number, srcLen: number): LossBatc
       mask[b * N + n] = n >= srcLen ? 1 : 0;
     }
   return { inputIds: ids, inputMask: mask, batch: B, seqLen: N };
+}
+
+/** The model of a config on the backend, at the benchmark's precision (--precision, default auto). */
+function modelOf(cfg: ModelConfig, be: Backend): Model {
+  const m = Model.init(cfg, be, 0);
+  m.precision = resolvePrecision(arg('precision', 'auto'), be);
+  return m;
 }
 
 function config(name: string, N: number): ModelConfig {
@@ -205,12 +213,13 @@ async function main(): Promise<void> {
   const be: Backend = await createBackend(arg('device', 'cuda'));
   const rows: Record<string, unknown>[] = [];
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  log(`device: ${be.describe()}; matmul ${process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bf16 operands' : 'float32'}`);
+  const precision = resolvePrecision(arg('precision', 'auto'), be);
+  log(`device: ${be.describe()}; precision ${precision}`);
   for (const name of configs) {
     if (items.includes('profile')) {
       const times = new Map<string, [number, number]>();
       const cfg = config(name, 2048);
-      const model = Model.init(cfg, profiled(be, times), 0);
+      const model = modelOf(cfg, profiled(be, times));
       const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
       step.run();
       times.clear();
@@ -225,7 +234,7 @@ async function main(): Promise<void> {
     if (items.includes('profile-sample')) {
       const times = new Map<string, [number, number]>();
       const cfg = config(name, 2048);
-      const model = Model.init(cfg, profiled(be, times), 0);
+      const model = modelOf(cfg, profiled(be, times));
       const batch = batchOf(cfg, 1, 2048, 2);
       const run = () => sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 });
       run();
@@ -241,7 +250,7 @@ async function main(): Promise<void> {
       const B = 16;
       const N = 2048;
       const cfg = config(name, N);
-      const model = Model.init(cfg, be, 0);
+      const model = modelOf(cfg, be);
       const step = makeStep(model, batchOf(cfg, B, N, N / 2));
       const t0 = performance.now();
       step.run();
@@ -265,7 +274,7 @@ async function main(): Promise<void> {
     if (items.includes('memory')) {
       for (const N of [2048, 8192]) {
         const cfg = config(name, N);
-        const model = Model.init(cfg, be, 0);
+        const model = modelOf(cfg, be);
         const step = makeStep(model, batchOf(cfg, 1, N, N / 2));
         step.run();
         be.resetPeak();
@@ -280,7 +289,7 @@ async function main(): Promise<void> {
     if (items.includes('sample')) {
       const N = 2048;
       const cfg = config(name, N);
-      const model = Model.init(cfg, be, 0);
+      const model = modelOf(cfg, be);
       for (const B of [1, 16]) {
         const batch = batchOf(cfg, B, N, 2);
         const run = () => {
@@ -301,14 +310,14 @@ async function main(): Promise<void> {
       model.dispose();
     }
   }
-  const device = be.describe();
+  const device = `${be.describe()}; precision ${precision}`;
   be.close();
   mkdirSync(dirname(out), { recursive: true });
   const peerArg = arg('peer', existsSync('.peer/bench_fast.py') ? '.peer' : 'none');
   const peer = peerArg === 'none' ? null : runPeer(peerArg, configs, items, out.replace(/\.json$/, '') + '.peer.json', log);
   const date = new Date().toISOString();
   process.stdout.write(`\n${device}; ${date}${peer?.meta ? `; peer on ${peer.meta.gpu}, bf16 matmul peak ${peer.meta.matmulPeak?.tflops?.toFixed(0)} TFLOP/s` : ''}\n\n${table(rows, peer)}\n`);
-  writeFileSync(out, JSON.stringify({ device, date, matmul: process.env['MOE_DIFFUSEQ_MATMUL'] ?? 'float32', rows, peer: peer?.configs ?? null }, null, 2) + '\n');
+  writeFileSync(out, JSON.stringify({ device, date, precision, rows, peer: peer?.configs ?? null }, null, 2) + '\n');
 }
 
 await main();

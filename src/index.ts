@@ -9,7 +9,7 @@ export { PhiloxStream } from './backend/philox.js';
 export * from './errors.js';
 export { VERSION } from './version.js';
 export { DEFAULT_CONFIG, PRESETS, PRESET_NAMES, presetConfig, parseConfig, type ModelConfig, type ConfigOverrides } from './model/config.js';
-export { Model } from './model/model.js';
+export { Model, resolvePrecision, PRECISIONS, type Precision } from './model/model.js';
 export { diffusionLoss, drawNoise, type LossBatch, type LossNoise, type LossTerms } from './diffusion/loss.js';
 export { alphaBars } from './diffusion/schedule.js';
 export { loadModel, saveModel, type LoadedModel } from './io/checkpoint.js';

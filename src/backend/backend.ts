@@ -17,8 +17,11 @@
  *   its options say so.
  */
 
-/** Element types. `float64` is CPU-only (gradient checks); `int32` holds ids, masks and indices. */
-export type DType = 'float32' | 'float64' | 'int32';
+/**
+ * Element types. `float64` is CPU-only (gradient checks); `bfloat16` is the CUDA backend's (the
+ * activations of mixed-precision runs; ops that accept it say so); `int32` holds ids, masks and indices.
+ */
+export type DType = 'float32' | 'float64' | 'bfloat16' | 'int32';
 /** The floating dtypes. */
 export type FloatDType = 'float32' | 'float64';
 
@@ -134,6 +137,8 @@ export interface Backend {
   readonly name: string;
   /** Human-readable description (threads, SIMD, card). */
   describe(): string;
+  /** Whether tensors of `dtype` can be created here (float64: CPU only; bfloat16: CUDA only). */
+  supports(dtype: DType): boolean;
 
   // ---- memory -------------------------------------------------------------------------------
   /** A new tensor with unspecified contents. */
@@ -280,5 +285,5 @@ export function sizeOf(shape: readonly number[]): number {
 
 /** Bytes per element of a dtype. */
 export function bytesOf(dtype: DType): number {
-  return dtype === 'float64' ? 8 : 4;
+  return dtype === 'float64' ? 8 : dtype === 'bfloat16' ? 2 : 4;
 }

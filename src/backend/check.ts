@@ -30,13 +30,22 @@ export function expectDtype(op: string, name: string, t: Tensor, ...dtypes: DTyp
   if (!dtypes.includes(t.dtype)) throw new DTypeError(op, `${name} must be ${dtypes.join(' or ')}, got ${t.dtype}`);
 }
 
-/** Throws unless all float operands share one dtype; returns it. */
+/**
+ * Throws unless all float operands share one dtype, float32 or float64; returns it. (bfloat16 is
+ * refused: ops that take it check their operands with {@link floats}.)
+ */
 export function sameFloat(op: string, ...ts: (Tensor | null | undefined)[]): 'float32' | 'float64' {
   const present = ts.filter((t): t is Tensor => !!t);
   const d = present[0]!.dtype;
   if (d === 'int32') throw new DTypeError(op, 'expected float operands, got int32');
+  if (d === 'bfloat16' || present.some((t) => t.dtype === 'bfloat16')) throw new DTypeError(op, 'bfloat16 operands are not supported by this op (float32 only)');
   if (present.some((t) => t.dtype !== d)) throw new DTypeError(op, `operands must share one float dtype, got ${present.map((t) => t.dtype).join(', ')}`);
   return d;
+}
+
+/** Throws unless every present operand is float32 or bfloat16 (the ops that mix them). */
+export function floats(op: string, ...ts: (Tensor | null | undefined)[]): void {
+  for (const t of ts) if (t && t.dtype !== 'float32' && t.dtype !== 'bfloat16') throw new DTypeError(op, `expected float32 or bfloat16 operands, got ${t.dtype}`);
 }
 
 /** Last dimension of a tensor (its row length). */

@@ -8,7 +8,8 @@
  *   L x { h = LN(h + drop(Attn(h)));  h = LN(h + drop(FFN(h))) }        (post-LN, BERT order)
  *   x0_hat = Linear(d,e)(tanh(Linear(d,d)(h[G:])))
  */
-import type { Backend, FloatDType, MoeRouting, Tensor } from '../backend/backend.js';
+import type { Backend, DType, FloatDType, MoeRouting, Tensor } from '../backend/backend.js';
+import { DTypeError } from '../errors.js';
 import { timestepEmbedding } from '../diffusion/schedule.js';
 import { expertHidden, type ModelConfig } from './config.js';
 import type { ParamStore } from './params.js';
@@ -89,10 +90,18 @@ export interface DenoiserCache {
   dispose(): void;
 }
 
-/** The denoiser over a ParamStore. Stateless apart from the parameters. */
+/**
+ * The denoiser over a ParamStore. Stateless apart from the parameters and the activation dtype.
+ *
+ * Precision: parameters, their gradients, the normalisation statistics and the boundary tensors
+ * (x_t in, x0_hat out, dL/dx_t) have the parameters' dtype. The activations in between have
+ * `activations`: the same dtype (the default), or bfloat16 on a backend that holds it (mixed
+ * precision: the matrix products then run in bfloat16 with float32 accumulation).
+ */
 export class Denoiser {
   private readonly be: Backend;
   private readonly dtype: FloatDType;
+  private act: DType;
 
   constructor(
     readonly cfg: ModelConfig,
@@ -100,15 +109,28 @@ export class Denoiser {
   ) {
     this.be = params.backend;
     this.dtype = params.dtype;
+    this.act = params.dtype;
+  }
+
+  /** The dtype of the activations (see the class comment). */
+  get activations(): DType {
+    return this.act;
+  }
+  set activations(d: DType) {
+    if (d !== this.dtype && d !== 'bfloat16') throw new DTypeError('denoiser', `activations must be ${this.dtype} or bfloat16, got ${d}`);
+    if (d === 'bfloat16' && (this.dtype !== 'float32' || !this.be.supports('bfloat16'))) {
+      throw new DTypeError('denoiser', `bfloat16 activations need float32 parameters on a backend that holds bfloat16 (${this.be.name} with ${this.dtype} parameters does not)`);
+    }
+    this.act = d;
   }
 
   private p(name: string): Tensor {
     return this.params.get(name);
   }
 
-  /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear). */
-  private linear(s: Scope, x: Tensor, prefix: string, rows: number, out: number): Tensor {
-    const y = s.keep(this.be.empty([rows, out], this.dtype));
+  /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear); y of `dtype` (default: the activations'). */
+  private linear(s: Scope, x: Tensor, prefix: string, rows: number, out: number, dtype: DType = this.act): Tensor {
+    const y = s.keep(this.be.empty([rows, out], dtype));
     this.be.matmul(y, x, this.p(`${prefix}.weight`), { transB: true, bias: this.p(`${prefix}.bias`) });
     return y;
   }
@@ -128,7 +150,7 @@ export class Denoiser {
       be.matmul(dxInto, dy2, w, { beta: 1 });
       return dxInto;
     }
-    const dx = s.keep(be.empty([rows, inF], this.dtype));
+    const dx = s.keep(be.empty([rows, inF], this.act));
     be.matmul(dx, dy2, w);
     return dx;
   }
@@ -147,6 +169,7 @@ export class Denoiser {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
+    const ac = this.act;
     const { embDim: e, hidden: d, globalTokens: G } = c;
     if (xt.shape.length !== 3 || xt.shape[2] !== e) throw new Error(`denoiser: x_t must be [B, N, ${e}], got [${xt.shape.join(', ')}]`);
     const [B, N] = xt.shape as [number, number];
@@ -166,22 +189,22 @@ export class Denoiser {
     // time embedding: sinusoidal -> Linear(e, 4e) -> SiLU -> Linear(4e, d)
     const host = new Float64Array(B * e);
     for (let b = 0; b < B; b++) timestepEmbedding(t[b]!, e, c.diffusionSteps, host, b * e);
-    const temb0 = s.keep(be.fromArray(host, [B, e], dt));
+    const temb0 = s.keep(be.fromArray(host, [B, e], ac));
     const th1 = this.linear(s, temb0, 'time_embed.0', B, 4 * e);
-    const ta1 = s.keep(be.empty([B, 4 * e], dt));
+    const ta1 = s.keep(be.empty([B, 4 * e], ac));
     be.activation(ta1, th1, 'silu');
     const temb = this.linear(s, ta1, 'time_embed.2', B, d);
 
     // input: Linear(d,d)(tanh(Linear(e,d)(x_t))) + P[pos] + time, LayerNorm, dropout
     const xt2 = s.keep(be.view(xt, 0, [B * N, e]));
     const u1 = this.linear(s, xt2, 'input_up_proj.0', B * N, d);
-    const u2 = s.keep(be.empty([B * N, d], dt));
+    const u2 = s.keep(be.empty([B * N, d], ac));
     be.activation(u2, u1, 'tanh');
     const hs = this.linear(s, u2, 'input_up_proj.2', B * N, d);
     const pos = s.keep(be.view(this.p('position_embeddings.weight'), 0, [N, d]));
     be.addBroadcast(hs, hs, pos, [B, N, d], [1, N, d]);
     be.addBroadcast(hs, hs, temb, [B, N, d], [B, 1, d]);
-    const hln = s.keep(be.empty([B * N, d], dt));
+    const hln = s.keep(be.empty([B * N, d], ac));
     const mean0 = s.keep(be.empty([B * N], dt));
     const rstd0 = s.keep(be.empty([B * N], dt));
     be.layerNorm(hln, mean0, rstd0, hs, this.p('input_norm.weight'), this.p('input_norm.bias'), LN_EPS);
@@ -190,7 +213,7 @@ export class Denoiser {
     // global tokens in front
     let h: Tensor;
     if (G > 0) {
-      h = s.keep(be.empty([B, S, d], dt));
+      h = s.keep(be.empty([B, S, d], ac));
       be.stridedCopy(h, this.p('global_tokens'), { count: B, length: G * d, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: S * d });
       be.stridedCopy(h, hln, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
     } else h = s.keep(be.view(hln, 0, [B, S, d]));
@@ -203,16 +226,16 @@ export class Denoiser {
       const M = B * S;
       const x = h;
       // attention
-      const qkv = s.keep(be.empty([B, S, 3 * d], dt));
+      const qkv = s.keep(be.empty([B, S, 3 * d], ac));
       be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
-      const att = s.keep(be.empty([B, S, d], dt));
+      const att = s.keep(be.empty([B, S, d], ac));
       const lse = s.keep(be.empty([B, c.heads, S], dt));
       be.attention(att, lse, qkv, spec);
       const ao = this.linear(s, att, `${p}.attn.o`, M, d);
       const dropAttn = this.dropout(ao, opts, nextSite);
       const r1 = ao; // residual in place: r1 = x + drop(ao)
       be.axpby(r1, 1, x, 1, ao);
-      const h1 = s.keep(be.empty([B, S, d], dt));
+      const h1 = s.keep(be.empty([B, S, d], ac));
       const mean1 = s.keep(be.empty([M], dt));
       const rstd1 = s.keep(be.empty([M], dt));
       be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
@@ -222,7 +245,7 @@ export class Denoiser {
       const dropFfn = this.dropout(fo, opts, nextSite);
       const r2 = fo;
       be.axpby(r2, 1, h1, 1, fo);
-      const h2 = s.keep(be.empty([B, S, d], dt));
+      const h2 = s.keep(be.empty([B, S, d], ac));
       const mean2 = s.keep(be.empty([M], dt));
       const rstd2 = s.keep(be.empty([M], dt));
       be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
@@ -233,13 +256,13 @@ export class Denoiser {
     // output: drop the globals, Linear(d,e)(tanh(Linear(d,d)(h)))
     let hout: Tensor;
     if (G > 0) {
-      hout = s.keep(be.empty([B * N, d], dt));
+      hout = s.keep(be.empty([B * N, d], ac));
       be.stridedCopy(hout, h, { count: B, length: N * d, srcOffset: G * d, srcStride: S * d, dstOffset: 0, dstStride: N * d });
     } else hout = s.keep(be.view(h, 0, [B * N, d]));
     const y1 = this.linear(s, hout, 'output_down_proj.0', B * N, d);
-    const y2 = s.keep(be.empty([B * N, d], dt));
+    const y2 = s.keep(be.empty([B * N, d], ac));
     be.activation(y2, y1, 'tanh');
-    const x0flat = this.linear(s, y2, 'output_down_proj.2', B * N, e);
+    const x0flat = this.linear(s, y2, 'output_down_proj.2', B * N, e, dt);
     const x0 = s.keep(be.view(x0flat, 0, [B, N, e]));
     return {
       B, N, t: [...t], x0, moe,
@@ -252,10 +275,11 @@ export class Denoiser {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
+    const ac = this.act;
     const d = c.hidden;
     if (c.ffn.kind === 'dense') {
-      const pre = s.keep(be.empty([M, 4 * d], dt));
-      const act = s.keep(be.empty([M, 4 * d], dt));
+      const pre = s.keep(be.empty([M, 4 * d], ac));
+      const act = s.keep(be.empty([M, 4 * d], ac));
       be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
       const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
       return { out, cache: { kind: 'dense', pre, act }, stats: null };
@@ -272,14 +296,14 @@ export class Denoiser {
     });
     s.keep(routing);
     const A = routing.order.size;
-    const xs = s.keep(be.empty([A, d], dt));
+    const xs = s.keep(be.empty([A, d], ac));
     be.moePermute(xs, h1, routing);
-    const pre = s.keep(be.empty([A, f], dt));
-    const act = s.keep(be.empty([A, f], dt));
+    const pre = s.keep(be.empty([A, f], ac));
+    const act = s.keep(be.empty([A, f], ac));
     be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing.counts, { gelu: { pre } });
-    const ys = s.keep(be.empty([A, d], dt));
+    const ys = s.keep(be.empty([A, d], ac));
     be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing.counts);
-    const out = s.keep(be.empty([M, d], dt));
+    const out = s.keep(be.empty([M, d], ac));
     be.moeCombine(out, ys, routing, false);
     const shared: { pre: Tensor; act: Tensor }[] = [];
     for (let j = 0; j < c.ffn.sharedExperts; j++) {
@@ -287,11 +311,11 @@ export class Denoiser {
       const b1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.bias`), j * f, [f]));
       const w2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.weight`), j * d * f, [d, f]));
       const b2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.bias`), j * d, [d]));
-      const spre = s.keep(be.empty([M, f], dt));
-      const sact = s.keep(be.empty([M, f], dt));
+      const spre = s.keep(be.empty([M, f], ac));
+      const sact = s.keep(be.empty([M, f], ac));
       be.matmul(sact, h1, w1, { transB: true, bias: b1, gelu: { pre: spre } });
       // shared experts are added unweighted: out += act W2^T + b2
-      const so = s.keep(be.empty([M, d], dt));
+      const so = s.keep(be.empty([M, d], ac));
       be.matmul(so, sact, w2, { transB: true, bias: b2 });
       be.axpby(out, 1, out, 1, so);
       shared.push({ pre: spre, act: sact });
@@ -311,6 +335,7 @@ export class Denoiser {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
+    const ac = this.act;
     const P = this.params;
     const { embDim: e, hidden: d, globalTokens: G } = c;
     const { B, N } = cache;
@@ -321,12 +346,12 @@ export class Denoiser {
     try {
       // output head
       const dy2 = this.linearBackward(s, dx0, I.y2, this.p('output_down_proj.2.weight'), P.grad('output_down_proj.2.weight'), P.grad('output_down_proj.2.bias'), B * N, d, e, true)!;
-      const dy1 = s.keep(be.empty([B * N, d], dt));
+      const dy1 = s.keep(be.empty([B * N, d], ac));
       be.activationBackward(dy1, dy2, I.y1, 'tanh', false);
       const dhout = this.linearBackward(s, dy1, I.hout, this.p('output_down_proj.0.weight'), P.grad('output_down_proj.0.weight'), P.grad('output_down_proj.0.bias'), B * N, d, d, true)!;
       let dh: Tensor;
       if (G > 0) {
-        dh = s.keep(be.zeros([B, S, d], dt));
+        dh = s.keep(be.zeros([B, S, d], ac));
         be.stridedCopy(dh, dhout, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
       } else dh = s.keep(be.view(dhout, 0, [B, S, d]));
 
@@ -336,21 +361,21 @@ export class Denoiser {
         const p = `layers.${i}`;
         const L = I.layers[i]!;
         // h2 = LN(r2); r2 = h1 + drop(ffn(h1))
-        const dr2 = s.keep(be.empty([B, S, d], dt));
+        const dr2 = s.keep(be.empty([B, S, d], ac));
         be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
-        const dfo = s.keep(be.empty([M, d], dt));
+        const dfo = s.keep(be.empty([M, d], ac));
         if (L.dropFfn >= 0) be.dropoutBackward(dfo, dr2, c.dropout, seed, L.dropFfn);
         else be.copy(dfo, dr2);
         const dh1 = dr2; // residual: dh1 = dr2 + d(ffn input)
         this.ffnBackward(s, L.ffn, dfo, L.h1, dh1, M, p, dAux, dZ);
         // h1 = LN(r1); r1 = x + drop(attn(x))
-        const dr1 = s.keep(be.empty([B, S, d], dt));
+        const dr1 = s.keep(be.empty([B, S, d], ac));
         be.layerNormBackward(dr1, P.grad(`${p}.attn_norm.weight`), P.grad(`${p}.attn_norm.bias`), dh1, L.r1, P.get(`${p}.attn_norm.weight`), L.mean1, L.rstd1, false);
-        const dao = s.keep(be.empty([M, d], dt));
+        const dao = s.keep(be.empty([M, d], ac));
         if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
         else be.copy(dao, dr1);
         const datt = this.linearBackward(s, dao, L.att, this.p(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
-        const dqkv = s.keep(be.empty([B, S, 3 * d], dt));
+        const dqkv = s.keep(be.empty([B, S, 3 * d], ac));
         be.attentionBackward(dqkv, s.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
         const dx = dr1; // residual: dx = dr1 + dqkv Wqkv
         this.linearBackward(s, dqkv, L.x, P.span(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, s.keep(be.view(dx, 0, [M, d])));
@@ -361,25 +386,25 @@ export class Denoiser {
       let dhln: Tensor;
       if (G > 0) {
         be.stridedCopy(P.grad('global_tokens'), dh, { count: B, length: G * d, srcOffset: 0, srcStride: S * d, dstOffset: 0, dstStride: 0, accumulate: true });
-        dhln = s.keep(be.empty([B * N, d], dt));
+        dhln = s.keep(be.empty([B * N, d], ac));
         be.stridedCopy(dhln, dh, { count: B, length: N * d, srcOffset: G * d, srcStride: S * d, dstOffset: 0, dstStride: N * d });
       } else dhln = s.keep(be.view(dh, 0, [B * N, d]));
       if (I.dropIn >= 0) be.dropoutBackward(dhln, dhln, c.dropout, seed, I.dropIn);
-      const dhs = s.keep(be.empty([B * N, d], dt));
+      const dhs = s.keep(be.empty([B * N, d], ac));
       be.layerNormBackward(dhs, P.grad('input_norm.weight'), P.grad('input_norm.bias'), dhln, I.hs, P.get('input_norm.weight'), I.mean0, I.rstd0, false);
       const dpos = s.keep(be.view(P.grad('position_embeddings.weight'), 0, [N, d]));
       be.reduceBroadcast(dpos, dhs, [B, N, d], [1, N, d], true);
       const dtemb = s.keep(be.empty([B, d], dt));
       be.reduceBroadcast(dtemb, dhs, [B, N, d], [B, 1, d], false);
       const du2 = this.linearBackward(s, dhs, I.u2, this.p('input_up_proj.2.weight'), P.grad('input_up_proj.2.weight'), P.grad('input_up_proj.2.bias'), B * N, d, d, true)!;
-      const du1 = s.keep(be.empty([B * N, d], dt));
+      const du1 = s.keep(be.empty([B * N, d], ac));
       be.activationBackward(du1, du2, I.u1, 'tanh', false);
       const dxt2 = this.linearBackward(s, du1, I.xt, this.p('input_up_proj.0.weight'), P.grad('input_up_proj.0.weight'), P.grad('input_up_proj.0.bias'), B * N, e, d, true)!;
       const dxt = be.empty([B, N, e], dt);
       be.copy(dxt, dxt2);
       // time embedding
       const dta1 = this.linearBackward(s, dtemb, I.ta1, this.p('time_embed.2.weight'), P.grad('time_embed.2.weight'), P.grad('time_embed.2.bias'), B, 4 * e, d, true)!;
-      const dth1 = s.keep(be.empty([B, 4 * e], dt));
+      const dth1 = s.keep(be.empty([B, 4 * e], ac));
       be.activationBackward(dth1, dta1, I.th1, 'silu', false);
       this.linearBackward(s, dth1, I.temb0, this.p('time_embed.0.weight'), P.grad('time_embed.0.weight'), P.grad('time_embed.0.bias'), B, e, 4 * e, false);
       return dxt;
@@ -393,6 +418,7 @@ export class Denoiser {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
+    const ac = this.act;
     const P = this.params;
     const d = c.hidden;
     const dh1flat = s.keep(be.view(dh1, 0, [M, d]));
@@ -420,13 +446,13 @@ export class Denoiser {
       this.linearBackward(s, dact, h1, w1, gw1, gb1, M, d, fh, true, dh1flat);
     }
     // routed experts
-    const dys = s.keep(be.empty([A, d], dt));
+    const dys = s.keep(be.empty([A, d], ac));
     const dgates = s.keep(be.empty([M, r.topK], dt));
     be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
-    const dact = s.keep(be.empty([A, fh], dt));
+    const dact = s.keep(be.empty([A, fh], ac));
     be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, f.act, this.p(`${p}.ffn.experts.fc2.weight`), r.counts);
     be.activationBackward(dact, dact, f.pre, 'gelu', false);
-    const dxs = s.keep(be.empty([A, d], dt));
+    const dxs = s.keep(be.empty([A, d], ac));
     be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, f.xs, this.p(`${p}.ffn.experts.fc1.weight`), r.counts);
     be.moePermuteBackward(dh1flat, dxs, r, true);
     // router

@@ -6,7 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import { createBackend } from '../backend/create.js';
 import { CheckpointError } from '../errors.js';
 import { loadModel } from '../io/checkpoint.js';
-import type { Model } from '../model/model.js';
+import { resolvePrecision, type Model } from '../model/model.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelDir } from '../train/checkpoints.js';
 import { generate, type GenerateOptions, type Generated } from './generate.js';
@@ -15,6 +15,8 @@ import { generate, type GenerateOptions, type Generated } from './generate.js';
 export interface LoadOptions {
   /** `auto` (default: the GPU when usable, else the CPU), `cpu`, `cuda` or `cuda:N`. */
   device?: string;
+  /** `auto` (default: bf16 on a GPU, float32 on the CPU), `float32` or `bf16`. */
+  precision?: string;
 }
 
 /** A loaded model ready to sample. Call dispose() to free its memory and threads. */
@@ -35,6 +37,7 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedD
   const backend = await createBackend(opts.device ?? 'auto');
   try {
     const { model, tokenizer } = loadModel(resolved, backend);
+    model.precision = resolvePrecision(opts.precision ?? 'auto', backend);
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);
     return {
       model,

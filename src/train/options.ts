@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 import type { ConfigOverrides } from '../model/config.js';
 import { PRESET_NAMES } from '../model/config.js';
+import { PRECISIONS } from '../model/model.js';
 
 /** Everything a training run needs. */
 export interface TrainOptions {
@@ -66,6 +67,8 @@ export interface TrainOptions {
   seed: number;
   /** auto (the GPU when one is usable, else the CPU), cpu, cuda, cuda:N. */
   device: string;
+  /** auto (bf16 on a GPU, float32 on the CPU), float32, bf16 (bfloat16 activations and matmuls, float32 weights, gradients and AdamW state). */
+  precision: string;
   /** Continue the run in `out` from its newest checkpoint. */
   resume: boolean;
   /** Stop (with a checkpoint) after this step even if maxSteps is larger (0 = run to maxSteps). */
@@ -104,6 +107,7 @@ export const DEFAULT_TRAIN_OPTIONS: Omit<TrainOptions, 'data' | 'out'> = {
   logEvery: 10,
   seed: 0,
   device: 'auto',
+  precision: 'auto',
   resume: false,
   stopAfter: 0,
   skipBad: false,
@@ -135,6 +139,7 @@ export function resolveTrainOptions(o: Partial<TrainOptions>, where = 'train'): 
   if (typeof r.out !== 'string' || !r.out) fail('out (--out DIR) is required');
   if (!PRESET_NAMES.includes(r.preset)) fail(`unknown preset '${r.preset}' (presets: ${PRESET_NAMES.join(', ')})`);
   if (r.task !== 'seq2seq' && r.task !== 'lm') fail(`task must be seq2seq or lm, got ${JSON.stringify(r.task)}`);
+  if (!(PRECISIONS as readonly string[]).includes(r.precision)) fail(`precision must be ${PRECISIONS.join(', ')}, got ${JSON.stringify(r.precision)}`);
   if (!['linear', 'cosine', 'constant'].includes(r.decay)) fail(`decay must be linear, cosine or constant, got ${JSON.stringify(r.decay)}`);
   const ints: [keyof TrainOptions, number][] = [
     ['maxSteps', 1], ['batchSize', 1], ['accumulate', 1], ['warmup', 0], ['saveEvery', 0], ['keep', 1], ['evalEvery', 0],

@@ -22,7 +22,7 @@ import { readConfig } from '../io/checkpoint.js';
 import { Progress } from '../io/progress.js';
 import { readSafetensors } from '../io/safetensors.js';
 import { presetConfig, type ModelConfig } from '../model/config.js';
-import { Model } from '../model/model.js';
+import { Model, resolvePrecision } from '../model/model.js';
 import { countParams, paramSpecs } from '../model/params.js';
 import { defaultTokenizer, loadTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -103,6 +103,7 @@ export async function train(input: Partial<TrainOptions>, controls: TrainControl
   // ---- model, optimizer, state -----------------------------------------------------------------
   const be: Backend = await createBackend(o.device);
   const model = new Model(config, be, 'float32');
+  model.precision = resolvePrecision(o.precision, be);
   const P = model.params;
   const total = P.total;
   const expAvg = be.zeros([total]);
@@ -138,7 +139,7 @@ export async function train(input: Partial<TrainOptions>, controls: TrainControl
     be.copy(ema, P.flat);
   }
   const n = model.parameterCount();
-  log(`model: preset ${o.preset}, ${(n.total / 1e6).toFixed(2)}M parameters, seqLen ${config.seqLen}, ${be.describe()}`);
+  log(`model: preset ${o.preset}, ${(n.total / 1e6).toFixed(2)}M parameters, seqLen ${config.seqLen}, ${be.describe()}, precision ${model.precision}`);
 
   // AdamW groups: weight decay only on the parameters whose spec asks for it (runs of the flat layout)
   const groups = decayGroups(model, be, o.weightDecay);

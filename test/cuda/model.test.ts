@@ -54,7 +54,7 @@ test('tiny preset: 300 training steps on the GPU follow the CPU loss curve', { s
   const t = tempDir();
   try {
     const opts = (device: string, out: string) => ({
-      data: DATA, out, device, tokenizer: TOKENIZER, preset: 'tiny', model: { seqLen: 64, maxLen: 64 },
+      data: DATA, out, device, precision: 'float32', tokenizer: TOKENIZER, preset: 'tiny', model: { seqLen: 64, maxLen: 64 },
       maxSteps: 300, batchSize: 16, lr: 1e-3, warmup: 20, logEvery: 10, saveEvery: 300, evalExamples: 0, seed: 4,
     });
     await train(opts('cuda', join(t.dir, 'gpu')), quiet);

@@ -3,7 +3,7 @@
  * on WebAssembly SIMD kernels spread over worker threads; everything else as plain loops, which are
  * also the float64 reference every other backend is checked against.
  */
-import { IndexError, ShapeError } from '../../errors.js';
+import { DTypeError, IndexError, ShapeError } from '../../errors.js';
 import {
   bytesOf,
   sizeOf,
@@ -67,6 +67,10 @@ export class CpuBackend implements Backend {
     return this.pool.threads;
   }
 
+  supports(dtype: DType): boolean {
+    return dtype !== 'bfloat16';
+  }
+
   describe(): string {
     return `cpu (WebAssembly SIMD${kernelsUseFma() ? ' + relaxed FMA' : ''} kernels, ${this.pool.threads} thread${this.pool.threads > 1 ? 's' : ''})`;
   }
@@ -74,6 +78,7 @@ export class CpuBackend implements Backend {
   // ---- memory -------------------------------------------------------------------------------
   private alloc(shape: readonly number[], dtype: DType): CpuTensor {
     if (this.closed) throw new Error('CpuBackend: used after close()');
+    if (dtype === 'bfloat16') throw new DTypeError('alloc', 'bfloat16 tensors are the CUDA backend\'s (mixed precision); the CPU computes in float32 or float64');
     const size = checkShapeValid('alloc', shape);
     const bytes = size * bytesOf(dtype);
     const off = this.mem.alloc(bytes);

@@ -3,9 +3,12 @@
  * TypeScript through koffi. Host code here; kernels in ./kernels/*.cu, compiled by NVRTC for the
  * device at first use (./nvrtc.ts); matrix products by cuBLAS (./cublas.ts).
  *
- * - float32 end to end (the dtype the model trains in); int32 for ids, masks and indices. float64 is
- *   the CPU backend's (gradient checks) and is refused here with a DTypeError. Optionally the matrix
- *   products take bfloat16 operands (float32 accumulation and outputs): CudaBackendOptions.matmul.
+ * - float32 and bfloat16 tensors (the activations of mixed-precision runs: the ops the denoiser uses
+ *   on activations accept either and may mix them with float32 parameters; the rest are float32
+ *   only and refuse bfloat16 with a DTypeError); int32 for ids, masks and indices. float64 is the CPU
+ *   backend's (gradient checks). A matrix product with any bfloat16 operand or output runs in
+ *   bfloat16 on the tensor cores (float32 operands are rounded on the fly) with float32
+ *   accumulation; CudaBackendOptions.matmul makes every product do so.
  * - All work goes to one stream in issue order; `toArray` / `write` are synchronous copies, ordered
  *   with that stream. A kernel fault surfaces at the next synchronising call; set
  *   MOE_DIFFUSEQ_CUDA_SYNC=1 to synchronise after every launch and name the kernel that failed.
@@ -20,6 +23,7 @@
  */
 import { DTypeError, DeviceError, IndexError, ShapeError } from '../../errors.js';
 import {
+  bytesOf,
   sizeOf,
   type Activation,
   type AdamWOptions,
@@ -32,7 +36,8 @@ import {
   type MoeRouting,
   type Tensor,
 } from '../backend.js';
-import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, rowsOf, sameFloat, sameSize } from '../check.js';
+import { fromBf16Bits, toBf16Bits } from '../bf16.js';
+import { checkShapeValid, expectDtype, expectShape, expectSize, floats, lastDim, live, rowsOf, sameFloat, sameSize } from '../check.js';
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
@@ -99,7 +104,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
-    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'f32_to_bf16',
+    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'f32_to_bf16', 'convert_float',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
@@ -128,6 +133,10 @@ const UL = (v: number): Arg => ['u64', v];
 const F = (v: number): Arg => ['f32', v];
 const D = (v: number): Arg => ['f64', v];
 const B = (v: boolean): Arg => ['i32', v ? 1 : 0];
+/** The kernels' `bf` mask: bit j set when tensor j is bfloat16 (common.cuh). */
+const BFM = (...ts: (Tensor | null | undefined)[]): Arg => ['i32', ts.reduce((m, t, j) => (t?.dtype === 'bfloat16' ? m | (1 << j) : m), 0)];
+/** Element size in bytes. */
+const ES = (t: Tensor): number => bytesOf(t.dtype);
 
 const MAX_ARGS = 32;
 const BLOCK = 256;
@@ -222,8 +231,12 @@ export class CudaBackend implements Backend {
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
   }
 
+  supports(dtype: DType): boolean {
+    return dtype !== 'float64';
+  }
+
   describe(): string {
-    const mm = `${this.matmulPrecision === 'bfloat16' ? 'float32, bf16 matmul operands' : 'float32'}, ${this.attentionKernel} attention`;
+    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -306,9 +319,9 @@ export class CudaBackend implements Backend {
   // ---- memory -------------------------------------------------------------------------------
   private allocTensor(op: string, shape: readonly number[], dtype: DType): CudaTensor {
     if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
-    if (dtype === 'float64') throw new DTypeError(op, 'float64 is CPU-only (gradient checks); the CUDA backend holds float32 and int32');
+    if (dtype === 'float64') throw new DTypeError(op, 'float64 is CPU-only (gradient checks); the CUDA backend holds float32, bfloat16 and int32');
     const size = checkShapeValid(op, shape);
-    const bytes = size * 4;
+    const bytes = size * bytesOf(dtype);
     if (bytes === 0) {
       this.liveCount++;
       return new CudaTensor([...shape], dtype, 0, () => this.liveCount--);
@@ -335,7 +348,10 @@ export class CudaBackend implements Backend {
   }
   zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
     const t = this.allocTensor('zeros', shape, dtype);
-    if (t.size) this.driver.memsetD32Async(t.ptr, 0, t.size, this.stream);
+    if (t.size) {
+      if (dtype === 'bfloat16') this.driver.memsetD16Async(t.ptr, 0, t.size, this.stream);
+      else this.driver.memsetD32Async(t.ptr, 0, t.size, this.stream);
+    }
     return t;
   }
   fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'float32'): Tensor {
@@ -354,6 +370,11 @@ export class CudaBackend implements Backend {
   }
   toArray(t: Tensor): Float32Array | Float64Array | Int32Array {
     const c = cu('toArray', t);
+    if (c.dtype === 'bfloat16') {
+      const bits = new Uint16Array(c.size);
+      if (c.size) this.driver.memcpyDtoH(bits, c.ptr, c.size * 2);
+      return fromBf16Bits(bits);
+    }
     const out = c.dtype === 'int32' ? new Int32Array(c.size) : new Float32Array(c.size);
     if (c.size) this.driver.memcpyDtoH(out, c.ptr, c.size * 4);
     return out;
@@ -361,8 +382,9 @@ export class CudaBackend implements Backend {
   write(t: Tensor, data: ArrayLike<number>): void {
     const c = cu('write', t);
     if (data.length !== c.size) throw new ShapeError('write', `${data.length} values for a tensor of ${c.size} elements`, [c.shape]);
-    let host: Float32Array | Int32Array;
-    if (c.dtype === 'int32') {
+    let host: Float32Array | Int32Array | Uint16Array;
+    if (c.dtype === 'bfloat16') host = toBf16Bits(data);
+    else if (c.dtype === 'int32') {
       host = new Int32Array(c.size);
       for (let i = 0; i < data.length; i++) {
         const v = data[i]!;
@@ -370,7 +392,7 @@ export class CudaBackend implements Backend {
         host[i] = v;
       }
     } else host = data instanceof Float32Array ? data : Float32Array.from(data);
-    if (c.size) this.driver.memcpyHtoD(c.ptr, host, c.size * 4);
+    if (c.size) this.driver.memcpyHtoD(c.ptr, host, host.byteLength);
   }
   view(t: Tensor, offset: number, shape: readonly number[]): Tensor {
     const c = cu('view', t);
@@ -378,18 +400,20 @@ export class CudaBackend implements Backend {
     if (!Number.isInteger(offset) || offset < 0 || offset + size > c.size) {
       throw new ShapeError('view', `elements [${offset}, ${offset + size}) outside a tensor of ${c.size}`, [c.shape, shape]);
     }
-    return new CudaTensor([...shape], c.dtype, c.ptr === 0 ? 0 : c.ptr + offset * 4, null, c);
+    return new CudaTensor([...shape], c.dtype, c.ptr === 0 ? 0 : c.ptr + offset * ES(c), null, c);
   }
   copy(dst: Tensor, src: Tensor): void {
     const d = cu('copy', dst);
     const s = cu('copy', src);
     sameSize('copy', d, s);
     if ((d.dtype === 'int32') !== (s.dtype === 'int32')) throw new ShapeError('copy', `cannot copy ${s.dtype} into ${d.dtype}`);
-    if (d.size && d.ptr !== s.ptr) this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * 4, this.stream);
+    if (d.dtype !== s.dtype) this.launchN('convert_float', d.size, [P(d), P(s), L(d.size), BFM(d, s)]);
+    else if (d.size && d.ptr !== s.ptr) this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * ES(d), this.stream);
   }
   fill(t: Tensor, value: number): void {
     const c = cu('fill', t);
     if (!c.size) return;
+    if (c.dtype === 'bfloat16') return this.driver.memsetD16Async(c.ptr, toBf16Bits([value])[0]!, c.size, this.stream);
     // the 32-bit pattern the CPU's typed-array fill would store
     const bits = new Uint32Array(c.dtype === 'int32' ? new Int32Array([value]).buffer : new Float32Array([value]).buffer)[0]!;
     this.driver.memsetD32Async(c.ptr, bits, c.size, this.stream);
@@ -442,9 +466,9 @@ export class CudaBackend implements Backend {
     const o = cu(op, out);
     const xs = cu(op, x);
     const ys = y ? cu(op, y) : null;
-    sameFloat(op, out, x, y);
+    floats(op, out, x, y);
     sameSize(op, out, x, ...(y ? [y] : []));
-    this.launchN('axpby_f32', o.size, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size)]);
+    this.launchN('axpby_f32', o.size, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size), BFM(o, xs, ys)]);
   }
   mul(out: Tensor, x: Tensor, y: Tensor): void {
     const op = 'mul';
@@ -455,22 +479,22 @@ export class CudaBackend implements Backend {
   }
   addBroadcast(out: Tensor, x: Tensor, y: Tensor, dims: readonly [number, number, number], yShape: readonly [number, number, number]): void {
     const op = 'addBroadcast';
-    sameFloat(op, out, x, y);
+    floats(op, out, x, y);
     const [Pd, Q, R] = dims;
     checkBroadcast(op, dims, yShape);
     expectSize(op, 'x', x, Pd * Q * R);
     expectSize(op, 'out', out, Pd * Q * R);
     expectSize(op, 'y', y, yShape[0] * yShape[1] * yShape[2]);
-    this.launchN('add_broadcast_f32', Pd * Q * R, [P(cu(op, out)), P(cu(op, x)), P(cu(op, y)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1)]);
+    this.launchN('add_broadcast_f32', Pd * Q * R, [P(cu(op, out)), P(cu(op, x)), P(cu(op, y)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), BFM(out, x, y)]);
   }
   reduceBroadcast(dy: Tensor, dout: Tensor, dims: readonly [number, number, number], yShape: readonly [number, number, number], accumulate: boolean): void {
     const op = 'reduceBroadcast';
-    sameFloat(op, dy, dout);
+    floats(op, dy, dout);
     const [Pd, Q, R] = dims;
     checkBroadcast(op, dims, yShape);
     expectSize(op, 'dout', dout, Pd * Q * R);
     expectSize(op, 'dy', dy, yShape[0] * yShape[1] * yShape[2]);
-    this.launchN('reduce_broadcast_f32', dy.size, [P(cu(op, dy)), P(cu(op, dout)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), B(accumulate)]);
+    this.launchN('reduce_broadcast_f32', dy.size, [P(cu(op, dy)), P(cu(op, dout)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), B(accumulate), BFM(dy, dout)]);
   }
   stridedCopy(dst: Tensor, src: Tensor, p: { count: number; length: number; srcOffset: number; srcStride: number; dstOffset: number; dstStride: number; accumulate?: boolean }): void {
     const op = 'stridedCopy';
@@ -485,17 +509,19 @@ export class CudaBackend implements Backend {
       throw new ShapeError(op, `block copy of ${count} x ${length} reaches past its operands (src ${s.size}, dst ${d.size} elements)`, [s.shape, d.shape]);
     }
     const sfx = d.dtype === 'int32' ? 'i32' : 'f32';
+    // the float kernels take the dtype mask last (either side float32 or bfloat16)
+    const bfArg: Arg[] = sfx === 'f32' ? [BFM(d, s)] : [];
     const acc = !!p.accumulate;
     if (count === 1 || p.dstStride >= length) {
       // destination blocks are disjoint: every element in parallel
-      this.launchN(`strided_copy_${sfx}`, count * length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset), L(p.dstStride), B(acc)]);
+      this.launchN(`strided_copy_${sfx}`, count * length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset), L(p.dstStride), B(acc), ...bfArg]);
     } else if (p.dstStride === 0 && acc) {
       // every block adds into one row: one thread per element, blocks in order
-      this.launchN(`strided_reduce_${sfx}`, length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset)]);
+      this.launchN(`strided_reduce_${sfx}`, length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset), ...bfArg]);
     } else {
       // overlapping destination blocks: one launch per block keeps the CPU's order (the last write wins)
       for (let c = 0; c < count; c++) {
-        this.launchN(`strided_copy_${sfx}`, length, [P(d), P(s), L(1), L(length), L(p.srcOffset + c * p.srcStride), L(0), L(p.dstOffset + c * p.dstStride), L(0), B(acc)]);
+        this.launchN(`strided_copy_${sfx}`, length, [P(d), P(s), L(1), L(length), L(p.srcOffset + c * p.srcStride), L(0), L(p.dstOffset + c * p.dstStride), L(0), B(acc), ...bfArg]);
       }
     }
   }
@@ -525,6 +551,7 @@ export class CudaBackend implements Backend {
   }
   private reduceSum(op: string, x: Tensor, squares: boolean): number {
     const t = cu(op, x);
+    if (t.dtype === 'bfloat16') throw new DTypeError(op, 'bfloat16 operands are not supported by this op (float32 only)');
     if (!t.size) return 0;
     const blocks = Math.min(Math.ceil(t.size / BLOCK), 1024);
     const part = this.scratch(blocks * 8);
@@ -544,7 +571,9 @@ export class CudaBackend implements Backend {
   matmul(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
     const op = 'matmul';
     live(op, out, a, b, opts.bias, opts.gelu?.pre);
-    sameFloat(op, out, a, b, opts.bias, opts.gelu?.pre);
+    floats(op, out, a, b, opts.bias, opts.gelu?.pre);
+    if (opts.bias) expectDtype(op, 'bias', opts.bias, 'float32');
+    if (opts.gelu && opts.gelu.pre.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${opts.gelu.pre.dtype}`);
     if (a.shape.length < 2 || b.shape.length < 2) throw new ShapeError(op, 'operands must have rank >= 2', [a.shape, b.shape]);
     const transA = !!opts.transA;
     const transB = !!opts.transB;
@@ -587,59 +616,75 @@ export class CudaBackend implements Backend {
       b: cu(op, b).ptr, ldb: transB ? K : N, strideB: sbb,
       c: o.ptr, ldc: N, strideC: scb,
       alpha: opts.alpha ?? 1, beta: opts.beta ?? 0, batch,
-    });
-    if (opts.bias || opts.gelu) this.biasAct(o.ptr, batch * M, N, opts.bias ? cu(op, opts.bias).ptr : 0, opts.gelu ? cu(op, opts.gelu.pre).ptr : 0);
+    }, a.dtype, b.dtype, out.dtype);
+    if (opts.bias || opts.gelu) this.biasAct(o.ptr, batch * M, N, opts.bias ? cu(op, opts.bias).ptr : 0, opts.gelu ? cu(op, opts.gelu.pre).ptr : 0, out.dtype);
   }
 
-  /** Row-major GEMM through cuBLAS; empty products handled here (cuBLAS rejects some of them). */
-  private gemm(p: RowMajorGemm): void {
+  /**
+   * Row-major GEMM through cuBLAS, A, B and C of the given dtypes; empty products handled here
+   * (cuBLAS rejects some of them). All float32: a float32 product (unless the backend's matmul
+   * option says bfloat16). Any bfloat16: a bfloat16 product, float32 operands rounded into scratch.
+   */
+  private gemm(p: RowMajorGemm, aType: DType = 'float32', bType: DType = 'float32', cType: DType = 'float32'): void {
     if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
     if (p.M === 0 || p.N === 0 || p.batch === 0) return;
+    const c16 = cType === 'bfloat16';
     if (p.K === 0) {
       // C = beta C: nothing to multiply
-      this.launchN('scale_f32', p.batch * p.M * p.N, [A(p.c), L(p.batch * p.M * p.N), D(p.beta)]);
+      this.launchN('scale_f32', p.batch * p.M * p.N, [A(p.c), L(p.batch * p.M * p.N), D(p.beta), B(c16)]);
       return;
     }
-    if (this.matmulPrecision === 'float32') {
+    if (this.matmulPrecision === 'float32' && aType !== 'bfloat16' && bType !== 'bfloat16' && !c16) {
       this.cublas.gemm(p);
     } else {
       // bf16 operands: round the spans of A and B that the product reads into scratch, same layout
       const span = (rows: number, ld: number, stride: number) => (p.batch - 1) * stride + rows * ld;
-      const nA = span(p.transA ? p.K : p.M, p.lda, p.strideA);
-      const nB = span(p.transB ? p.N : p.K, p.ldb, p.strideB);
-      const a16 = this.scratch(nA * 2);
-      const b16 = this.scratch(nB * 2);
+      const rounded = (ptr: number, type: DType, n: number) => {
+        if (type === 'bfloat16') return { ptr, free: () => undefined };
+        const t = this.scratch(n * 2);
+        this.launchN('f32_to_bf16', n, [A(t.ptr), A(ptr), L(n)]);
+        return t;
+      };
+      const a16 = rounded(p.a, aType, span(p.transA ? p.K : p.M, p.lda, p.strideA));
       try {
-        this.launchN('f32_to_bf16', nA, [A(a16.ptr), A(p.a), L(nA)]);
-        this.launchN('f32_to_bf16', nB, [A(b16.ptr), A(p.b), L(nB)]);
-        this.cublas.gemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16' });
+        const b16 = rounded(p.b, bType, span(p.transB ? p.N : p.K, p.ldb, p.strideB));
+        try {
+          this.cublas.gemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' });
+        } finally {
+          b16.free();
+        }
       } finally {
         a16.free();
-        b16.free();
       }
     }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, 'after cublasGemmStridedBatchedEx');
   }
 
-  /** rows x N block at address c: += bias (address, or 0); GELU with the pre-activation saved at `pre` (or 0). */
-  private biasAct(c: number, rows: number, N: number, bias: number, pre: number): void {
-    this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0)]);
+  /**
+   * rows x N block at address c (of `dtype`, and `pre` with it): += bias (a float32 address, or 0);
+   * GELU with the pre-activation saved at `pre` (or 0).
+   */
+  private biasAct(c: number, rows: number, N: number, bias: number, pre: number, dtype: DType): void {
+    const bf = dtype === 'bfloat16' ? 3 : 0;
+    this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0), I(bf)]);
   }
 
   biasBackward(db: Tensor, dy: Tensor, accumulate: boolean): void {
     const op = 'biasBackward';
-    sameFloat(op, db, dy);
+    floats(op, dy);
+    expectDtype(op, 'db', db, 'float32');
     const N = db.size;
     if (dy.size % Math.max(N, 1) !== 0 || lastDim(dy) !== N) throw new ShapeError(op, `dy's last dimension must be ${N}`, [db.shape, dy.shape]);
-    this.colSums(cu(op, db).ptr, 0, cu(op, dy).ptr, 0, 0, 0, dy.size / Math.max(N, 1), N, accumulate);
+    this.colSums(cu(op, db).ptr, 0, cu(op, dy).ptr, 0, 0, 0, dy.size / Math.max(N, 1), N, accumulate, dy.dtype === 'bfloat16' ? 3 : 0);
   }
 
   /**
-   * Column sums of a [R, C] float32 matrix at `dy` into `outB` (+ with `accumulate`); with `x`
-   * (LayerNorm: mean and rstd per row) also the sums of dy * xhat into `outA`. Two kernels: float64
-   * partial sums over chunks of rows in parallel, then a fixed-order sum of the chunks.
+   * Column sums of a [R, C] matrix at `dy` into float32 `outB` (+ with `accumulate`); with `x`
+   * (LayerNorm: mean and rstd per row) also the sums of dy * xhat into `outA`. `bf`: bit 0 dy,
+   * bit 1 x bfloat16. Two kernels: float64 partial sums over chunks of rows in parallel, then a
+   * fixed-order sum of the chunks.
    */
-  private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean): void {
+  private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean, bf: number): void {
     if (C <= 0) return;
     const ln = x !== 0;
     const colBlocks = Math.ceil(C / 32);
@@ -649,7 +694,7 @@ export class CudaBackend implements Backend {
     const n = Math.ceil(R / rowsPerChunk);
     const part = this.scratch(Math.max(n, 1) * 2 * C * 8);
     try {
-      if (R > 0) this.launch2('col_sums_partial_f32', [colBlocks, n], [32, 8], [A(part.ptr), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln)]);
+      if (R > 0) this.launch2('col_sums_partial_f32', [colBlocks, n], [32, 8], [A(part.ptr), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]);
       this.launchN('col_sums_finish_f32', C, [A(outB), A(outA), A(part.ptr), L(R > 0 ? n : 0), L(C), B(ln), B(accumulate)]);
     } finally {
       part.free();
@@ -659,15 +704,15 @@ export class CudaBackend implements Backend {
   // ---- activations, softmax, layernorm --------------------------------------------------------
   activation(out: Tensor, x: Tensor, kind: Activation): void {
     const op = `activation(${kind})`;
-    sameFloat(op, out, x);
+    floats(op, out, x);
     sameSize(op, out, x);
-    this.launchN('activation_f32', x.size, [P(cu(op, out)), P(cu(op, x)), L(x.size), I(actKind(kind))]);
+    this.launchN('activation_f32', x.size, [P(cu(op, out)), P(cu(op, x)), L(x.size), I(actKind(kind)), BFM(out, x)]);
   }
   activationBackward(dx: Tensor, dy: Tensor, x: Tensor, kind: Activation, accumulate: boolean): void {
     const op = `activationBackward(${kind})`;
-    sameFloat(op, dx, dy, x);
+    floats(op, dx, dy, x);
     sameSize(op, dx, dy, x);
-    this.launchN('activation_backward_f32', x.size, [P(cu(op, dx)), P(cu(op, dy)), P(cu(op, x)), L(x.size), I(actKind(kind)), B(accumulate)]);
+    this.launchN('activation_backward_f32', x.size, [P(cu(op, dx)), P(cu(op, dy)), P(cu(op, x)), L(x.size), I(actKind(kind)), B(accumulate), BFM(dx, dy, x)]);
   }
   softmax(out: Tensor, x: Tensor): void {
     const op = 'softmax';
@@ -687,7 +732,8 @@ export class CudaBackend implements Backend {
   }
   layerNorm(out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
     const op = 'layerNorm';
-    sameFloat(op, out, mean, rstd, x, weight, bias);
+    floats(op, out, x);
+    sameFloat(op, mean, rstd, weight, bias);
     sameSize(op, out, x);
     const C = lastDim(x);
     const R = rowsOf(x);
@@ -695,11 +741,12 @@ export class CudaBackend implements Backend {
     expectSize(op, 'bias', bias, C);
     expectSize(op, 'mean', mean, R);
     expectSize(op, 'rstd', rstd, R);
-    this.launchRows('layernorm_f32', R, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), L(R), L(C), D(eps)]);
+    this.launchRows('layernorm_f32', R, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), L(R), L(C), D(eps), BFM(out, x)]);
   }
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {
     const op = 'layerNormBackward';
-    sameFloat(op, dx, dweight, dbias, dy, x, weight, mean, rstd);
+    floats(op, dx, dy, x);
+    sameFloat(op, dweight, dbias, weight, mean, rstd);
     sameSize(op, dx, dy, x);
     const C = lastDim(x);
     const R = rowsOf(x);
@@ -710,8 +757,8 @@ export class CudaBackend implements Backend {
     expectSize(op, 'rstd', rstd, R);
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
-    this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true);
-    this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate)]);
+    this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, (d.dtype === 'bfloat16' ? 1 : 0) | (a.dtype === 'bfloat16' ? 2 : 0));
+    this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate), BFM(g, d, a)]);
   }
 
   // ---- embedding, cross-entropy ---------------------------------------------------------------
@@ -779,7 +826,7 @@ export class CudaBackend implements Backend {
   }
   attention(out: Tensor, lse: Tensor, qkv: Tensor, spec: AttentionSpec): void {
     const op = 'attention';
-    sameFloat(op, out, lse, qkv);
+    const bf = this.attentionDtypes(op, lse, qkv, out);
     const g = this.geometry(op, qkv, spec);
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
@@ -787,14 +834,25 @@ export class CudaBackend implements Backend {
     if (tiled) {
       const tiles = Math.ceil(g.S / AT_T);
       this.launch(`attn_fwd_tiled${tiled}_f32`, tiles * g.B * g.H, 256, [
-        P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
+        P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), B(bf),
       ], tiledAttentionShared(tiled).fwd);
       return;
     }
+    if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${g.dh}`);
     const rows = g.B * g.H * g.S;
     this.launch('attn_fwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
     ], ATTN_WARPS * 2 * g.dh * 4);
+  }
+  /**
+   * Dtype rules of attention: the log-sum-exp is float32; the activations (qkv, out, and for the
+   * backward dout and dqkv) share one dtype, float32 or bfloat16. True for bfloat16.
+   */
+  private attentionDtypes(op: string, lse: Tensor, qkv: Tensor, ...acts: Tensor[]): boolean {
+    expectDtype(op, 'lse', lse, 'float32');
+    floats(op, qkv);
+    for (const t of acts) if (t.dtype !== qkv.dtype) throw new DTypeError(op, `the activations must share qkv's dtype ${qkv.dtype}, got ${t.dtype}`);
+    return qkv.dtype === 'bfloat16';
   }
   /** The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels. */
   private tiledBucket(dh: number): 64 | 128 | 0 {
@@ -806,7 +864,7 @@ export class CudaBackend implements Backend {
   }
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): void {
     const op = 'attentionBackward';
-    sameFloat(op, dqkv, dout, qkv, out, lse);
+    const bf = this.attentionDtypes(op, lse, qkv, dqkv, dout, out);
     const g = this.geometry(op, qkv, spec);
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectShape(op, 'dout', dout, [g.B, g.S, g.H * g.dh]);
@@ -819,9 +877,9 @@ export class CudaBackend implements Backend {
       // every element of dqkv is written (dQ by one kernel, dK and dV by the other): no zeroing
       const D = this.scratch(rows * 4);
       try {
-        this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh)]);
+        this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh), B(bf)]);
         const tiles = Math.ceil(g.S / AT_T);
-        const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
+        const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), B(bf)] as const;
         const sh = tiledAttentionShared(tiled);
         this.launch(`attn_bwd_dq_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dq);
         this.launch(`attn_bwd_dkdv_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dkdv);
@@ -830,6 +888,7 @@ export class CudaBackend implements Backend {
       }
       return;
     }
+    if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${g.dh}`);
     if (dq.size) this.driver.memsetD32Async(dq.ptr, 0, dq.size, this.stream);
     this.launch('attn_bwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, out)), P(cu(op, lse)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
@@ -839,14 +898,14 @@ export class CudaBackend implements Backend {
   // ---- dropout -------------------------------------------------------------------------------
   dropout(out: Tensor, x: Tensor, p: number, seed: number, offset: number): void {
     const op = 'dropout';
-    sameFloat(op, out, x);
+    floats(op, out, x);
     sameSize(op, out, x);
     if (!(p >= 0 && p < 1)) throw new ShapeError(op, `p must be in [0, 1), got ${p}`);
     const o = cu(op, out);
     const a = cu(op, x);
     if (p === 0) return this.copy(o, a);
     if (!Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(op, `seed and offset must be non-negative safe integers (got ${seed}, ${offset})`);
-    this.launchN('dropout_f32', Math.ceil(o.size / 4) + 1, [P(o), P(a), L(o.size), D(p), U(seed % TWO32), U(Math.floor(seed / TWO32)), UL(offset)]);
+    this.launchN('dropout_f32', Math.ceil(o.size / 4) + 1, [P(o), P(a), L(o.size), D(p), U(seed % TWO32), U(Math.floor(seed / TWO32)), UL(offset), BFM(o, a)]);
   }
   dropoutBackward(dx: Tensor, dy: Tensor, p: number, seed: number, offset: number): void {
     this.dropout(dx, dy, p, seed, offset);
@@ -956,33 +1015,34 @@ export class CudaBackend implements Backend {
   }
   moePermute(xs: Tensor, x: Tensor, routing: MoeRouting): void {
     const op = 'moePermute';
-    sameFloat(op, xs, x);
+    floats(op, xs, x);
     const d = lastDim(x);
     const Acount = routing.order.size;
     expectSize(op, 'x', x, routing.tokens * d);
     expectSize(op, 'xs', xs, Acount * d);
-    this.launchN('moe_permute_f32', Acount * d, [P(cu(op, xs)), P(cu(op, x)), P(cu(op, routing.order)), L(Acount), L(d), L(routing.topK)]);
+    this.launchN('moe_permute_f32', Acount * d, [P(cu(op, xs)), P(cu(op, x)), P(cu(op, routing.order)), L(Acount), L(d), L(routing.topK), BFM(xs, x)]);
   }
   moePermuteBackward(dx: Tensor, dxs: Tensor, routing: MoeRouting, accumulate: boolean): void {
     const op = 'moePermuteBackward';
-    sameFloat(op, dx, dxs);
+    floats(op, dx, dxs);
     const d = lastDim(dx);
     expectSize(op, 'dx', dx, routing.tokens * d);
     expectSize(op, 'dxs', dxs, routing.order.size * d);
-    this.launchN('moe_permute_backward_f32', routing.tokens * d, [P(cu(op, dx)), P(cu(op, dxs)), P(cu(op, routing.slot)), L(routing.tokens), L(d), L(routing.topK), B(accumulate)]);
+    this.launchN('moe_permute_backward_f32', routing.tokens * d, [P(cu(op, dx)), P(cu(op, dxs)), P(cu(op, routing.slot)), L(routing.tokens), L(d), L(routing.topK), B(accumulate), BFM(dx, dxs)]);
   }
   moeCombine(y: Tensor, ys: Tensor, routing: MoeRouting, accumulate: boolean): void {
     const op = 'moeCombine';
-    sameFloat(op, y, ys, routing.gates);
+    floats(op, y, ys);
     const d = lastDim(y);
     const { tokens: M, topK: k } = routing;
     expectSize(op, 'y', y, M * d);
     expectSize(op, 'ys', ys, routing.order.size * d);
-    this.launchN('moe_combine_f32', M * d, [P(cu(op, y)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), B(accumulate)]);
+    this.launchN('moe_combine_f32', M * d, [P(cu(op, y)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), B(accumulate), BFM(y, ys)]);
   }
   moeCombineBackward(dys: Tensor, dgates: Tensor, dy: Tensor, ys: Tensor, routing: MoeRouting): void {
     const op = 'moeCombineBackward';
-    sameFloat(op, dys, dgates, dy, ys);
+    floats(op, dys, dy, ys);
+    expectDtype(op, 'dgates', dgates, 'float32');
     const d = lastDim(dy);
     const { tokens: M, topK: k } = routing;
     expectSize(op, 'dy', dy, M * d);
@@ -992,12 +1052,14 @@ export class CudaBackend implements Backend {
     const warps = M * k;
     if (!warps) return;
     this.launch('moe_combine_backward_f32', Math.min(Math.ceil(warps / (BLOCK / 32)), MAX_GRID), BLOCK, [
-      P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k),
+      P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), BFM(dys, dy, ys),
     ]);
   }
   groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, counts: readonly number[], opts: { gelu?: { pre: Tensor } } = {}): void {
     const op = 'groupedMatmul';
-    sameFloat(op, out, xs, weight, bias, opts.gelu?.pre);
+    floats(op, out, xs, weight);
+    if (bias) expectDtype(op, 'bias', bias, 'float32');
+    if (opts.gelu && opts.gelu.pre.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${opts.gelu.pre.dtype}`);
     const [E, N, K] = groupedShape(op, weight, counts);
     const Acount = counts.reduce((a, b) => a + b, 0);
     expectSize(op, 'xs', xs, Acount * K);
@@ -1015,15 +1077,16 @@ export class CudaBackend implements Backend {
       const n = counts[e]!;
       if (n > 0) {
         // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
-        this.gemm({ transA: false, transB: true, M: n, N, K, a: x.ptr + row * K * 4, lda: K, strideA: 0, b: w.ptr + e * N * K * 4, ldb: K, strideB: 0, c: o.ptr + row * N * 4, ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 });
-        if (b || pre) this.biasAct(o.ptr + row * N * 4, n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * 4 : 0);
+        this.gemm({ transA: false, transB: true, M: n, N, K, a: x.ptr + row * K * ES(x), lda: K, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: o.ptr + row * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, w.dtype, o.dtype);
+        if (b || pre) this.biasAct(o.ptr + row * N * ES(o), n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * ES(o) : 0, o.dtype);
       }
       row += n;
     }
   }
   groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void {
     const op = 'groupedMatmulBackward';
-    sameFloat(op, dxs, dweight, dbias, dout, xs, weight);
+    floats(op, dxs, dout, xs, weight);
+    sameFloat(op, dweight, dbias);
     const [E, N, K] = groupedShape(op, weight, counts);
     const Acount = counts.reduce((a, b) => a + b, 0);
     expectSize(op, 'dout', dout, Acount * N);
@@ -1042,10 +1105,10 @@ export class CudaBackend implements Backend {
       const n = counts[e]!;
       if (n > 0) {
         // dxs[rows] = dout[rows] W[e]  ([n, N] x [N, K])
-        if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: w.ptr + e * N * K * 4, ldb: K, strideB: 0, c: gx.ptr + row * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 });
+        if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: gx.ptr + row * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, w.dtype, gx.dtype);
         // dW[e] += dout[rows]^T xs[rows]  ([N, n] x [n, K])
-        this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * 4, lda: N, strideA: 0, b: x.ptr + row * K * 4, ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 });
-        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * 4, 0, 0, 0, n, N, true);
+        this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: x.ptr + row * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, g.dtype === 'bfloat16' ? 1 : 0);
       }
       row += n;
     }

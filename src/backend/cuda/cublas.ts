@@ -2,7 +2,7 @@
  * cuBLAS through koffi: one handle per backend, bound to its stream, and a row-major strided-batched
  * GEMM on top of cublasGemmStridedBatchedEx (float32 operands, CUBLAS_COMPUTE_32F: true float32,
  * no TF32, so results match the CPU reference to float32 rounding; or bfloat16 operands with
- * float32 accumulation and output, the mixed-precision option).
+ * float32 accumulation and a float32 or bfloat16 output, the mixed precision).
  *
  * cuBLAS is column-major. A row-major C [M, N] is the column-major C^T [N, M], and
  * C^T = op(B)^T op(A)^T, so a row-major product is the column-major product with the operands
@@ -40,8 +40,10 @@ export interface RowMajorGemm {
   alpha: number;
   beta: number;
   batch: number;
-  /** Element type of A and B (C is always float32, the accumulation float32). Default float32. */
+  /** Element type of A and B (the accumulation is float32). Default float32. */
   operands?: 'float32' | 'bfloat16';
+  /** Element type of C (bfloat16 only with bfloat16 operands). Default float32. */
+  output?: 'float32' | 'bfloat16';
 }
 
 interface CublasLib {
@@ -123,10 +125,10 @@ export class Cublas {
       p.b, ab, p.ldb, p.strideB,
       p.a, ab, p.lda, p.strideA,
       this.beta,
-      p.c, CUDA_R_32F, p.ldc, p.strideC,
+      p.c, p.output === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F, p.ldc, p.strideC,
       p.batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT,
     );
-    this.check('cublasGemmStridedBatchedEx', rc, `row-major ${p.batch} x [${p.M}, ${p.K}]${p.transA ? '^T' : ''} x [${p.K}, ${p.N}]${p.transB ? '^T' : ''}, ${p.operands ?? 'float32'} operands`);
+    this.check('cublasGemmStridedBatchedEx', rc, `row-major ${p.batch} x [${p.M}, ${p.K}]${p.transA ? '^T' : ''} x [${p.K}, ${p.N}]${p.transB ? '^T' : ''}, ${p.operands ?? 'float32'} operands, ${p.output ?? 'float32'} output`);
   }
 
   /** Destroys the handle (idempotent). */

@@ -115,6 +115,7 @@ export class Driver {
       'int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)',
       'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
       'int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t count, void *stream)',
+      'int cuMemsetD16Async(uint64_t dst, unsigned short value, size_t count, void *stream)',
       'int cuModuleLoadData(_Out_ void **module, const void *image)',
       'int cuModuleUnload(void *module)',
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
@@ -246,6 +247,9 @@ export class Driver {
   }
   memsetD32Async(dst: number, value: number, count: number, stream: bigint | null): void {
     this.call('cuMemsetD32Async', dst, value >>> 0, count, stream);
+  }
+  memsetD16Async(dst: number, value: number, count: number, stream: bigint | null): void {
+    this.call('cuMemsetD16Async', dst, value & 0xffff, count, stream);
   }
   moduleLoadData(image: Uint8Array, what: string): bigint {
     const m: (bigint | null)[] = [null];

@@ -4,6 +4,7 @@ import { createBackend } from '../../backend/create.js';
 import { InputError, UsageError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { loadModel } from '../../io/checkpoint.js';
+import { resolvePrecision } from '../../model/model.js';
 import { Progress } from '../../io/progress.js';
 import { generate } from '../../sample/generate.js';
 import { resolveModelDir } from '../../train/checkpoints.js';
@@ -72,6 +73,7 @@ export const sampleCommand = defineCommand({
     out: { type: 'string', description: 'output file (default: stdout)', placeholder: 'FILE' },
     'show-steps': { type: 'boolean', description: 'print the decoded text of every step (watch the denoising)' },
     device: { type: 'string', description: 'auto (the GPU when found, else the CPU), cpu, cuda or cuda:N', default: 'auto' },
+    precision: { type: 'string', description: 'auto (bf16 on a GPU, else float32), float32, or bf16', choices: ['auto', 'float32', 'bf16'], default: 'auto' },
   },
   async run(f) {
     const modelArg = required('sample', 'model', f.model);
@@ -83,6 +85,7 @@ export const sampleCommand = defineCommand({
     const be = await createBackend(f.device ?? 'auto');
     try {
       const { model, tokenizer } = loadModel(dir, be);
+      model.precision = resolvePrecision(f.precision ?? 'auto', be);
       if (!tokenizer) throw new InputError(dir, undefined, 'the model folder has no tokenizer (tokenizer.json or vocab.txt)');
       if ((f.steps ?? 10) > model.config.diffusionSteps) throw new UsageError(`sample: --steps must be at most diffusionSteps (${model.config.diffusionSteps})`);
       const bar = f['show-steps'] || !f.out ? null : new Progress({ label: 'sample', total: inputs.src.length * (f.candidates ?? 1) });

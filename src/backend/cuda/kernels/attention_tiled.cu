@@ -43,15 +43,16 @@ __device__ __forceinline__ int at_ranges(int a0, int a1, int S, int G, int w, in
   return 2;
 }
 
-// Loads rows [t0, t0 + AT_T) of one slice (column offset `col` in rows of `stride` floats) into a
-// padded shared tile; rows outside [t0, end) and columns >= dh read as zero.
+// Loads rows [t0, t0 + AT_T) of one slice (column offset `col` in rows of `stride` elements, float32
+// or bfloat16 as `bf` says) into a padded float32 shared tile; rows outside [t0, end) and columns
+// >= dh read as zero.
 template <int DH>
-__device__ __forceinline__ void at_load(float *dst, const float *src, int t0, int end, i64 stride, int col, int dh) {
+__device__ __forceinline__ void at_load(float *dst, const void *src, int t0, int end, i64 stride, int col, int dh, int bf) {
   constexpr int DP = DH + 1;
   for (int idx = threadIdx.x; idx < AT_T * DH; idx += blockDim.x) {
     const int row = idx / DH, x = idx - row * DH;
     const int g = t0 + row;
-    dst[row * DP + x] = (g < end && x < dh) ? src[(i64)g * stride + col + x] : 0.0f;
+    dst[row * DP + x] = (g < end && x < dh) ? ldx(src, (i64)g * stride + col + x, bf) : 0.0f;
   }
 }
 
@@ -59,7 +60,7 @@ __device__ __forceinline__ void at_load(float *dst, const float *src, int t0, in
 // Grid: one block per (query tile, b h), tile fastest. Dynamic shared memory: 3 tiles of
 // AT_T x (DH + 1) floats and the probabilities AT_T x (AT_T + 1).
 template <int DH>
-__device__ void at_forward(float *out, float *lse, const float *qkv, int S, int H, int dh, int G, int w, int r, float scale) {
+__device__ void at_forward(void *out, float *lse, const void *qkv, int S, int H, int dh, int G, int w, int r, float scale, int bf) {
   constexpr int DP = DH + 1, PP = AT_T + 1, OC = DH / 16;
   extern __shared__ float sm[];
   float *Qs = sm, *Ks = Qs + AT_T * DP, *Vs = Ks + AT_T * DP, *Ps = Vs + AT_T * DP;
@@ -68,9 +69,9 @@ __device__ void at_forward(float *out, float *lse, const float *qkv, int S, int 
   const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
   const int d = H * dh;
   const i64 stride = 3 * (i64)d;
-  const float *base = qkv + (i64)b * S * stride;
+  const void *base = offx(qkv, (i64)b * S * stride, bf);
   const int q0 = tile * AT_T, q1 = min(S, q0 + AT_T) - 1;
-  at_load<DH>(Qs, base, q0, S, stride, h * dh, dh);
+  at_load<DH>(Qs, base, q0, S, stride, h * dh, dh, bf);
   float m[4], l[4], o[4][OC];
   for (int rr = 0; rr < 4; rr++) {
     m[rr] = -1.0f / 0.0f;
@@ -82,8 +83,8 @@ __device__ void at_forward(float *out, float *lse, const float *qkv, int S, int 
   for (int g = 0; g < nr; g++) {
     for (int k0 = lo[g]; k0 < hi[g]; k0 += AT_T) {
       __syncthreads();  // the previous tile's readers are done
-      at_load<DH>(Ks, base, k0, hi[g], stride, d + h * dh, dh);
-      at_load<DH>(Vs, base, k0, hi[g], stride, 2 * d + h * dh, dh);
+      at_load<DH>(Ks, base, k0, hi[g], stride, d + h * dh, dh, bf);
+      at_load<DH>(Vs, base, k0, hi[g], stride, 2 * d + h * dh, dh, bf);
       __syncthreads();
       float s[4][4];
       for (int rr = 0; rr < 4; rr++)
@@ -132,17 +133,17 @@ __device__ void at_forward(float *out, float *lse, const float *qkv, int S, int 
     const int i = q0 + ty * 4 + rr;
     if (i >= S) continue;
     const float inv = 1.0f / l[rr];
-    float *orow = out + ((i64)b * S + i) * d + h * dh;
+    const i64 orow = ((i64)b * S + i) * d + h * dh;
     for (int c = 0; c < OC; c++) {
       const int x = tx + 16 * c;
-      if (x < dh) orow[x] = o[rr][c] * inv;
+      if (x < dh) stx(out, orow + x, o[rr][c] * inv, bf);
     }
     if (tx == 0) lse[(i64)bh * S + i] = m[rr] + logf(l[rr]);
   }
 }
 
 // D[b, h, i] = dout_i . out_i (the row term of the softmax backward). One warp per row.
-extern "C" __global__ void attn_bwd_dot_f32(float *D, const float *dout, const float *out, int B, int S, int H, int dh) {
+extern "C" __global__ void attn_bwd_dot_f32(float *D, const void *dout, const void *out, int B, int S, int H, int dh, int bf) {
   const int lane = threadIdx.x & 31;
   const i64 rows = (i64)B * H * S;
   const int d = H * dh;
@@ -151,7 +152,7 @@ extern "C" __global__ void attn_bwd_dot_f32(float *D, const float *dout, const f
     const int bh = (int)(row / S), b = bh / H, h = bh % H;
     const i64 o = ((i64)b * S + i) * d + h * dh;
     float acc = 0.0f;
-    for (int x = lane; x < dh; x += 32) acc = fmaf(dout[o + x], out[o + x], acc);
+    for (int x = lane; x < dh; x += 32) acc = fmaf(ldx(dout, o + x, bf), ldx(out, o + x, bf), acc);
     acc = warp_sum_f(acc);
     if (lane == 0) D[row] = acc;
   }
@@ -160,8 +161,8 @@ extern "C" __global__ void attn_bwd_dot_f32(float *D, const float *dout, const f
 // dQ: dq_i = scale sum_j p_ij (dout_i . v_j - D_i) k_j over the keys row i sees. Same grid as the
 // forward. Shared: Q, dO, K, V tiles and dS (AT_T x (AT_T + 1)).
 template <int DH>
-__device__ void at_backward_dq(float *dqkv, const float *dout, const float *qkv, const float *lse, const float *D, int S, int H, int dh, int G, int w, int r,
-                               float scale) {
+__device__ void at_backward_dq(void *dqkv, const void *dout, const void *qkv, const float *lse, const float *D, int S, int H, int dh, int G, int w, int r,
+                               float scale, int bf) {
   constexpr int DP = DH + 1, PP = AT_T + 1, OC = DH / 16;
   extern __shared__ float sm[];
   float *Qs = sm, *Os = Qs + AT_T * DP, *Ks = Os + AT_T * DP, *Vs = Ks + AT_T * DP, *Ps = Vs + AT_T * DP;
@@ -170,10 +171,10 @@ __device__ void at_backward_dq(float *dqkv, const float *dout, const float *qkv,
   const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
   const int d = H * dh;
   const i64 stride = 3 * (i64)d;
-  const float *base = qkv + (i64)b * S * stride;
+  const void *base = offx(qkv, (i64)b * S * stride, bf);
   const int q0 = tile * AT_T, q1 = min(S, q0 + AT_T) - 1;
-  at_load<DH>(Qs, base, q0, S, stride, h * dh, dh);
-  at_load<DH>(Os, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
+  at_load<DH>(Qs, base, q0, S, stride, h * dh, dh, bf);
+  at_load<DH>(Os, offx(dout, (i64)b * S * d, bf), q0, S, d, h * dh, dh, bf);
   float li[4], Di[4], dq[4][OC];
   for (int rr = 0; rr < 4; rr++) {
     const int i = q0 + ty * 4 + rr;
@@ -186,8 +187,8 @@ __device__ void at_backward_dq(float *dqkv, const float *dout, const float *qkv,
   for (int g = 0; g < nr; g++) {
     for (int k0 = lo[g]; k0 < hi[g]; k0 += AT_T) {
       __syncthreads();
-      at_load<DH>(Ks, base, k0, hi[g], stride, d + h * dh, dh);
-      at_load<DH>(Vs, base, k0, hi[g], stride, 2 * d + h * dh, dh);
+      at_load<DH>(Ks, base, k0, hi[g], stride, d + h * dh, dh, bf);
+      at_load<DH>(Vs, base, k0, hi[g], stride, 2 * d + h * dh, dh, bf);
       __syncthreads();
       float s[4][4], dp[4][4];
       for (int rr = 0; rr < 4; rr++)
@@ -230,10 +231,10 @@ __device__ void at_backward_dq(float *dqkv, const float *dout, const float *qkv,
   for (int rr = 0; rr < 4; rr++) {
     const int i = q0 + ty * 4 + rr;
     if (i >= S) continue;
-    float *row = dqkv + ((i64)b * S + i) * stride + h * dh;
+    const i64 row = ((i64)b * S + i) * stride + h * dh;
     for (int c = 0; c < OC; c++) {
       const int x = tx + 16 * c;
-      if (x < dh) row[x] = dq[rr][c];
+      if (x < dh) stx(dqkv, row + x, dq[rr][c], bf);
     }
   }
 }
@@ -242,8 +243,8 @@ __device__ void at_backward_dq(float *dqkv, const float *dout, const float *qkv,
 // over the query rows that see j. One block per (key tile, b h). Shared: K, V, Q, dO tiles, P^T and
 // dS^T (AT_T x (AT_T + 1) each), and the tile's lse and D.
 template <int DH>
-__device__ void at_backward_dkdv(float *dqkv, const float *dout, const float *qkv, const float *lse, const float *D, int S, int H, int dh, int G, int w, int r,
-                                 float scale) {
+__device__ void at_backward_dkdv(void *dqkv, const void *dout, const void *qkv, const float *lse, const float *D, int S, int H, int dh, int G, int w, int r,
+                                 float scale, int bf) {
   constexpr int DP = DH + 1, PP = AT_T + 1, OC = DH / 16;
   extern __shared__ float sm[];
   float *Ks = sm, *Vs = Ks + AT_T * DP, *Qs = Vs + AT_T * DP, *Os = Qs + AT_T * DP, *PT = Os + AT_T * DP, *ST = PT + AT_T * PP, *Ls = ST + AT_T * PP,
@@ -253,11 +254,11 @@ __device__ void at_backward_dkdv(float *dqkv, const float *dout, const float *qk
   const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
   const int d = H * dh;
   const i64 stride = 3 * (i64)d;
-  const float *base = qkv + (i64)b * S * stride;
-  const float *obase = dout + (i64)b * S * d;
+  const void *base = offx(qkv, (i64)b * S * stride, bf);
+  const void *obase = offx(dout, (i64)b * S * d, bf);
   const int j0 = tile * AT_T, j1 = min(S, j0 + AT_T) - 1;
-  at_load<DH>(Ks, base, j0, S, stride, d + h * dh, dh);
-  at_load<DH>(Vs, base, j0, S, stride, 2 * d + h * dh, dh);
+  at_load<DH>(Ks, base, j0, S, stride, d + h * dh, dh, bf);
+  at_load<DH>(Vs, base, j0, S, stride, 2 * d + h * dh, dh, bf);
   float dk[4][OC], dv[4][OC];
   for (int rr = 0; rr < 4; rr++)
     for (int c = 0; c < OC; c++) dk[rr][c] = dv[rr][c] = 0.0f;
@@ -266,8 +267,8 @@ __device__ void at_backward_dkdv(float *dqkv, const float *dout, const float *qk
   for (int g = 0; g < nr; g++) {
     for (int i0 = lo[g]; i0 < hi[g]; i0 += AT_T) {
       __syncthreads();
-      at_load<DH>(Qs, base, i0, hi[g], stride, h * dh, dh);
-      at_load<DH>(Os, obase, i0, hi[g], d, h * dh, dh);
+      at_load<DH>(Qs, base, i0, hi[g], stride, h * dh, dh, bf);
+      at_load<DH>(Os, obase, i0, hi[g], d, h * dh, dh, bf);
       if (tid < AT_T) {
         const int i = i0 + tid;
         Ls[tid] = i < hi[g] ? lse[(i64)bh * S + i] : 0.0f;
@@ -325,12 +326,12 @@ __device__ void at_backward_dkdv(float *dqkv, const float *dout, const float *qk
   for (int rr = 0; rr < 4; rr++) {
     const int j = j0 + ty * 4 + rr;
     if (j >= S) continue;
-    float *row = dqkv + ((i64)b * S + j) * stride + d + h * dh;
+    const i64 row = ((i64)b * S + j) * stride + d + h * dh;
     for (int c = 0; c < OC; c++) {
       const int x = tx + 16 * c;
       if (x < dh) {
-        row[x] = dk[rr][c];
-        row[d + x] = dv[rr][c];
+        stx(dqkv, row + x, dk[rr][c], bf);
+        stx(dqkv, row + d + x, dv[rr][c], bf);
       }
     }
   }
@@ -338,18 +339,19 @@ __device__ void at_backward_dkdv(float *dqkv, const float *dout, const float *qk
 
 // Entry points for head sizes up to 64 and up to 128 (the host picks the smaller that fits).
 #define AT_ENTRY(DH)                                                                                                                                     \
-  extern "C" __global__ void __launch_bounds__(256) attn_fwd_tiled##DH##_f32(float *out, float *lse, const float *qkv, int S, int H, int dh, int G, int w, \
-                                                                            int r, float scale) {                                                       \
-    at_forward<DH>(out, lse, qkv, S, H, dh, G, w, r, scale);                                                                                             \
+  extern "C" __global__ void __launch_bounds__(256) attn_fwd_tiled##DH##_f32(void *out, float *lse, const void *qkv, int S, int H, int dh, int G, int w,   \
+                                                                            int r, float scale, int bf) {                                               \
+    at_forward<DH>(out, lse, qkv, S, H, dh, G, w, r, scale, bf);                                                                                             \
   }                                                                                                                                                      \
-  extern "C" __global__ void __launch_bounds__(256) attn_bwd_dq_tiled##DH##_f32(float *dqkv, const float *dout, const float *qkv, const float *lse,      \
-                                                                               const float *D, int S, int H, int dh, int G, int w, int r, float scale) { \
-    at_backward_dq<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);                                                                               \
+  extern "C" __global__ void __launch_bounds__(256) attn_bwd_dq_tiled##DH##_f32(void *dqkv, const void *dout, const void *qkv, const float *lse,        \
+                                                                               const float *D, int S, int H, int dh, int G, int w, int r, float scale,   \
+                                                                               int bf) {                                                                 \
+    at_backward_dq<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, bf);                                                                               \
   }                                                                                                                                                      \
-  extern "C" __global__ void __launch_bounds__(256) attn_bwd_dkdv_tiled##DH##_f32(float *dqkv, const float *dout, const float *qkv, const float *lse,    \
+  extern "C" __global__ void __launch_bounds__(256) attn_bwd_dkdv_tiled##DH##_f32(void *dqkv, const void *dout, const void *qkv, const float *lse,      \
                                                                                  const float *D, int S, int H, int dh, int G, int w, int r,               \
-                                                                                 float scale) {                                                           \
-    at_backward_dkdv<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);                                                                             \
+                                                                                 float scale, int bf) {                                                   \
+    at_backward_dkdv<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, bf);                                                                             \
   }
 AT_ENTRY(64)
 AT_ENTRY(128)

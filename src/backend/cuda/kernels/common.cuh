@@ -18,6 +18,28 @@ typedef long long i64;
 
 #define FULL_MASK 0xffffffffu
 
+// ---- bfloat16 storage (the mixed-precision activations) -----------------------------------------
+// A float tensor is float32 or bfloat16 (the high 16 bits of a float32). Kernels that accept either
+// take `void *` and a mask `bf` whose bit j says that pointer j (as the kernel's comment numbers
+// them) holds bfloat16; arithmetic stays float32 / float64, only loads and stores convert.
+typedef unsigned short bf16_t;
+__device__ __forceinline__ float bf2f(bf16_t h) { return __uint_as_float(((u32)h) << 16); }
+// round to nearest even; a NaN stays a quiet NaN
+__device__ __forceinline__ bf16_t f2bf(float x) {
+  const u32 b = __float_as_uint(x);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((b >> 16) | 0x40u);
+  return (bf16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float ldx(const void *p, i64 i, int bf) { return bf ? bf2f(((const bf16_t *)p)[i]) : ((const float *)p)[i]; }
+__device__ __forceinline__ void stx(void *p, i64 i, float v, int bf) {
+  if (bf) ((bf16_t *)p)[i] = f2bf(v);
+  else ((float *)p)[i] = v;
+}
+#define BF(j) ((bf >> (j)) & 1)
+// p advanced by `off` elements of its type
+__device__ __forceinline__ const void *offx(const void *p, i64 off, int bf) { return bf ? (const void *)((const bf16_t *)p + off) : (const void *)((const float *)p + off); }
+__device__ __forceinline__ void *offx(void *p, i64 off, int bf) { return bf ? (void *)((bf16_t *)p + off) : (void *)((float *)p + off); }
+
 __device__ __forceinline__ double warp_sum_d(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
   return v;

@@ -1,11 +1,11 @@
 // Elementwise ops, broadcasts, block copies and the GEMM epilogue. One thread per output element
 // (grid-stride), float64 arithmetic rounded to float32 on store (as the CPU reference computes).
 
-// out = alpha x + beta y (y optional). out may alias x or y.
-extern "C" __global__ void axpby_f32(float *out, const float *x, const float *y, int hasY, double alpha, double beta, i64 n) {
+// out = alpha x + beta y (y optional). out may alias x or y. bf: out 0, x 1, y 2.
+extern "C" __global__ void axpby_f32(void *out, const void *x, const void *y, int hasY, double alpha, double beta, i64 n, int bf) {
   GRID_STRIDE(i, n) {
-    const double v = hasY ? alpha * (double)x[i] + beta * (double)y[i] : alpha * (double)x[i];
-    out[i] = (float)v;
+    const double v = hasY ? alpha * (double)ldx(x, i, BF(1)) + beta * (double)ldx(y, i, BF(2)) : alpha * (double)ldx(x, i, BF(1));
+    stx(out, i, (float)v, BF(0));
   }
 }
 
@@ -14,27 +14,29 @@ extern "C" __global__ void mul_f32(float *out, const float *x, const float *y, i
 }
 
 // out[p, q, r] = x[p, q, r] + y[p | 0, q | 0, r] (yP1 / yQ1: y has 1 in that dimension).
-extern "C" __global__ void add_broadcast_f32(float *out, const float *x, const float *y, i64 P, i64 Q, i64 R, int yP1, int yQ1) {
+// bf: out 0, x 1, y 2.
+extern "C" __global__ void add_broadcast_f32(void *out, const void *x, const void *y, i64 P, i64 Q, i64 R, int yP1, int yQ1, int bf) {
   GRID_STRIDE(i, P * Q * R) {
     const i64 p = i / (Q * R), q = (i / R) % Q, r = i % R;
     const i64 yo = (yP1 ? 0 : p) * (yQ1 ? 1 : Q) * R + (yQ1 ? 0 : q * R) + r;
-    out[i] = (float)((double)x[i] + (double)y[yo]);
+    stx(out, i, (float)((double)ldx(x, i, BF(1)) + (double)ldx(y, yo, BF(2))), BF(0));
   }
 }
 
 // dy[py, qy, r] (+)= sum over the broadcast dimensions of dout: one thread per dy element, summing
 // in the CPU's order (p outer, q inner) with a float32 rounding per step, as its += on a
 // Float32Array does, so the result is the CPU's bit for bit.
-extern "C" __global__ void reduce_broadcast_f32(float *dy, const float *dout, i64 P, i64 Q, i64 R, int yP1, int yQ1, int accumulate) {
+// bf: dy 0, dout 1 (a bfloat16 dy rounds once, at the end).
+extern "C" __global__ void reduce_broadcast_f32(void *dy, const void *dout, i64 P, i64 Q, i64 R, int yP1, int yQ1, int accumulate, int bf) {
   const i64 yP = yP1 ? 1 : P, yQ = yQ1 ? 1 : Q;
   GRID_STRIDE(i, yP * yQ * R) {
     const i64 py = i / (yQ * R), qy = (i / R) % yQ, r = i % R;
-    float g = accumulate ? dy[i] : 0.0f;
+    float g = accumulate ? ldx(dy, i, BF(0)) : 0.0f;
     const i64 p0 = yP1 ? 0 : py, p1 = yP1 ? P : py + 1;
     const i64 q0 = yQ1 ? 0 : qy, q1 = yQ1 ? Q : qy + 1;
     for (i64 p = p0; p < p1; p++)
-      for (i64 q = q0; q < q1; q++) g = (float)((double)g + (double)dout[(p * Q + q) * R + r]);
-    dy[i] = g;
+      for (i64 q = q0; q < q1; q++) g = (float)((double)g + (double)ldx(dout, (p * Q + q) * R + r, BF(1)));
+    stx(dy, i, g, BF(0));
   }
 }
 
@@ -54,8 +56,15 @@ __device__ void strided_copy(T *dst, const T *src, i64 count, i64 length, i64 sr
     else *d = v;
   }
 }
-extern "C" __global__ void strided_copy_f32(float *dst, const float *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, i64 dstStride, int accumulate) {
-  strided_copy<float>(dst, src, count, length, srcOff, srcStride, dstOff, dstStride, accumulate);
+// The float version, either side float32 or bfloat16 (bf: dst 0, src 1).
+extern "C" __global__ void strided_copy_f32(void *dst, const void *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, i64 dstStride, int accumulate,
+                                            int bf) {
+  GRID_STRIDE(idx, count * length) {
+    const i64 c = idx / length, i = idx % length;
+    const float v = ldx(src, srcOff + c * srcStride + i, BF(1));
+    const i64 d = dstOff + c * dstStride + i;
+    stx(dst, d, accumulate ? acc_add(ldx(dst, d, BF(0)), v) : v, BF(0));
+  }
 }
 extern "C" __global__ void strided_copy_i32(int *dst, const int *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, i64 dstStride, int accumulate) {
   strided_copy<int>(dst, src, count, length, srcOff, srcStride, dstOff, dstStride, accumulate);
@@ -71,8 +80,13 @@ __device__ void strided_reduce(T *dst, const T *src, i64 count, i64 length, i64 
     dst[dstOff + i] = g;
   }
 }
-extern "C" __global__ void strided_reduce_f32(float *dst, const float *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff) {
-  strided_reduce<float>(dst, src, count, length, srcOff, srcStride, dstOff);
+// bf: dst 0, src 1.
+extern "C" __global__ void strided_reduce_f32(void *dst, const void *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, int bf) {
+  GRID_STRIDE(i, length) {
+    float g = ldx(dst, dstOff + i, BF(0));
+    for (i64 c = 0; c < count; c++) g = acc_add(g, ldx(src, srcOff + c * srcStride + i, BF(1)));
+    stx(dst, dstOff + i, g, BF(0));
+  }
 }
 extern "C" __global__ void strided_reduce_i32(int *dst, const int *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff) {
   strided_reduce<int>(dst, src, count, length, srcOff, srcStride, dstOff);
@@ -102,42 +116,46 @@ __device__ __forceinline__ double act_grad_d(double x, int kind) {
   return s * (1.0 + x * (1.0 - s));
 }
 
-extern "C" __global__ void activation_f32(float *out, const float *x, i64 n, int kind) {
-  GRID_STRIDE(i, n) out[i] = (float)act_d((double)x[i], kind);
+// bf: out 0, x 1.
+extern "C" __global__ void activation_f32(void *out, const void *x, i64 n, int kind, int bf) {
+  GRID_STRIDE(i, n) stx(out, i, (float)act_d((double)ldx(x, i, BF(1)), kind), BF(0));
 }
 
-// dx (+)= act'(x) dy. dx may alias dy.
-extern "C" __global__ void activation_backward_f32(float *dx, const float *dy, const float *x, i64 n, int kind, int accumulate) {
+// dx (+)= act'(x) dy. dx may alias dy. bf: dx 0, dy 1, x 2.
+extern "C" __global__ void activation_backward_f32(void *dx, const void *dy, const void *x, i64 n, int kind, int accumulate, int bf) {
   GRID_STRIDE(i, n) {
-    const double g = act_grad_d((double)x[i], kind) * (double)dy[i];
-    dx[i] = accumulate ? (float)((double)dx[i] + g) : (float)g;
+    const double g = act_grad_d((double)ldx(x, i, BF(2)), kind) * (double)ldx(dy, i, BF(1));
+    stx(dx, i, accumulate ? (float)((double)ldx(dx, i, BF(0)) + g) : (float)g, BF(0));
   }
 }
 
 // GEMM epilogue on a rows x N block: c += bias (per column, float32 add); with pre: pre = c, c = gelu(c).
-extern "C" __global__ void bias_act_f32(float *c, i64 rows, i64 N, const float *bias, int hasBias, float *pre, int hasPre) {
+// bf: c 0, pre 1 (the bias is a float32 parameter).
+extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *bias, int hasBias, void *pre, int hasPre, int bf) {
   GRID_STRIDE(i, rows * N) {
-    float v = c[i];
+    float v = ldx(c, i, BF(0));
     if (hasBias) v = v + bias[i % N];
     if (hasPre) {
-      pre[i] = v;
+      stx(pre, i, v, BF(1));
       v = (float)gelu_d((double)v);
     }
-    c[i] = v;
+    stx(c, i, v, BF(0));
   }
+}
+
+// dst = src between float dtypes (bf: dst 0, src 1): float32 <-> bfloat16 conversions.
+extern "C" __global__ void convert_float(void *dst, const void *src, i64 n, int bf) {
+  GRID_STRIDE(i, n) stx(dst, i, ldx(src, i, BF(1)), BF(0));
 }
 
 // c = beta c (beta 0 writes zeros, never reading c): a product with an empty inner dimension.
-extern "C" __global__ void scale_f32(float *c, i64 n, double beta) {
-  GRID_STRIDE(i, n) c[i] = beta == 0.0 ? 0.0f : (float)(beta * (double)c[i]);
+// bf: c bfloat16.
+extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
+  GRID_STRIDE(i, n) stx(c, i, beta == 0.0 ? 0.0f : (float)(beta * (double)ldx(c, i, bf)), bf);
 }
 
-// float32 -> bfloat16 bits, round to nearest even (NaN stays a quiet NaN): the operands of the
-// optional bf16 matrix products.
-extern "C" __global__ void f32_to_bf16(unsigned short *out, const float *x, i64 n) {
-  GRID_STRIDE(i, n) {
-    const u32 b = __float_as_uint(x[i]);
-    if ((b & 0x7fffffffu) > 0x7f800000u) out[i] = (unsigned short)((b >> 16) | 0x40u);
-    else out[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-  }
+// float32 -> bfloat16 bits (round to nearest even, NaN stays a quiet NaN): the operands of the bf16
+// matrix products.
+extern "C" __global__ void f32_to_bf16(bf16_t *out, const float *x, i64 n) {
+  GRID_STRIDE(i, n) out[i] = f2bf(x[i]);
 }

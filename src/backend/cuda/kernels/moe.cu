@@ -165,19 +165,21 @@ extern "C" __global__ void moe_order_place(int *order, int *slot, const int *exp
 }
 
 // xs[a] = x[order[a] / k] (tokens permuted into expert order).
-extern "C" __global__ void moe_permute_f32(float *xs, const float *x, const int *order, i64 A, i64 d, i64 k) {
+// bf: xs 0, x 1.
+extern "C" __global__ void moe_permute_f32(void *xs, const void *x, const int *order, i64 A, i64 d, i64 k, int bf) {
   GRID_STRIDE(i, A * d) {
     const i64 a = i / d, c = i % d;
-    xs[i] = x[((i64)order[a] / k) * d + c];
+    stx(xs, i, ldx(x, ((i64)order[a] / k) * d + c, BF(1)), BF(0));
   }
 }
 
 // dx[m] (+)= sum of dxs over m's kept assignments, added in increasing expert-order row (the CPU's
 // order, float32 rounding per step). One thread per element of dx; no atomics.
-extern "C" __global__ void moe_permute_backward_f32(float *dx, const float *dxs, const int *slot, i64 M, i64 d, i64 k, int accumulate) {
+// bf: dx 0, dxs 1.
+extern "C" __global__ void moe_permute_backward_f32(void *dx, const void *dxs, const int *slot, i64 M, i64 d, i64 k, int accumulate, int bf) {
   GRID_STRIDE(i, M * d) {
     const i64 m = i / d, c = i % d;
-    float g = accumulate ? dx[i] : 0.0f;
+    float g = accumulate ? ldx(dx, i, BF(0)) : 0.0f;
     int prev = -1;
     for (i64 n = 0; n < k; n++) {
       // the next larger slot of this token (k is small: a selection pass per step)
@@ -187,30 +189,32 @@ extern "C" __global__ void moe_permute_backward_f32(float *dx, const float *dxs,
         if (a > prev && (nxt < 0 || a < nxt)) nxt = a;
       }
       if (nxt < 0) break;
-      g = (float)((double)g + (double)dxs[(i64)nxt * d + c]);
+      g = (float)((double)g + (double)ldx(dxs, (i64)nxt * d + c, BF(1)));
       prev = nxt;
     }
-    dx[i] = g;
+    stx(dx, i, g, BF(0));
   }
 }
 
 // y[m] (+)= sum_r gates[m, r] ys[slot[m k + r]] (rank order, float32 rounding per step).
-extern "C" __global__ void moe_combine_f32(float *y, const float *ys, const float *gates, const int *slot, i64 M, i64 d, i64 k, int accumulate) {
+// bf: y 0, ys 1 (gates float32).
+extern "C" __global__ void moe_combine_f32(void *y, const void *ys, const float *gates, const int *slot, i64 M, i64 d, i64 k, int accumulate, int bf) {
   GRID_STRIDE(i, M * d) {
     const i64 m = i / d, c = i % d;
-    float o = accumulate ? y[i] : 0.0f;
+    float o = accumulate ? ldx(y, i, BF(0)) : 0.0f;
     for (i64 r = 0; r < k; r++) {
       const int a = slot[m * k + r];
       if (a < 0) continue;
-      o = (float)((double)o + (double)gates[m * k + r] * (double)ys[(i64)a * d + c]);
+      o = (float)((double)o + (double)gates[m * k + r] * (double)ldx(ys, (i64)a * d + c, BF(1)));
     }
-    y[i] = o;
+    stx(y, i, o, BF(0));
   }
 }
 
 // dys[slot] = gate dy[m]; dgates[m, r] = dy[m] . ys[slot] (0 where dropped). One warp per (m, r).
-extern "C" __global__ void moe_combine_backward_f32(float *dys, float *dgates, const float *dy, const float *ys, const float *gates, const int *slot,
-                                                    i64 M, i64 d, i64 k) {
+// bf: dys 0, dy 1, ys 2 (dgates and gates float32).
+extern "C" __global__ void moe_combine_backward_f32(void *dys, float *dgates, const void *dy, const void *ys, const float *gates, const int *slot,
+                                                    i64 M, i64 d, i64 k, int bf) {
   const i64 warps = (i64)gridDim.x * (blockDim.x >> 5);
   const int lane = threadIdx.x & 31;
   for (i64 wi = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); wi < M * k; wi += warps) {
@@ -223,9 +227,9 @@ extern "C" __global__ void moe_combine_backward_f32(float *dys, float *dgates, c
     const double g = gates[wi];
     double dot = 0.0;
     for (i64 c = lane; c < d; c += 32) {
-      const double dd = dy[m * d + c];
-      dys[(i64)a * d + c] = (float)(g * dd);
-      dot += dd * (double)ys[(i64)a * d + c];
+      const double dd = ldx(dy, m * d + c, BF(1));
+      stx(dys, (i64)a * d + c, (float)(g * dd), BF(0));
+      dot += dd * (double)ldx(ys, (i64)a * d + c, BF(2));
     }
     dot = warp_sum_d(dot);
     if (lane == 0) dgates[wi] = (float)dot;

@@ -44,7 +44,8 @@ extern "C" __global__ void random_normal_f32(float *out, i64 n, u32 seedLo, u32 
 
 // out[i] = x[i] * (uniform(offset + i) >= p ? 1 / (1 - p) : 0), the scale rounded to float32 first
 // (as the CPU kernel dropout_f32). out may alias x. The backward is the same call on dy.
-extern "C" __global__ void dropout_f32(float *out, const float *x, i64 n, double p, u32 seedLo, u32 seedHi, u64 offset) {
+// bf: out 0, x 1.
+extern "C" __global__ void dropout_f32(void *out, const void *x, i64 n, double p, u32 seedLo, u32 seedHi, u64 offset, int bf) {
   if (n <= 0) return;
   const float scale = (float)(1.0 / (1.0 - p));
   const u64 first = offset >> 2, last = (offset + (u64)n - 1) >> 2;
@@ -56,7 +57,7 @@ extern "C" __global__ void dropout_f32(float *out, const float *x, i64 n, double
       const u64 ctr = c * 4 + (u64)l;
       if (ctr < offset || ctr >= offset + (u64)n) continue;
       const i64 i = (i64)(ctr - offset);
-      out[i] = philox_uniform(w[l]) >= p ? x[i] * scale : 0.0f;
+      stx(out, i, philox_uniform(w[l]) >= p ? ldx(x, i, BF(1)) * scale : 0.0f, BF(0));
     }
   }
 }

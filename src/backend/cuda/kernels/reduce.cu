@@ -32,8 +32,9 @@ extern "C" __global__ void sum_partials(double *partials, const void *x, i64 n, 
 // (32, 8) sums 32 columns over one chunk of rows, in float64, into partial[chunk][k][c] (k = 0: dy,
 // k = 1 with ln: dy * xhat, xhat = (x - mean[r]) rstd[r], the LayerNorm weight gradient).
 // Stage 2 adds the chunks in a fixed order (deterministic) and rounds once to float32.
-extern "C" __global__ void col_sums_partial_f32(double *partial, const float *dy, const float *x, const float *mean, const float *rstd, i64 R, i64 C,
-                                                i64 rowsPerChunk, int ln) {
+// bf: dy 0, x 1.
+extern "C" __global__ void col_sums_partial_f32(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
+                                                i64 rowsPerChunk, int ln, int bf) {
   __shared__ double sb[8][33], sa[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const i64 c = (i64)blockIdx.x * 32 + tx;
@@ -42,9 +43,9 @@ extern "C" __global__ void col_sums_partial_f32(double *partial, const float *dy
   double b = 0.0, a = 0.0;
   if (c < C) {
     for (i64 r = r0 + ty; r < r1; r += 8) {
-      const double d = dy[r * C + c];
+      const double d = ldx(dy, r * C + c, BF(0));
       b += d;
-      if (ln) a += d * (((double)x[r * C + c] - (double)mean[r]) * (double)rstd[r]);
+      if (ln) a += d * (((double)ldx(x, r * C + c, BF(1)) - (double)mean[r]) * (double)rstd[r]);
     }
   }
   sb[ty][tx] = b;
@@ -99,16 +100,17 @@ extern "C" __global__ void softmax_backward_f32(float *dx, const float *dy, cons
 }
 
 // LayerNorm over C: mean and rstd saved (float32), the output from the float64 statistics.
-extern "C" __global__ void layernorm_f32(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, i64 R, i64 C, double eps) {
+// bf: out 0, x 1 (weight, bias and the statistics are float32).
+extern "C" __global__ void layernorm_f32(void *out, float *mean, float *rstd, const void *x, const float *w, const float *b, i64 R, i64 C, double eps, int bf) {
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
-    const float *xr = x + r * C;
+    const i64 xr = r * C;
     double s = 0.0;
-    for (i64 c = threadIdx.x; c < C; c += blockDim.x) s += (double)xr[c];
+    for (i64 c = threadIdx.x; c < C; c += blockDim.x) s += (double)ldx(x, xr + c, BF(1));
     const double m = block_sum_d(s, sh) / (double)C;
     double v = 0.0;
     for (i64 c = threadIdx.x; c < C; c += blockDim.x) {
-      const double t = (double)xr[c] - m;
+      const double t = (double)ldx(x, xr + c, BF(1)) - m;
       v += t * t;
     }
     v = block_sum_d(v, sh);
@@ -117,29 +119,30 @@ extern "C" __global__ void layernorm_f32(float *out, float *mean, float *rstd, c
       mean[r] = (float)m;
       rstd[r] = (float)rs;
     }
-    for (i64 c = threadIdx.x; c < C; c += blockDim.x) out[r * C + c] = (float)(((double)xr[c] - m) * rs * (double)w[c] + (double)b[c]);
+    for (i64 c = threadIdx.x; c < C; c += blockDim.x) stx(out, xr + c, (float)(((double)ldx(x, xr + c, BF(1)) - m) * rs * (double)w[c] + (double)b[c]), BF(0));
   }
 }
 
 // dx (+)= rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy w, from the saved statistics.
-extern "C" __global__ void layernorm_backward_dx_f32(float *dx, const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
-                                                     i64 R, i64 C, int accumulate) {
+// bf: dx 0, dy 1, x 2.
+extern "C" __global__ void layernorm_backward_dx_f32(void *dx, const void *dy, const void *x, const float *w, const float *mean, const float *rstd,
+                                                     i64 R, i64 C, int accumulate, int bf) {
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const double m = mean[r], s = rstd[r];
     double m1 = 0.0, m2 = 0.0;
     for (i64 c = threadIdx.x; c < C; c += blockDim.x) {
-      const double xh = ((double)x[r * C + c] - m) * s;
-      const double dxh = (double)dy[r * C + c] * (double)w[c];
+      const double xh = ((double)ldx(x, r * C + c, BF(2)) - m) * s;
+      const double dxh = (double)ldx(dy, r * C + c, BF(1)) * (double)w[c];
       m1 += dxh;
       m2 += dxh * xh;
     }
     m1 = block_sum_d(m1, sh) / (double)C;
     m2 = block_sum_d(m2, sh) / (double)C;
     for (i64 c = threadIdx.x; c < C; c += blockDim.x) {
-      const double xh = ((double)x[r * C + c] - m) * s;
-      const double v = s * ((double)dy[r * C + c] * (double)w[c] - m1 - xh * m2);
-      dx[r * C + c] = accumulate ? (float)((double)dx[r * C + c] + v) : (float)v;
+      const double xh = ((double)ldx(x, r * C + c, BF(2)) - m) * s;
+      const double v = s * ((double)ldx(dy, r * C + c, BF(1)) * (double)w[c] - m1 - xh * m2);
+      stx(dx, r * C + c, accumulate ? (float)((double)ldx(dx, r * C + c, BF(0)) + v) : (float)v, BF(0));
     }
   }
 }

@@ -1,0 +1,323 @@
+/**
+ * Mixed precision on the GPU: bfloat16 activations. Every op the denoiser calls on activations,
+ * with bfloat16 tensors on the GPU (mixed with float32 parameters where the model mixes them),
+ * against the CPU in float32 on the same bf16-rounded inputs; outputs poisoned with NaN first. Then
+ * the whole model in bf16 against the CPU: loss, gradient direction, and 300 steps of training.
+ *
+ * Tolerance: max |gpu - cpu| / max |cpu| <= 1e-2 (METHOD.md's bf16 bound; bfloat16 keeps 8 significant bits: one rounding
+ * of an output is 2^-9 = 2e-3 relative; products and sums of rounded operands add a few of those).
+ * Skipped, with the reason, without a CUDA GPU.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import type { AttentionSpec, Backend, DType, Tensor } from '../../src/backend/backend.js';
+import { fromBf16Bits, toBf16Bits } from '../../src/backend/bf16.js';
+import { CpuBackend } from '../../src/backend/cpu/backend.js';
+import { createBackend } from '../../src/backend/create.js';
+import { probeCuda } from '../../src/backend/cuda/probe.js';
+import { diffusionLoss } from '../../src/diffusion/loss.js';
+import { DTypeError } from '../../src/errors.js';
+import { presetConfig } from '../../src/model/config.js';
+import { Model } from '../../src/model/model.js';
+import { train } from '../../src/train/trainer.js';
+import { microBatch, microNoise } from '../model/fixtures.js';
+import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
+
+const probe = probeCuda();
+const skip: string | false = probe.available ? false : `no CUDA GPU on this machine: ${probe.reason}`;
+const SEED = Number(process.env['MOE_DIFFUSEQ_TEST_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+const cpu: Backend | null = skip ? null : new CpuBackend();
+const gpu: Backend | null = skip ? null : await createBackend('cuda');
+const C = (): Backend => cpu!;
+const G = (): Backend => gpu!;
+const report = new Map<string, number>();
+
+after(() => {
+  if (!skip) console.log(`bf16 (seed ${SEED}), max |gpu - cpu| / max |cpu|:\n${[...report.entries()].map(([k, v]) => `  ${k.padEnd(52)} ${v.toExponential(2)}`).join('\n')}`);
+  gpu?.close();
+  cpu?.close();
+});
+
+let state = SEED >>> 0;
+function rnd(): number {
+  state = (state + 0x6d2b79f5) >>> 0;
+  let t = state;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+/** Normal numbers rounded to bfloat16 (so both sides start from the same values). */
+function randn(n: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
+  return fromBf16Bits(toBf16Bits(out));
+}
+const sz = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+interface Pair {
+  c: Tensor;
+  g: Tensor;
+}
+const made: Pair[] = [];
+/** The same values on both sides: float32 on the CPU, `gdtype` on the GPU. */
+function pair(data: ArrayLike<number>, shape: readonly number[], gdtype: DType): Pair {
+  const p = { c: C().fromArray(data, shape, 'float32'), g: G().fromArray(data, shape, gdtype) };
+  made.push(p);
+  return p;
+}
+/** A bfloat16 activation (float32 on the CPU). */
+const act = (shape: readonly number[], scale = 1) => pair(randn(sz(shape), scale), shape, 'bfloat16');
+/** A float32 parameter on both sides. */
+const param = (shape: readonly number[], scale = 1) => pair(randn(sz(shape), scale), shape, 'float32');
+/** An output poisoned with NaN on both sides. */
+const out = (shape: readonly number[], gdtype: DType = 'bfloat16') => pair(new Float32Array(sz(shape)).fill(NaN), shape, gdtype);
+function freeAll(): void {
+  for (const p of made.splice(0)) {
+    p.c.dispose();
+    p.g.dispose();
+  }
+}
+function both(f: (be: Backend, s: 'c' | 'g') => void): void {
+  f(C(), 'c');
+  f(G(), 'g');
+}
+function close(label: string, p: Pair, tol = 1e-2): void {
+  const g = G().toArray(p.g);
+  const c = C().toArray(p.c);
+  let ref = 0;
+  let diff = 0;
+  let at = -1;
+  for (let i = 0; i < c.length; i++) {
+    if (!Number.isFinite(g[i]!)) assert.fail(`${label}: element ${i} is ${g[i]} on the GPU (cpu ${c[i]}) (seed ${SEED})`);
+    ref = Math.max(ref, Math.abs(c[i]!));
+    const e = Math.abs(g[i]! - c[i]!);
+    if (e > diff) {
+      diff = e;
+      at = i;
+    }
+  }
+  const err = ref > 0 ? diff / ref : diff;
+  report.set(label, Math.max(report.get(label) ?? 0, err));
+  assert.ok(err <= tol, `${label}: rel err ${err} > ${tol} at [${at}] gpu ${g[at]} cpu ${c[at]} (seed ${SEED})`);
+}
+
+test('bfloat16 tensors: round trips, fill, zeros, views, conversions by copy; CPU refuses them; float32-only ops refuse them', { skip }, () => {
+  const g = G();
+  const v = randn(1001);
+  const t = g.fromArray(v, [7, 11, 13], 'bfloat16');
+  assert.deepEqual([...g.toArray(t)], [...v], 'bf16 values round-trip exactly');
+  const view = g.view(t, 13, [2, 13]);
+  assert.deepEqual([...g.toArray(view)], [...v.subarray(13, 39)]);
+  const f = g.empty([1001], 'float32');
+  g.copy(f, t);
+  assert.deepEqual([...g.toArray(f)], [...v], 'bf16 -> f32 is exact');
+  const raw = Float32Array.from({ length: 1001 }, (_x, i) => 1 + i / 3000);
+  g.write(f, raw);
+  const b = g.empty([1001], 'bfloat16');
+  g.copy(b, f);
+  assert.deepEqual([...g.toArray(b)], [...fromBf16Bits(toBf16Bits(raw))], 'f32 -> bf16 rounds to nearest even, as the host does');
+  g.fill(b, 2.5);
+  assert.ok([...g.toArray(b)].every((x) => x === 2.5));
+  const z = g.zeros([5], 'bfloat16');
+  assert.deepEqual([...g.toArray(z)], [0, 0, 0, 0, 0]);
+  assert.equal(g.memory().liveBytes >= 1001 * 2, true);
+  assert.throws(() => C().empty([2], 'bfloat16'), DTypeError);
+  assert.throws(() => g.mul(b, b, b), DTypeError);
+  assert.throws(() => g.sum(b), DTypeError);
+  for (const x of [t, f, b, z]) x.dispose();
+});
+
+test('bfloat16 activations: elementwise, broadcasts, copies, activations, dropout, layerNorm, biasBackward', { skip }, () => {
+  const x = act([6, 50]);
+  const y = act([6, 50]);
+  const o = out([6, 50]);
+  both((be, s) => be.axpby(o[s], 0.7, x[s], -1.3, y[s]));
+  close('axpby', o);
+  // a float32 parameter broadcast onto bf16 activations, and its gradient back into float32
+  const pos = param([1, 5, 10]);
+  const ab = out([6, 5, 10]);
+  both((be, s) => be.addBroadcast(ab[s], x[s], pos[s], [6, 5, 10], [1, 5, 10]));
+  close('addBroadcast (f32 y)', ab);
+  const dpos = param([1, 5, 10]);
+  both((be, s) => be.reduceBroadcast(dpos[s], y[s], [6, 5, 10], [1, 5, 10], true));
+  close('reduceBroadcast (bf16 dout -> f32 dy)', dpos);
+  // globals: a float32 row into bf16 blocks, and their bf16 gradient summed into float32
+  const glob = param([2, 10]);
+  const h = out([3, 5, 10]);
+  both((be, s) => be.stridedCopy(h[s], glob[s], { count: 3, length: 20, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: 50 }));
+  both((be, s) => be.stridedCopy(h[s], x[s], { count: 3, length: 30, srcOffset: 0, srcStride: 30, dstOffset: 20, dstStride: 50 }));
+  close('stridedCopy f32 -> bf16 and bf16 -> bf16', h);
+  const gglob = param([2, 10]);
+  both((be, s) => be.stridedCopy(gglob[s], h[s], { count: 3, length: 20, srcOffset: 0, srcStride: 50, dstOffset: 0, dstStride: 0, accumulate: true }));
+  close('stridedCopy bf16 -> f32 reduce', gglob);
+  for (const kind of ['gelu', 'tanh', 'silu'] as const) {
+    const a = out([6, 50]);
+    both((be, s) => be.activation(a[s], x[s], kind));
+    close(`activation ${kind}`, a);
+    const da = out([6, 50]);
+    both((be, s) => be.activationBackward(da[s], y[s], x[s], kind, false));
+    close(`activationBackward ${kind}`, da);
+  }
+  const dr = out([6, 50]);
+  both((be, s) => be.dropout(dr[s], x[s], 0.3, 5, 16));
+  close('dropout', dr);
+  const w = param([50]);
+  const bb = param([50], 0.1);
+  const ln = out([6, 50]);
+  const mean = out([6], 'float32');
+  const rstd = out([6], 'float32');
+  both((be, s) => be.layerNorm(ln[s], mean[s], rstd[s], x[s], w[s], bb[s], 1e-12));
+  close('layerNorm', ln);
+  close('layerNorm mean', mean, 1e-5);
+  close('layerNorm rstd', rstd, 1e-5);
+  const dln = out([6, 50]);
+  const dw = param([50]);
+  const db = param([50]);
+  both((be, s) => be.layerNormBackward(dln[s], dw[s], db[s], y[s], x[s], w[s], mean[s], rstd[s], false));
+  close('layerNormBackward dx', dln);
+  close('layerNormBackward dweight', dw);
+  close('layerNormBackward dbias', db);
+  const gb = param([50]);
+  both((be, s) => be.biasBackward(gb[s], y[s], true));
+  close('biasBackward (bf16 dy)', gb);
+  freeAll();
+});
+
+test('bfloat16 activations: matmul (f32 weights, bias + GELU, f32 and bf16 outputs) and attention', { skip }, () => {
+  const x = act([37, 48]);
+  const w = param([40, 48], 0.2);
+  const b = param([40], 0.1);
+  const pre = out([37, 40]);
+  const y = out([37, 40]);
+  both((be, s) => be.matmul(y[s], x[s], w[s], { transB: true, bias: b[s], gelu: { pre: pre[s] } }));
+  close('matmul bf16 x f32^T + bias, GELU', y);
+  close('matmul pre', pre);
+  const y32 = out([37, 40], 'float32');
+  both((be, s) => be.matmul(y32[s], x[s], w[s], { transB: true }));
+  close('matmul into float32', y32);
+  const gw = param([40, 48]);
+  both((be, s) => be.matmul(gw[s], y[s], x[s], { transA: true, beta: 1 }));
+  close('matmul weight gradient (bf16^T bf16 += into f32)', gw);
+  for (const [B, S, H, dh, spec] of [
+    [2, 150, 2, 64, { kind: 'sliding', heads: 2, window: 20, dilation: 1, globalTokens: 5 }],
+    [1, 97, 3, 32, { kind: 'full', heads: 3, window: 0, dilation: 1, globalTokens: 2 }],
+  ] as [number, number, number, number, AttentionSpec][]) {
+    const d = H * dh;
+    const tag = `${spec.kind} S${S} dh${dh}`;
+    const qkv = act([B, S, 3 * d]);
+    const o = out([B, S, d]);
+    const lse = out([B, H, S], 'float32');
+    both((be, s) => be.attention(o[s], lse[s], qkv[s], spec));
+    close(`attention ${tag}`, o);
+    close(`attention lse ${tag}`, lse, 1e-3);
+    const dout = act([B, S, d]);
+    const dq = out([B, S, 3 * d]);
+    // the backward from the same saved output on both sides (the GPU's bf16 one)
+    const oSame = pair(G().toArray(o.g), [B, S, d], 'bfloat16');
+    both((be, s) => be.attentionBackward(dq[s], dout[s], qkv[s], oSame[s], lse[s], spec));
+    close(`attentionBackward ${tag}`, dq);
+  }
+  freeAll();
+});
+
+test('bfloat16 activations: MoE permute, grouped matmul, combine and their backward', { skip }, () => {
+  const [M, E, k, d, f] = [300, 4, 2, 24, 40];
+  const logits = param([M, E], 2);
+  const rc = C().moeRoute(logits.c, { topK: k, seqLen: M });
+  const rg = G().moeRoute(logits.g, { topK: k, seqLen: M });
+  const r = { c: rc, g: rg };
+  const A = rc.order.size;
+  const x = act([M, d]);
+  const xs = out([A, d]);
+  both((be, s) => be.moePermute(xs[s], x[s], r[s]));
+  close('moePermute', xs, 0);
+  const w1 = param([E, f, d], 0.3);
+  const b1 = param([E, f], 0.1);
+  const w2 = param([E, d, f], 0.3);
+  const pre = out([A, f]);
+  const h = out([A, f]);
+  both((be, s) => be.groupedMatmul(h[s], xs[s], w1[s], b1[s], r[s].counts, { gelu: { pre: pre[s] } }));
+  close('groupedMatmul bias + GELU', h);
+  const ys = out([A, d]);
+  both((be, s) => be.groupedMatmul(ys[s], h[s], w2[s], null, r[s].counts));
+  close('groupedMatmul', ys);
+  const yv = out([M, d]);
+  both((be, s) => be.moeCombine(yv[s], ys[s], r[s], false));
+  close('moeCombine', yv);
+  const dy = act([M, d]);
+  const dys = out([A, d]);
+  const dg = out([M, k], 'float32');
+  // the backward from the GPU's bf16 expert outputs on both sides
+  const ysSame = pair(G().toArray(ys.g), [A, d], 'bfloat16');
+  both((be, s) => be.moeCombineBackward(dys[s], dg[s], dy[s], ysSame[s], r[s]));
+  close('moeCombineBackward dys', dys);
+  close('moeCombineBackward dgates', dg);
+  const dh = out([A, f]);
+  const gw2 = param([E, d, f]);
+  const gb2 = param([E, d]);
+  both((be, s) => be.groupedMatmulBackward(dh[s], gw2[s], gb2[s], dys[s], h[s], w2[s], r[s].counts));
+  close('groupedMatmulBackward dxs', dh);
+  close('groupedMatmulBackward dweight', gw2);
+  close('groupedMatmulBackward dbias', gb2);
+  const dx = act([M, d]);
+  both((be, s) => be.moePermuteBackward(dx[s], dys[s], r[s], true));
+  close('moePermuteBackward accumulate', dx);
+  rc.dispose();
+  rg.dispose();
+  freeAll();
+});
+
+test('bf16 model: the base config loss and gradients follow the float32 CPU reference', { skip }, () => {
+  const cfg = presetConfig('base', { dropout: 0, seqLen: 48, maxLen: 48 });
+  const batch = microBatch(cfg, 2, 48, 5);
+  const noise = microNoise(cfg, batch, 6);
+  const run = (be: Backend, bf: boolean) => {
+    const m = Model.init(cfg, be, 1);
+    if (bf) m.precision = 'bf16';
+    m.params.zeroGrads();
+    const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
+    const g = be.toArray(m.params.grads);
+    m.dispose();
+    return { loss: r.terms.total, g };
+  };
+  const a = run(G(), true);
+  const b = run(C(), false);
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < b.g.length; i++) {
+    dot += a.g[i]! * b.g[i]!;
+    na += a.g[i]! ** 2;
+    nb += b.g[i]! ** 2;
+  }
+  const cos = dot / Math.sqrt(na * nb);
+  const rel = Math.abs(a.loss - b.loss) / Math.abs(b.loss);
+  process.stderr.write(`base bf16: loss ${a.loss} vs ${b.loss} (rel ${rel.toExponential(2)}); gradient cosine ${cos.toFixed(5)}, norm ratio ${Math.sqrt(na / nb).toFixed(4)}\n`);
+  assert.ok(rel < 1e-2, `loss ${a.loss} vs ${b.loss}`);
+  assert.ok(cos > 0.99, `gradient cosine ${cos}`);
+  assert.ok(Math.abs(Math.sqrt(na / nb) - 1) < 0.05, `gradient norm ratio ${Math.sqrt(na / nb)}`);
+});
+
+test('bf16 training: 300 steps of the tiny preset on the GPU follow the float32 CPU curve', { skip }, async () => {
+  const t = tempDir();
+  try {
+    const opts = (device: string, precision: string, out: string) => ({
+      data: DATA, out, device, precision, tokenizer: TOKENIZER, preset: 'tiny', model: { seqLen: 64, maxLen: 64 },
+      maxSteps: 300, batchSize: 16, lr: 1e-3, warmup: 20, logEvery: 10, saveEvery: 300, evalExamples: 0, seed: 4,
+    });
+    await train(opts('cuda', 'bf16', join(t.dir, 'gpu')), quiet);
+    await train(opts('cpu', 'float32', join(t.dir, 'cpu')), quiet);
+    const curve = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { split: string; loss: number }).filter((r) => r.split === 'train').map((r) => r.loss);
+    const g = curve(join(t.dir, 'gpu'));
+    const c = curve(join(t.dir, 'cpu'));
+    assert.equal(g.length, 30);
+    const diffs = g.map((x, i) => Math.abs(x - c[i]!) / c[i]!);
+    process.stderr.write(`tiny 300 steps bf16: loss ${c[0]!.toFixed(4)} -> ${c[29]!.toFixed(4)} (cpu float32), ${g[0]!.toFixed(4)} -> ${g[29]!.toFixed(4)} (gpu bf16); largest relative gap ${Math.max(...diffs).toExponential(2)}\n`);
+    assert.ok(g[29]! < 0.6 * g[0]!, 'the bf16 loss falls');
+    assert.ok(Math.abs(g[29]! - c[29]!) / c[29]! < 0.05, `final loss ${g[29]} vs ${c[29]}`);
+  } finally {
+    t.done();
+  }
+});
