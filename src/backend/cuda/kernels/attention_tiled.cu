@@ -142,6 +142,32 @@ __device__ void at_forward(void *out, float *lse, const void *qkv, int S, int H,
   }
 }
 
+// The two score products of the backward over one pair of tiles: s = R1 C1^T and dp = R2 C2^T for
+// this thread's rows ty * 4 + rr of R1 / R2 and columns tx + 16 c of C1 / C2 (dQ: rows are Q and
+// dO, columns K and V; dK/dV: rows K and V, columns Q and dO).
+template <int DH>
+__device__ __forceinline__ void at_products2(float s[4][4], float dp[4][4], const float *R1, const float *C1, const float *R2, const float *C2, int ty, int tx) {
+  constexpr int DP = DH + 1;
+  for (int rr = 0; rr < 4; rr++)
+    for (int c = 0; c < 4; c++) s[rr][c] = dp[rr][c] = 0.0f;
+  for (int x = 0; x < DH; x++) {
+    float r1[4], r2[4], c1[4], c2[4];
+    for (int rr = 0; rr < 4; rr++) {
+      r1[rr] = R1[(ty * 4 + rr) * DP + x];
+      r2[rr] = R2[(ty * 4 + rr) * DP + x];
+    }
+    for (int c = 0; c < 4; c++) {
+      c1[c] = C1[(tx + 16 * c) * DP + x];
+      c2[c] = C2[(tx + 16 * c) * DP + x];
+    }
+    for (int rr = 0; rr < 4; rr++)
+      for (int c = 0; c < 4; c++) {
+        s[rr][c] = fmaf(r1[rr], c1[c], s[rr][c]);
+        dp[rr][c] = fmaf(r2[rr], c2[c], dp[rr][c]);
+      }
+  }
+}
+
 // D[b, h, i] = dout_i . out_i (the row term of the softmax backward). One warp per row.
 extern "C" __global__ void attn_bwd_dot_f32(float *D, const void *dout, const void *out, int B, int S, int H, int dh, int bf) {
   const int lane = threadIdx.x & 31;
@@ -191,24 +217,7 @@ __device__ void at_backward_dq(void *dqkv, const void *dout, const void *qkv, co
       at_load<DH>(Vs, base, k0, hi[g], stride, 2 * d + h * dh, dh, bf);
       __syncthreads();
       float s[4][4], dp[4][4];
-      for (int rr = 0; rr < 4; rr++)
-        for (int c = 0; c < 4; c++) s[rr][c] = dp[rr][c] = 0.0f;
-      for (int x = 0; x < DH; x++) {
-        float qv[4], ov[4], kv[4], vv[4];
-        for (int rr = 0; rr < 4; rr++) {
-          qv[rr] = Qs[(ty * 4 + rr) * DP + x];
-          ov[rr] = Os[(ty * 4 + rr) * DP + x];
-        }
-        for (int c = 0; c < 4; c++) {
-          kv[c] = Ks[(tx + 16 * c) * DP + x];
-          vv[c] = Vs[(tx + 16 * c) * DP + x];
-        }
-        for (int rr = 0; rr < 4; rr++)
-          for (int c = 0; c < 4; c++) {
-            s[rr][c] = fmaf(qv[rr], kv[c], s[rr][c]);
-            dp[rr][c] = fmaf(ov[rr], vv[c], dp[rr][c]);
-          }
-      }
+      at_products2<DH>(s, dp, Qs, Ks, Os, Vs, ty, tx);
       for (int rr = 0; rr < 4; rr++) {
         const int i = q0 + ty * 4 + rr;
         for (int c = 0; c < 4; c++) {
@@ -276,24 +285,7 @@ __device__ void at_backward_dkdv(void *dqkv, const void *dout, const void *qkv, 
       }
       __syncthreads();
       float s[4][4], dp[4][4];
-      for (int rr = 0; rr < 4; rr++)
-        for (int c = 0; c < 4; c++) s[rr][c] = dp[rr][c] = 0.0f;
-      for (int x = 0; x < DH; x++) {
-        float kv[4], vv[4], qv[4], ov[4];
-        for (int rr = 0; rr < 4; rr++) {
-          kv[rr] = Ks[(ty * 4 + rr) * DP + x];
-          vv[rr] = Vs[(ty * 4 + rr) * DP + x];
-        }
-        for (int c = 0; c < 4; c++) {
-          qv[c] = Qs[(tx + 16 * c) * DP + x];
-          ov[c] = Os[(tx + 16 * c) * DP + x];
-        }
-        for (int rr = 0; rr < 4; rr++)
-          for (int c = 0; c < 4; c++) {
-            s[rr][c] = fmaf(kv[rr], qv[c], s[rr][c]);
-            dp[rr][c] = fmaf(vv[rr], ov[c], dp[rr][c]);
-          }
-      }
+      at_products2<DH>(s, dp, Ks, Qs, Vs, Os, ty, tx);
       for (int rr = 0; rr < 4; rr++) {
         const int j = j0 + ty * 4 + rr;
         for (int c = 0; c < 4; c++) {
