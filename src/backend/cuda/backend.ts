@@ -104,7 +104,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
-    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'f32_to_bf16', 'convert_float',
+    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
@@ -133,8 +133,10 @@ const UL = (v: number): Arg => ['u64', v];
 const F = (v: number): Arg => ['f32', v];
 const D = (v: number): Arg => ['f64', v];
 const B = (v: boolean): Arg => ['i32', v ? 1 : 0];
-/** The kernels' `bf` mask: bit j set when tensor j is bfloat16 (common.cuh). */
-const BFM = (...ts: (Tensor | null | undefined)[]): Arg => ['i32', ts.reduce((m, t, j) => (t?.dtype === 'bfloat16' ? m | (1 << j) : m), 0)];
+/** The kernels' `bf` mask (common.cuh): bit j set when tensor j is bfloat16. */
+const bfMask = (...ts: (Tensor | null | undefined)[]): number => ts.reduce((m, t, j) => (t?.dtype === 'bfloat16' ? m | (1 << j) : m), 0);
+/** bfMask as a kernel argument. */
+const BFM = (...ts: (Tensor | null | undefined)[]): Arg => ['i32', bfMask(...ts)];
 /** Element size in bytes. */
 const ES = (t: Tensor): number => bytesOf(t.dtype);
 
@@ -551,7 +553,7 @@ export class CudaBackend implements Backend {
   }
   private reduceSum(op: string, x: Tensor, squares: boolean): number {
     const t = cu(op, x);
-    if (t.dtype === 'bfloat16') throw new DTypeError(op, 'bfloat16 operands are not supported by this op (float32 only)');
+    if (t.dtype !== 'int32') sameFloat(op, t);
     if (!t.size) return 0;
     const blocks = Math.min(Math.ceil(t.size / BLOCK), 1024);
     const part = this.scratch(blocks * 8);
@@ -642,7 +644,7 @@ export class CudaBackend implements Backend {
       const rounded = (ptr: number, type: DType, n: number) => {
         if (type === 'bfloat16') return { ptr, free: () => undefined };
         const t = this.scratch(n * 2);
-        this.launchN('f32_to_bf16', n, [A(t.ptr), A(ptr), L(n)]);
+        this.launchN('convert_float', n, [A(t.ptr), A(ptr), L(n), I(1)]); // bit 0: the destination is bf16
         return t;
       };
       const a16 = rounded(p.a, aType, span(p.transA ? p.K : p.M, p.lda, p.strideA));
@@ -675,7 +677,7 @@ export class CudaBackend implements Backend {
     expectDtype(op, 'db', db, 'float32');
     const N = db.size;
     if (dy.size % Math.max(N, 1) !== 0 || lastDim(dy) !== N) throw new ShapeError(op, `dy's last dimension must be ${N}`, [db.shape, dy.shape]);
-    this.colSums(cu(op, db).ptr, 0, cu(op, dy).ptr, 0, 0, 0, dy.size / Math.max(N, 1), N, accumulate, dy.dtype === 'bfloat16' ? 3 : 0);
+    this.colSums(cu(op, db).ptr, 0, cu(op, dy).ptr, 0, 0, 0, dy.size / Math.max(N, 1), N, accumulate, bfMask(dy));
   }
 
   /**
@@ -757,7 +759,7 @@ export class CudaBackend implements Backend {
     expectSize(op, 'rstd', rstd, R);
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
-    this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, (d.dtype === 'bfloat16' ? 1 : 0) | (a.dtype === 'bfloat16' ? 2 : 0));
+    this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, bfMask(d, a));
     this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate), BFM(g, d, a)]);
   }
 
@@ -830,7 +832,7 @@ export class CudaBackend implements Backend {
     const g = this.geometry(op, qkv, spec);
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
-    const tiled = this.tiledBucket(g.dh);
+    const tiled = this.tiledBucket(op, g.dh, bf);
     if (tiled) {
       const tiles = Math.ceil(g.S / AT_T);
       this.launch(`attn_fwd_tiled${tiled}_f32`, tiles * g.B * g.H, 256, [
@@ -838,7 +840,6 @@ export class CudaBackend implements Backend {
       ], tiledAttentionShared(tiled).fwd);
       return;
     }
-    if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${g.dh}`);
     const rows = g.B * g.H * g.S;
     this.launch('attn_fwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
@@ -854,13 +855,16 @@ export class CudaBackend implements Backend {
     for (const t of acts) if (t.dtype !== qkv.dtype) throw new DTypeError(op, `the activations must share qkv's dtype ${qkv.dtype}, got ${t.dtype}`);
     return qkv.dtype === 'bfloat16';
   }
-  /** The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels. */
-  private tiledBucket(dh: number): 64 | 128 | 0 {
-    if (this.attentionKernel !== 'tiled') return 0;
-    const DH = dh <= 64 ? 64 : dh <= 128 ? 128 : 0;
-    if (DH === 0) return 0;
-    const sh = tiledAttentionShared(DH);
-    return Math.max(sh.fwd, sh.dq, sh.dkdv) <= this.sharedOptin ? DH : 0;
+  /**
+   * The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels
+   * (float32 only: bfloat16 activations without a tiled kernel are a DTypeError).
+   */
+  private tiledBucket(op: string, dh: number, bf: boolean): 64 | 128 | 0 {
+    const DH = this.attentionKernel !== 'tiled' ? 0 : dh <= 64 ? 64 : dh <= 128 ? 128 : 0;
+    const sh = DH ? tiledAttentionShared(DH) : null;
+    if (sh && Math.max(sh.fwd, sh.dq, sh.dkdv) <= this.sharedOptin) return DH as 64 | 128;
+    if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${dh}`);
+    return 0;
   }
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, spec: AttentionSpec): void {
     const op = 'attentionBackward';
@@ -872,7 +876,7 @@ export class CudaBackend implements Backend {
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
     const dq = cu(op, dqkv);
     const rows = g.B * g.H * g.S;
-    const tiled = this.tiledBucket(g.dh);
+    const tiled = this.tiledBucket(op, g.dh, bf);
     if (tiled) {
       // every element of dqkv is written (dQ by one kernel, dK and dV by the other): no zeroing
       const D = this.scratch(rows * 4);
@@ -888,7 +892,6 @@ export class CudaBackend implements Backend {
       }
       return;
     }
-    if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${g.dh}`);
     if (dq.size) this.driver.memsetD32Async(dq.ptr, 0, dq.size, this.stream);
     this.launch('attn_bwd_f32', Math.min(Math.ceil(rows / ATTN_WARPS), 1 << 20), ATTN_WARPS * 32, [
       P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, out)), P(cu(op, lse)), I(g.B), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
@@ -976,17 +979,20 @@ export class CudaBackend implements Backend {
         }
         z += part[o + 2 * E]!;
       }
+      // an empty batch has no share, no balance loss and no z-loss
       const loadShare = assigned.map((c) => (M > 0 ? c / nA : 0));
       let aux = 0;
-      for (let e = 0; e < E; e++) aux += loadShare[e]! * (M > 0 ? meanP[e]! / M : 0);
-      aux *= E;
+      if (M > 0) {
+        for (let e = 0; e < E; e++) aux += loadShare[e]! * (meanP[e]! / M);
+        aux *= E;
+      }
       const counts = Array.from(tot);
       const order = mk([counts.reduce((x, y) => x + y, 0)], 'int32');
       this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
       return {
         tokens: M, experts: E, topK: k,
         probs, lse, expertIndex, gates, gateNorm, order, slot,
-        counts, loadShare, aux: M > 0 ? aux : 0, z: M > 0 ? z / M : 0,
+        counts, loadShare, aux, z: M > 0 ? z / M : 0,
         dispose: () => made.forEach((t) => t.dispose()),
       };
     } catch (e) {
@@ -1108,7 +1114,7 @@ export class CudaBackend implements Backend {
         if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: gx.ptr + row * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, w.dtype, gx.dtype);
         // dW[e] += dout[rows]^T xs[rows]  ([N, n] x [n, K])
         this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: x.ptr + row * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
-        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, g.dtype === 'bfloat16' ? 1 : 0);
+        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
       }
       row += n;
     }

@@ -143,7 +143,8 @@ extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *b
   }
 }
 
-// dst = src between float dtypes (bf: dst 0, src 1): float32 <-> bfloat16 conversions.
+// dst = src between float dtypes (bf: dst 0, src 1): float32 <-> bfloat16 conversions (copy, and the
+// operands of the bf16 matrix products).
 extern "C" __global__ void convert_float(void *dst, const void *src, i64 n, int bf) {
   GRID_STRIDE(i, n) stx(dst, i, ldx(src, i, BF(1)), BF(0));
 }
@@ -154,8 +155,3 @@ extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
   GRID_STRIDE(i, n) stx(c, i, beta == 0.0 ? 0.0f : (float)(beta * (double)ldx(c, i, bf)), bf);
 }
 
-// float32 -> bfloat16 bits (round to nearest even, NaN stays a quiet NaN): the operands of the bf16
-// matrix products.
-extern "C" __global__ void f32_to_bf16(bf16_t *out, const float *x, i64 n) {
-  GRID_STRIDE(i, n) out[i] = f2bf(x[i]);
-}
