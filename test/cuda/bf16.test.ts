@@ -17,6 +17,7 @@ import { fromBf16Bits, toBf16Bits } from '../../src/backend/bf16.js';
 import { CpuBackend } from '../../src/backend/cpu/backend.js';
 import { createBackend } from '../../src/backend/create.js';
 import { probeCuda } from '../../src/backend/cuda/probe.js';
+import { PhiloxStream } from '../../src/backend/philox.js';
 import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError } from '../../src/errors.js';
 import { presetConfig } from '../../src/model/config.js';
@@ -40,19 +41,10 @@ after(() => {
   cpu?.close();
 });
 
-let state = SEED >>> 0;
-function rnd(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const rng = new PhiloxStream(SEED);
 /** Normal numbers rounded to bfloat16 (so both sides start from the same values). */
 function randn(n: number, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
-  return fromBf16Bits(toBf16Bits(out));
+  return fromBf16Bits(toBf16Bits(rng.normal(n, scale)));
 }
 const sz = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
