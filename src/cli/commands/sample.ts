@@ -4,7 +4,7 @@ import { createBackend } from '../../backend/create.js';
 import { InputError, UsageError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { loadModel } from '../../io/checkpoint.js';
-import { resolvePrecision } from '../../model/model.js';
+import { PRECISIONS, resolvePrecision } from '../../model/model.js';
 import { Progress } from '../../io/progress.js';
 import { generate } from '../../sample/generate.js';
 import { resolveModelDir } from '../../train/checkpoints.js';
@@ -73,7 +73,7 @@ export const sampleCommand = defineCommand({
     out: { type: 'string', description: 'output file (default: stdout)', placeholder: 'FILE' },
     'show-steps': { type: 'boolean', description: 'print the decoded text of every step (watch the denoising)' },
     device: { type: 'string', description: 'auto (the GPU when found, else the CPU), cpu, cuda or cuda:N', default: 'auto' },
-    precision: { type: 'string', description: 'auto (bf16 on a GPU, else float32), float32, or bf16', choices: ['auto', 'float32', 'bf16'], default: 'auto' },
+    precision: { type: 'string', description: 'auto (bf16 on a GPU, else float32), float32, or bf16', choices: PRECISIONS, default: 'auto' },
   },
   async run(f) {
     const modelArg = required('sample', 'model', f.model);

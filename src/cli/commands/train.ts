@@ -1,6 +1,7 @@
 /** `moe-diffuseq train`: the training job (see src/train/trainer.ts). */
 import { UsageError } from '../../errors.js';
 import { PRESET_NAMES } from '../../model/config.js';
+import { PRECISIONS } from '../../model/model.js';
 import { DEFAULT_TRAIN_OPTIONS, readTrainConfigFile, type TrainOptions } from '../../train/options.js';
 import { train } from '../../train/trainer.js';
 import { defineCommand } from '../command.js';
@@ -49,7 +50,7 @@ export const trainCommand = defineCommand({
     'log-every': { type: 'int', description: 'metrics line every N steps', default: D.logEvery },
     seed: { type: 'int', description: 'seed of initialisation, data order and noise', default: D.seed },
     device: { type: 'string', description: 'auto (the GPU when found, else the CPU), cpu, cuda or cuda:N', default: D.device },
-    precision: { type: 'string', description: 'auto (bf16 on a GPU, else float32), float32, or bf16 (bfloat16 activations and matmuls; float32 weights, gradients, AdamW)', choices: ['auto', 'float32', 'bf16'], default: D.precision },
+    precision: { type: 'string', description: 'auto (bf16 on a GPU, else float32), float32, or bf16 (bfloat16 activations and matmuls; float32 weights, gradients, AdamW)', choices: PRECISIONS, default: D.precision },
     resume: { type: 'boolean', description: 'continue the run in --out from its newest checkpoint' },
     'stop-after': { type: 'int', description: 'stop (with a checkpoint) after this step, keeping the --max-steps schedule' },
     'skip-bad': { type: 'boolean', description: 'count and report bad data lines instead of failing' },
