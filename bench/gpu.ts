@@ -200,6 +200,27 @@ function profiled(be: Backend, times: Map<string, [number, number]>): Backend {
   });
 }
 
+/**
+ * Runs `work` once to warm up, then once more on a {@link profiled} backend, and logs the time of
+ * each backend method, slowest first (the 14 slowest).
+ */
+function profile(be: Backend, cfg: ModelConfig, label: string, make: (model: Model) => { run: () => void; dispose: () => void }, log: (s: string) => void): void {
+  const times = new Map<string, [number, number]>();
+  const model = modelOf(cfg, profiled(be, times));
+  const work = make(model);
+  work.run();
+  times.clear();
+  const t0 = performance.now();
+  work.run();
+  const total = performance.now() - t0;
+  log(`${label} (every op synchronised): ${total.toFixed(1)} ms`);
+  for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0]).slice(0, 14)) {
+    log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+  }
+  work.dispose();
+  model.dispose();
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -217,34 +238,19 @@ async function main(): Promise<void> {
   log(`device: ${be.describe()}; precision ${precision}`);
   for (const name of configs) {
     if (items.includes('profile')) {
-      const times = new Map<string, [number, number]>();
       const cfg = config(name, 2048);
-      const model = modelOf(cfg, profiled(be, times));
-      const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
-      step.run();
-      times.clear();
-      const t0 = performance.now();
-      step.run();
-      const total = performance.now() - t0;
-      log(`${name} profile of one training step 16x2048 (every op synchronised): ${total.toFixed(1)} ms`);
-      for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0])) log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
-      step.dispose();
-      model.dispose();
+      profile(be, cfg, `${name} profile of one training step 16x2048`, (model) => {
+        const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
+        return { run: () => void step.run(), dispose: () => step.dispose() };
+      }, log);
     }
     if (items.includes('profile-sample')) {
-      const times = new Map<string, [number, number]>();
       const cfg = config(name, 2048);
-      const model = modelOf(cfg, profiled(be, times));
       const batch = batchOf(cfg, 1, 2048, 2);
-      const run = () => sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 });
-      run();
-      times.clear();
-      const t0 = performance.now();
-      run();
-      const total = performance.now() - t0;
-      log(`${name} profile of sampling 1x2048, 10 denoiser calls (every op synchronised): ${total.toFixed(1)} ms`);
-      for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0]).slice(0, 14)) log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
-      model.dispose();
+      profile(be, cfg, `${name} profile of sampling 1x2048, 10 denoiser calls`, (model) => ({
+        run: () => void sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 }),
+        dispose: () => undefined,
+      }), log);
     }
     if (items.includes('train')) {
       const B = 16;
