@@ -495,8 +495,8 @@ test('attention forward and backward: full, sliding, dilated, global tokens, odd
 
 test('tiled attention kernels equal their slow twins (one warp per row) on the GPU', { skip }, () => {
   const rows = new CudaBackend({ attention: 'rows' });
-  const tiled = G() as CudaBackend;
-  assert.equal(tiled.attentionKernel, 'tiled');
+  const tiled = new CudaBackend({ attention: 'tiled' });
+  assert.equal((G() as CudaBackend).attentionKernel, 'mma', 'the tensor-core kernels are the default');
   try {
     for (const [B, S, H, dh, spec] of [
       [2, 257, 3, 64, { kind: 'sliding', heads: 3, window: 31, dilation: 1, globalTokens: 8 }],
@@ -529,6 +529,7 @@ test('tiled attention kernels equal their slow twins (one warp per row) on the G
     }
   } finally {
     rows.close();
+    tiled.close();
   }
 });
 

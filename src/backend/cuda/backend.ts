@@ -52,6 +52,11 @@ export interface CudaBackendOptions {
   /** Synchronise after every kernel launch (default: MOE_DIFFUSEQ_CUDA_SYNC=1). */
   syncEachLaunch?: boolean;
   /**
+   * Kernel-level profile: when given, every kernel launch and cuBLAS call is synchronised and its
+   * wall time (launch included) added to this map under the kernel's name (GEMMs under their shape).
+   */
+  launchTimes?: Map<string, [ms: number, calls: number]>;
+  /**
    * Operand precision of the matrix products (matmul, groupedMatmul and their backward, the
    * nearest-row search): `float32` (default, matches the CPU to float32 rounding) or `bfloat16`
    * (operands rounded to bf16 on the fly, float32 accumulation and outputs; tensors stay float32).
@@ -59,12 +64,17 @@ export interface CudaBackendOptions {
    */
   matmul?: 'float32' | 'bfloat16';
   /**
-   * Attention kernels: `tiled` (default; FlashAttention-style tiles in shared memory, for head sizes
-   * up to 128 where the card's shared memory allows) or `rows` (one warp per query row: the slow
-   * twin the tiled kernels are tested against). Default: MOE_DIFFUSEQ_ATTENTION=rows selects rows.
+   * Attention kernels: `mma` (default: bfloat16 activations with head sizes up to 64 run
+   * FlashAttention-2 tiles on the tensor cores, everything else the `tiled` kernels), `tiled`
+   * (FlashAttention-style tiles on float32 CUDA cores, head sizes up to 128 where the card's shared
+   * memory allows; the slow twin of `mma`) or `rows` (one warp per query row, float32 only: the
+   * slow twin of `tiled`). Default: MOE_DIFFUSEQ_ATTENTION=tiled or rows selects those.
    */
-  attention?: 'tiled' | 'rows';
+  attention?: AttentionKernels;
 }
+
+/** The attention kernel families of the CUDA backend (see CudaBackendOptions.attention). */
+export type AttentionKernels = 'mma' | 'tiled' | 'rows';
 
 /** A tensor in device memory: a device address (a view is its parent's address plus an offset). */
 export class CudaTensor implements Tensor {
@@ -104,7 +114,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
-    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float',
+    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
@@ -119,6 +129,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
+  'attention_mma.cu': ['attn_fwd_mma64', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
 };
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
@@ -154,6 +165,26 @@ function tiledAttentionShared(DH: number): { fwd: number; dq: number; dkdv: numb
   const probs = AT_T * (AT_T + 1);
   return { fwd: 4 * (3 * tile + probs), dq: 4 * (4 * tile + probs), dkdv: 4 * (4 * tile + 2 * probs + 2 * AT_T) };
 }
+/** A GEMM dimension for a profile key: exact when a multiple of 64, else rounded (expert row counts vary). */
+const roughDim = (x: number): string => (x % 64 === 0 ? String(x) : `~${x < 1000 ? Math.round(x / 100) * 100 : `${Math.round(x / 1000)}k`}`);
+/**
+ * Row ranges [start, count] that cover n rows of one expert in GEMM shapes that recur: a multiple of
+ * SHAPE_QUANTUM, then the rest. cuBLAS chooses an algorithm for every new shape on the host (about a
+ * millisecond, measured on an H200 with cuBLAS 13.1), and expert row counts change every step, so
+ * one call per expert paid that choice on nearly every call; cut this way, at most
+ * n / SHAPE_QUANTUM + SHAPE_QUANTUM shapes per weight shape ever occur and each is chosen once.
+ * MOE_DIFFUSEQ_SHAPE_QUANTUM=1 turns the cutting off (one call per expert).
+ */
+function shapeChunks(n: number): [number, number][] {
+  const bulk = n - (n % SHAPE_QUANTUM);
+  const out: [number, number][] = [];
+  if (bulk > 0) out.push([0, bulk]);
+  if (n > bulk) out.push([bulk, n - bulk]);
+  return out;
+}
+const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM'] ?? 128) || 128);
+/** Bytes of cuBLAS's workspace. */
+const CUBLAS_WORKSPACE = 32 * 1024 * 1024;
 /** Shared memory a kernel may take without opting in. */
 const DEFAULT_SHARED = 48 * 1024;
 
@@ -182,10 +213,13 @@ export class CudaBackend implements Backend {
   private readonly deviceName: string;
   private readonly totalMem: number;
   private readonly syncEachLaunch: boolean;
+  private readonly launchTimes: Map<string, [number, number]> | null;
+  /** Device address of cuBLAS's workspace (0: none, cuBLAS's default pool). */
+  private readonly cublasWorkspace: number;
   /** Operand precision of the matrix products (see CudaBackendOptions.matmul). */
   readonly matmulPrecision: 'float32' | 'bfloat16';
   /** Which attention kernels run (see CudaBackendOptions.attention). */
-  readonly attentionKernel: 'tiled' | 'rows';
+  readonly attentionKernel: AttentionKernels;
   private readonly sharedOptin: number;
   /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
   private readonly sharedAllowed = new Map<string, number>();
@@ -204,8 +238,10 @@ export class CudaBackend implements Backend {
   constructor(opts: CudaBackendOptions = {}) {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
+    this.launchTimes = opts.launchTimes ?? null;
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
-    this.attentionKernel = opts.attention ?? (process.env['MOE_DIFFUSEQ_ATTENTION'] === 'rows' ? 'rows' : 'tiled');
+    const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
+    this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' ? envAttention : 'mma');
     this.driver = Driver.get();
     // the libraries first: a missing one is reported before any device state is created
     this.nvrtc = Nvrtc.get();
@@ -223,7 +259,10 @@ export class CudaBackend implements Backend {
     this.totalMem = this.driver.deviceTotalMem(this.dev);
     this.sharedOptin = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     this.stream = this.driver.streamCreate();
-    this.cublas = new Cublas(this.stream);
+    // cuBLAS's workspace (NVIDIA recommends 32 MiB on Hopper); MOE_DIFFUSEQ_CUBLAS_WORKSPACE=0 leaves cuBLAS its default
+    const wsBytes = process.env['MOE_DIFFUSEQ_CUBLAS_WORKSPACE'] === '0' ? 0 : CUBLAS_WORKSPACE;
+    this.cublasWorkspace = wsBytes ? this.driver.memAlloc(wsBytes) : 0;
+    this.cublas = new Cublas(this.stream, wsBytes ? { ptr: this.cublasWorkspace, bytes: wsBytes } : null);
     this.alloc = new CachingAllocator(this.driver);
     const k = koffi();
     this.argMem = k.alloc('uint8_t', MAX_ARGS * 8);
@@ -304,8 +343,23 @@ export class CudaBackend implements Backend {
           break;
       }
     });
+    const t0 = this.launchTimes ? this.timedStart() : 0;
     this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
+    if (this.launchTimes) this.timedEnd(name, t0);
+  }
+  /** Kernel profile (options.launchTimes): drain the stream, then the start time. */
+  private timedStart(): number {
+    this.driver.streamSynchronize(this.stream, 'profile');
+    return performance.now();
+  }
+  /** Kernel profile: wait for the launch, add its time under `key`. */
+  private timedEnd(key: string, t0: number): void {
+    this.driver.streamSynchronize(this.stream, `after ${key}`);
+    const e = this.launchTimes!.get(key) ?? [0, 0];
+    e[0] += performance.now() - t0;
+    e[1]++;
+    this.launchTimes!.set(key, e);
   }
   /** One thread per element of n (grid-stride kernels). */
   private launchN(name: string, n: number, args: readonly Arg[]): void {
@@ -437,6 +491,7 @@ export class CudaBackend implements Backend {
       this.closed = true;
       this.alloc.emptyCache();
       this.cublas.destroy();
+      if (this.cublasWorkspace) this.driver.memFree(this.cublasWorkspace);
       for (const m of this.modules.values()) this.driver.moduleUnload(m);
       this.modules.clear();
       this.functions.clear();
@@ -651,7 +706,9 @@ export class CudaBackend implements Backend {
       try {
         const b16 = rounded(p.b, bType, span(p.transB ? p.N : p.K, p.ldb, p.strideB));
         try {
+          const t0 = this.launchTimes ? this.timedStart() : 0;
           this.cublas.gemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' });
+          if (this.launchTimes) this.timedEnd(`gemm bf16 ${p.transA ? 'T' : 'N'}${p.transB ? 'T' : 'N'} ${[p.M, p.N, p.K].map(roughDim).join('x')}${p.batch > 1 ? ` x${p.batch}` : ''} -> ${c16 ? 'bf16' : 'f32'}`, t0);
         } finally {
           b16.free();
         }
@@ -668,6 +725,10 @@ export class CudaBackend implements Backend {
    */
   private biasAct(c: number, rows: number, N: number, bias: number, pre: number, dtype: DType): void {
     const bf = dtype === 'bfloat16' ? 3 : 0;
+    if (bf && N % 2 === 0 && rows * N < 2 ** 31 && c % 4 === 0 && pre % 4 === 0) {
+      this.launchN('bias_act_bf16x2', (rows * N) / 2, [A(c), I(rows), I(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0)]);
+      return;
+    }
     this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0), I(bf)]);
   }
 
@@ -714,7 +775,12 @@ export class CudaBackend implements Backend {
     const op = `activationBackward(${kind})`;
     floats(op, dx, dy, x);
     sameSize(op, dx, dy, x);
-    this.launchN('activation_backward_f32', x.size, [P(cu(op, dx)), P(cu(op, dy)), P(cu(op, x)), L(x.size), I(actKind(kind)), B(accumulate), BFM(dx, dy, x)]);
+    const [a, b, c] = [cu(op, dx), cu(op, dy), cu(op, x)];
+    if (kind === 'gelu' && [a, b, c].every((t) => t.dtype === 'bfloat16' && t.ptr % 4 === 0) && x.size % 2 === 0 && x.size < 2 ** 31) {
+      this.launchN('gelu_backward_bf16x2', x.size / 2, [P(a), P(b), P(c), I(x.size / 2), B(accumulate)]);
+      return;
+    }
+    this.launchN('activation_backward_f32', x.size, [P(a), P(b), P(c), L(x.size), I(actKind(kind)), B(accumulate), BFM(dx, dy, x)]);
   }
   softmax(out: Tensor, x: Tensor): void {
     const op = 'softmax';
@@ -832,6 +898,12 @@ export class CudaBackend implements Backend {
     const g = this.geometry(op, qkv, spec);
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
+    if (this.useMma(bf, g.dh)) {
+      this.launch('attn_fwd_mma64', Math.ceil(g.S / AT_T) * g.B * g.H, 128, [
+        P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
+      ]);
+      return;
+    }
     const tiled = this.tiledBucket(op, g.dh, bf);
     if (tiled) {
       const tiles = Math.ceil(g.S / AT_T);
@@ -855,12 +927,16 @@ export class CudaBackend implements Backend {
     for (const t of acts) if (t.dtype !== qkv.dtype) throw new DTypeError(op, `the activations must share qkv's dtype ${qkv.dtype}, got ${t.dtype}`);
     return qkv.dtype === 'bfloat16';
   }
+  /** Whether the tensor-core kernels (attention_mma.cu) serve: bf16 activations, head size up to 64. */
+  private useMma(bf: boolean, dh: number): boolean {
+    return bf && this.attentionKernel === 'mma' && dh <= 64;
+  }
   /**
    * The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels
    * (float32 only: bfloat16 activations without a tiled kernel are a DTypeError).
    */
   private tiledBucket(op: string, dh: number, bf: boolean): 64 | 128 | 0 {
-    const DH = this.attentionKernel !== 'tiled' ? 0 : dh <= 64 ? 64 : dh <= 128 ? 128 : 0;
+    const DH = this.attentionKernel === 'rows' ? 0 : dh <= 64 ? 64 : dh <= 128 ? 128 : 0;
     const sh = DH ? tiledAttentionShared(DH) : null;
     if (sh && Math.max(sh.fwd, sh.dq, sh.dkdv) <= this.sharedOptin) return DH as 64 | 128;
     if (bf) throw new DTypeError(op, `bfloat16 attention needs the tiled kernels (head size up to 128, attention: 'tiled'); head size ${dh}`);
@@ -876,17 +952,23 @@ export class CudaBackend implements Backend {
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
     const dq = cu(op, dqkv);
     const rows = g.B * g.H * g.S;
-    const tiled = this.tiledBucket(op, g.dh, bf);
-    if (tiled) {
+    const mma = this.useMma(bf, g.dh);
+    const tiled = mma ? 0 : this.tiledBucket(op, g.dh, bf);
+    if (mma || tiled) {
       // every element of dqkv is written (dQ by one kernel, dK and dV by the other): no zeroing
       const D = this.scratch(rows * 4);
       try {
         this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh), B(bf)]);
-        const tiles = Math.ceil(g.S / AT_T);
-        const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), B(bf)] as const;
-        const sh = tiledAttentionShared(tiled);
-        this.launch(`attn_bwd_dq_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dq);
-        this.launch(`attn_bwd_dkdv_tiled${tiled}_f32`, tiles * g.B * g.H, 256, args, sh.dkdv);
+        const blocks = Math.ceil(g.S / AT_T) * g.B * g.H;
+        const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
+        if (mma) {
+          this.launch('attn_bwd_dq_mma64', blocks, 128, args);
+          this.launch('attn_bwd_dkdv_mma64', blocks, 128, args);
+        } else {
+          const sh = tiledAttentionShared(tiled);
+          this.launch(`attn_bwd_dq_tiled${tiled}_f32`, blocks, 256, [...args, B(bf)], sh.dq);
+          this.launch(`attn_bwd_dkdv_tiled${tiled}_f32`, blocks, 256, [...args, B(bf)], sh.dkdv);
+        }
       } finally {
         D.free();
       }
@@ -1077,15 +1159,17 @@ export class CudaBackend implements Backend {
     const o = cu(op, out);
     const b = bias ? cu(op, bias) : null;
     const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
-    // one cuBLAS call per expert with rows (a grouped GEMM kernel is the fast version of this)
+    // cuBLAS calls per expert, its rows cut into shapes that recur (see shapeChunks); the epilogue
+    // once per expert
     let row = 0;
     for (let e = 0; e < E; e++) {
       const n = counts[e]!;
-      if (n > 0) {
+      for (const [r0, m] of shapeChunks(n)) {
+        const at = row + r0;
         // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
-        this.gemm({ transA: false, transB: true, M: n, N, K, a: x.ptr + row * K * ES(x), lda: K, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: o.ptr + row * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, w.dtype, o.dtype);
-        if (b || pre) this.biasAct(o.ptr + row * N * ES(o), n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * ES(o) : 0, o.dtype);
+        this.gemm({ transA: false, transB: true, M: m, N, K, a: x.ptr + at * K * ES(x), lda: K, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: o.ptr + at * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, w.dtype, o.dtype);
       }
+      if (n > 0 && (b || pre)) this.biasAct(o.ptr + row * N * ES(o), n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * ES(o) : 0, o.dtype);
       row += n;
     }
   }
@@ -1109,13 +1193,14 @@ export class CudaBackend implements Backend {
     let row = 0;
     for (let e = 0; e < E; e++) {
       const n = counts[e]!;
-      if (n > 0) {
-        // dxs[rows] = dout[rows] W[e]  ([n, N] x [N, K])
-        if (gx) this.gemm({ transA: false, transB: false, M: n, N: K, K: N, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: gx.ptr + row * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, w.dtype, gx.dtype);
-        // dW[e] += dout[rows]^T xs[rows]  ([N, n] x [n, K])
-        this.gemm({ transA: true, transB: false, M: N, N: K, K: n, a: g.ptr + row * N * ES(g), lda: N, strideA: 0, b: x.ptr + row * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
-        if (gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
+      for (const [r0, m] of shapeChunks(n)) {
+        const at = row + r0;
+        // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
+        if (gx) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, w.dtype, gx.dtype);
+        // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
+        this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
       }
+      if (n > 0 && gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
       row += n;
     }
   }

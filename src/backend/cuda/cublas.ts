@@ -63,6 +63,7 @@ function cublasLib(): CublasLib {
     'int cublasDestroy_v2(void *handle)',
     'int cublasSetStream_v2(void *handle, void *stream)',
     'int cublasSetMathMode(void *handle, int mode)',
+    'int cublasSetWorkspace_v2(void *handle, uint64_t workspace, size_t bytes)',
     // device addresses go as uint64_t: on the 64-bit ABIs a pointer and a uint64_t pass alike
     'int cublasGemmStridedBatchedEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, int64_t strideA, uint64_t B, int Btype, int ldb, int64_t strideB, const void *beta, uint64_t C, int Ctype, int ldc, int64_t strideC, int batchCount, int computeType, int algo)',
   ]) {
@@ -90,8 +91,12 @@ export class Cublas {
   private readonly alpha = new Float32Array(1);
   private readonly beta = new Float32Array(1);
 
-  /** Creates a handle in the current context and binds it to `stream`. */
-  constructor(stream: bigint | null) {
+  /**
+   * Creates a handle in the current context and binds it to `stream`, with `workspace` (a device
+   * buffer the caller owns and keeps alive) as cuBLAS's workspace: NVIDIA's advice for Hopper
+   * (32 MiB), and what capturing GEMMs into a CUDA graph needs (cuBLAS must not allocate then).
+   */
+  constructor(stream: bigint | null, workspace: { ptr: number; bytes: number } | null = null) {
     const lib = cublasLib();
     this.path = lib.path;
     this.version = lib.version;
@@ -101,6 +106,8 @@ export class Cublas {
     this.handle = h[0]!;
     this.check('cublasSetStream_v2', this.f['cublasSetStream_v2']!(this.handle, stream));
     this.check('cublasSetMathMode', this.f['cublasSetMathMode']!(this.handle, CUBLAS_DEFAULT_MATH));
+    // after SetStream, which resets the workspace to the default pool
+    if (workspace) this.check('cublasSetWorkspace_v2', this.f['cublasSetWorkspace_v2']!(this.handle, workspace.ptr, workspace.bytes));
   }
 
   private check(call: string, rc: unknown, detail?: string): void {

@@ -45,7 +45,7 @@ extern "C" __global__ void attn_fwd_f32(float *out, float *lse, const float *qkv
     int kmin;
     const int nk = attn_keys(i, S, G, window, dilation, &kmin);
     // pass 1: the max score
-    float mx = -1.0f / 0.0f;
+    float mx = NEG_INF_F;
     for (int t = 0; t < nk; t++) {
       const float *kr = base + (i64)attn_key(t, i, G, window, dilation, kmin) * 3 * d + d + h * dh;
       float s = 0.0f;

@@ -18,31 +18,6 @@
 
 #define AT_T 64  // rows of a tile (queries or keys)
 
-// May query row i see key row j? Globals see and are seen by all; local rows p, q see each other
-// when |p - q| <= r w and r divides p - q. w < 0: full attention.
-__device__ __forceinline__ bool at_allowed(int i, int j, int G, int w, int r) {
-  if (w < 0 || i < G || j < G) return true;
-  int dp = j - i;
-  if (dp < 0) dp = -dp;
-  return dp <= r * w && dp % r == 0;
-}
-
-// The rows of the other side that rows [a0, a1] (inclusive) can reach: one range [0, S) when the
-// tile holds a global row or the attention is full, else the globals [0, G) and the window range.
-// The pattern is symmetric, so the same ranges serve queries -> keys and keys -> queries.
-__device__ __forceinline__ int at_ranges(int a0, int a1, int S, int G, int w, int r, int *lo, int *hi) {
-  if (w < 0 || a0 < G) {
-    lo[0] = 0;
-    hi[0] = S;
-    return 1;
-  }
-  lo[0] = 0;
-  hi[0] = G;
-  lo[1] = max(G, a0 - r * w);
-  hi[1] = min(S, a1 + r * w + 1);
-  return 2;
-}
-
 // Loads rows [t0, t0 + AT_T) of one slice (column offset `col` in rows of `stride` elements, float32
 // or bfloat16 as `bf` says) into a padded float32 shared tile; rows outside [t0, end) and columns
 // >= dh read as zero.
@@ -74,7 +49,7 @@ __device__ void at_forward(void *out, float *lse, const void *qkv, int S, int H,
   at_load<DH>(Qs, base, q0, S, stride, h * dh, dh, bf);
   float m[4], l[4], o[4][OC];
   for (int rr = 0; rr < 4; rr++) {
-    m[rr] = -1.0f / 0.0f;
+    m[rr] = NEG_INF_F;
     l[rr] = 0.0f;
     for (int c = 0; c < OC; c++) o[rr][c] = 0.0f;
   }
@@ -98,19 +73,19 @@ __device__ void at_forward(void *out, float *lse, const void *qkv, int S, int H,
       }
       for (int rr = 0; rr < 4; rr++) {
         const int i = q0 + ty * 4 + rr;
-        float tm = -1.0f / 0.0f;
+        float tm = NEG_INF_F;
         for (int c = 0; c < 4; c++) {
           const int j = k0 + tx + 16 * c;
-          s[rr][c] = (i < S && j < hi[g] && at_allowed(i, j, G, w, r)) ? s[rr][c] * scale : -1.0f / 0.0f;
+          s[rr][c] = (i < S && j < hi[g] && at_allowed(i, j, G, w, r)) ? s[rr][c] * scale : NEG_INF_F;
           tm = fmaxf(tm, s[rr][c]);
         }
         for (int off = 8; off > 0; off >>= 1) tm = fmaxf(tm, __shfl_xor_sync(FULL_MASK, tm, off));
         const float mn = fmaxf(m[rr], tm);
         // a row that has seen nothing yet keeps m = -inf and contributes zeros (no inf - inf)
-        const float alpha = mn == -1.0f / 0.0f ? 1.0f : expf(m[rr] - mn);
+        const float alpha = mn == NEG_INF_F ? 1.0f : expf(m[rr] - mn);
         float ps = 0.0f;
         for (int c = 0; c < 4; c++) {
-          const float p = mn == -1.0f / 0.0f ? 0.0f : expf(s[rr][c] - mn);
+          const float p = mn == NEG_INF_F ? 0.0f : expf(s[rr][c] - mn);
           Ps[(ty * 4 + rr) * PP + tx + 16 * c] = p;
           ps += p;
         }

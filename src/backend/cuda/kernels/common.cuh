@@ -18,6 +18,11 @@ typedef long long i64;
 
 #define FULL_MASK 0xffffffffu
 
+// -infinity as bit patterns: NVRTC does not fold -1.0f / 0.0f under these options, and a division
+// per use (a slow-path call for a zero divisor) cost the attention kernels most of their time
+#define NEG_INF_F __int_as_float(0xff800000)
+#define NEG_INF_D __longlong_as_double(0xfff0000000000000ll)
+
 // ---- bfloat16 storage (the mixed-precision activations) -----------------------------------------
 // A float tensor is float32 or bfloat16 (the high 16 bits of a float32). Kernels that accept either
 // take `void *` and a mask `bf` whose bit j says that pointer j (as the kernel's comment numbers
@@ -29,6 +34,12 @@ __device__ __forceinline__ bf16_t f2bf(float x) {
   const u32 b = __float_as_uint(x);
   if ((b & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((b >> 16) | 0x40u);
   return (bf16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+// two floats rounded to a bf16 pair (lo in the low half), round to nearest even: one instruction (sm_80+)
+__device__ __forceinline__ u32 pack_bf2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
 }
 __device__ __forceinline__ float ldx(const void *p, i64 i, int bf) { return bf ? bf2f(((const bf16_t *)p)[i]) : ((const float *)p)[i]; }
 __device__ __forceinline__ void stx(void *p, i64 i, float v, int bf) {
@@ -78,12 +89,38 @@ __device__ double block_max_d(double v, double *sh) {
   if (lane == 0) sh[w] = v;
   __syncthreads();
   if (w == 0) {
-    double t = lane < nw ? sh[lane] : -1.0 / 0.0;
+    double t = lane < nw ? sh[lane] : NEG_INF_D;
     t = warp_max_d(t);
     if (lane == 0) sh[0] = t;
   }
   __syncthreads();
   return sh[0];
+}
+
+// ---- the attention pattern (attention_tiled.cu, attention_mma.cu) --------------------------------
+// May query row i see key row j? Globals see and are seen by all; local rows p, q see each other
+// when |p - q| <= r w and r divides p - q. w < 0: full attention.
+__device__ __forceinline__ bool at_allowed(int i, int j, int G, int w, int r) {
+  if (w < 0 || i < G || j < G) return true;
+  int dp = j - i;
+  if (dp < 0) dp = -dp;
+  return dp <= r * w && (r == 1 || dp % r == 0);
+}
+
+// The rows of the other side that rows [a0, a1] (inclusive) can reach: one range [0, S) when the
+// tile holds a global row or the attention is full, else the globals [0, G) and the window range.
+// The pattern is symmetric, so the same ranges serve queries -> keys and keys -> queries.
+__device__ __forceinline__ int at_ranges(int a0, int a1, int S, int G, int w, int r, int *lo, int *hi) {
+  if (w < 0 || a0 < G) {
+    lo[0] = 0;
+    hi[0] = S;
+    return 1;
+  }
+  lo[0] = 0;
+  hi[0] = G;
+  lo[1] = max(G, a0 - r * w);
+  hi[1] = min(S, a1 + r * w + 1);
+  return 2;
 }
 
 // ---- Philox-4x32-10 (src/backend/philox.ts holds the stream layout every backend follows) ------

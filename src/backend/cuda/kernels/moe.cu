@@ -10,7 +10,7 @@ extern "C" __global__ void moe_route_topk_f32(float *probs, float *lse, int *exp
   GRID_STRIDE(m, M) {
     const float *x = logits + m * E;
     double *p = probs64 + m * E;
-    double mx = -1.0 / 0.0;
+    double mx = NEG_INF_D;
     for (i64 e = 0; e < E; e++) mx = fmax(mx, (double)x[e]);
     double sum = 0.0;
     for (i64 e = 0; e < E; e++) {
@@ -67,7 +67,7 @@ extern "C" __global__ void moe_route_stats(double *partial, const double *probs6
   // lse recomputed in float64 from the logits (the stored lse is float32)
   double z = 0.0;
   for (i64 m = (i64)blockIdx.x * blockDim.x + threadIdx.x; m < M; m += (i64)gridDim.x * blockDim.x) {
-    double mx = -1.0 / 0.0;
+    double mx = NEG_INF_D;
     for (i64 e = 0; e < E; e++) mx = fmax(mx, (double)logits[m * E + e]);
     double s = 0.0;
     for (i64 e = 0; e < E; e++) s += exp((double)logits[m * E + e] - mx);

@@ -78,7 +78,7 @@ extern "C" __global__ void softmax_f32(float *out, const float *x, i64 R, i64 C)
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const float *xr = x + r * C;
-    double mx = -1.0 / 0.0;
+    double mx = NEG_INF_D;
     for (i64 c = threadIdx.x; c < C; c += blockDim.x) mx = fmax(mx, (double)xr[c]);
     mx = block_max_d(mx, sh);
     double s = 0.0;
@@ -154,7 +154,7 @@ extern "C" __global__ void cross_entropy_f32(float *loss, float *dlogits, int ha
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const float *xr = logits + r * V;
-    double mx = -1.0 / 0.0;
+    double mx = NEG_INF_D;
     for (i64 c = threadIdx.x; c < V; c += blockDim.x) mx = fmax(mx, (double)xr[c]);
     mx = block_max_d(mx, sh);
     double s = 0.0;
@@ -191,7 +191,7 @@ extern "C" __global__ void row_argmax_f32(int *out, const float *scores, const d
   __shared__ double sv[32];
   __shared__ long long si[32];
   for (i64 r = blockIdx.x; r < n; r += gridDim.x) {
-    double best = -1.0 / 0.0;
+    double best = NEG_INF_D;
     long long bi = -1;
     for (i64 v = threadIdx.x; v < V; v += blockDim.x) {
       const double s = (double)scores[r * V + v] - (useHalf ? half[v] : 0.0);

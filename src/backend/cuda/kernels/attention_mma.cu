@@ -1,0 +1,344 @@
+// Tensor-core sliding-window + global-token attention (SPEC section 2) for bfloat16 activations and
+// head sizes up to 64: the FlashAttention-2 algorithm of attention_tiled.cu (same tiles, same
+// ranges, the log-sum-exp saved, probabilities recomputed in the backward, dQ and dK/dV by two
+// kernels that each own their output rows: no atomics), with every product on the tensor cores
+// (mma.sync m16n8k16, bf16 operands, float32 accumulation). The probabilities and dS are rounded to
+// bf16 between the two products of each step, as FlashAttention does; row statistics stay float32.
+// attention_tiled.cu (float32 CUDA cores) is the slow twin these are tested against.
+//
+// A block is 4 warps; it owns a tile of 64 rows (queries for the forward and dQ, keys for dK/dV),
+// 16 per warp, and walks the tiles of the other side that its rows can see (at_ranges). Tiles sit
+// in shared memory as bf16 rows padded to AM_LD elements, which makes the fragment loads of the
+// mma free of bank conflicts. Fragment layout of m16n8k16 (PTX ISA): with g = lane / 4 and
+// t = lane % 4, A (16 x 16, row-major) holds rows g and g + 8, columns 2t, 2t + 1 and 2t + 8,
+// 2t + 9; B (16 x 8, column-major) holds rows 2t, 2t + 1 and 2t + 8, 2t + 9 of column g; the
+// accumulator holds rows g and g + 8, columns 2t and 2t + 1.
+
+#define AM_T 64
+#define AM_DH 64
+#define AM_LD (AM_DH + 8)
+#define AM_LOG2E 1.4426950408889634f
+#define AM_LN2 0.6931471805599453f
+
+// c += a b on the tensor cores (m16n8k16, bf16 x bf16 -> f32)
+__device__ __forceinline__ void am_mma(float *c, const u32 *a, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// two consecutive bf16 (a 4-byte aligned pair)
+__device__ __forceinline__ u32 am_ld2(const bf16_t *p) { return *(const u32 *)p; }
+
+// Rows [t0, t0 + AM_T) of one head's slice (column `col` of rows of `stride` elements) into a shared
+// tile; rows at or past `end` and columns at or past dh read as zero. 16-byte loads when the slice
+// is 16-byte aligned (dh a multiple of 8 and an aligned base), else element by element.
+__device__ __forceinline__ void am_load(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
+  if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
+    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += blockDim.x) {
+      const int row = idx / (AM_DH / 8), x = (idx % (AM_DH / 8)) * 8;
+      const int g = t0 + row;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (g < end && x < dh) v = *(const uint4 *)(src + (i64)g * stride + col + x);
+      *(uint4 *)(dst + row * AM_LD + x) = v;
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < AM_T * AM_DH; idx += blockDim.x) {
+      const int row = idx / AM_DH, x = idx % AM_DH;
+      const int g = t0 + row;
+      dst[row * AM_LD + x] = (g < end && x < dh) ? src[(i64)g * stride + col + x] : (bf16_t)0;
+    }
+  }
+}
+
+// A fragments (AM_DH / 16 of them) of the warp's 16 rows of a tile in shared memory.
+__device__ __forceinline__ void am_afrags(u32 f[AM_DH / 16][4], const bf16_t *tile, int warp, int g, int t) {
+#pragma unroll
+  for (int kk = 0; kk < AM_DH / 16; kk++) {
+    const bf16_t *p = tile + (warp * 16 + g) * AM_LD + kk * 16 + 2 * t;
+    f[kk][0] = am_ld2(p);
+    f[kk][1] = am_ld2(p + 8 * AM_LD);
+    f[kk][2] = am_ld2(p + 8);
+    f[kk][3] = am_ld2(p + 8 * AM_LD + 8);
+  }
+}
+
+// Shared-memory address of a generic pointer into shared memory (for ldmatrix).
+__device__ __forceinline__ u32 am_smem(const void *p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+// Four 8 x 8 bf16 matrices from shared memory, lanes 8m..8m+7 addressing the rows of matrix m;
+// lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with .trans (rows 2 (L % 4), + 1,
+// column L / 4): the B fragments of m16n8k16 straight from row-major tiles.
+__device__ __forceinline__ void am_ldsm4(u32 r[4], const bf16_t *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(am_smem(p)));
+}
+__device__ __forceinline__ void am_ldsm4t(u32 r[4], const bf16_t *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(am_smem(p)));
+}
+
+// s[nt] = A C^T over the 64 rows of tile C (n-tiles of 8 rows): the warp's 16 rows (fragments a)
+// against every row of C, contracted over the head dimension. One ldmatrix gives the B fragments of
+// two k-steps: lane L addresses row nt * 8 + L % 8, columns from kk * 16 + (L / 8) * 8.
+__device__ __forceinline__ void am_scores(float s[8][4], const u32 a[AM_DH / 16][4], const bf16_t *C, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < 8; nt++) {
+    s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < AM_DH / 16; kk += 2) {
+      u32 b[4];
+      am_ldsm4(b, C + (nt * 8 + (lane & 7)) * AM_LD + kk * 16 + (lane >> 3) * 8);
+      am_mma(s[nt], a[kk], b[0], b[1]);
+      am_mma(s[nt], a[kk + 1], b[2], b[3]);
+    }
+  }
+}
+
+// acc[nt] += P R over the 64 rows of tile R: P (the warp's 16 x 64 accumulator-layout values, as
+// bf16 A fragments) times R [64, AM_DH] (n-tiles of 8 head dimensions). One transposing ldmatrix
+// gives the B fragments of two n-tiles: lane L addresses row kk * 16 + ((L / 8) % 2) * 8 + L % 8,
+// columns from (nt + L / 16) * 8.
+__device__ __forceinline__ void am_accumulate(float acc[AM_DH / 8][4], const float p[8][4], const bf16_t *R, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    const u32 a[4] = {pack_bf2(p[2 * kk][0], p[2 * kk][1]), pack_bf2(p[2 * kk][2], p[2 * kk][3]), pack_bf2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                      pack_bf2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int nt = 0; nt < AM_DH / 8; nt += 2) {
+      u32 b[4];
+      am_ldsm4t(b, R + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * AM_LD + (nt + (lane >> 4)) * 8);
+      am_mma(acc[nt], a, b[0], b[1]);
+      am_mma(acc[nt + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Is every pair of a tile's rows [a0, a0 + 64) (all below S) and the other side's rows [b0, b0 + 64)
+// (all below bend) allowed? Then the tile needs no mask: full attention, either side wholly global,
+// or a dilation-1 window that covers the farthest pair. The pattern is symmetric in its two sides.
+__device__ __forceinline__ bool am_unmasked(int a0, int b0, int S, int bend, int G, int w, int r) {
+  if (a0 + AM_T > S || b0 + AM_T > bend) return false;
+  if (w < 0 || a0 + AM_T <= G || b0 + AM_T <= G) return true;
+  return a0 >= G && b0 >= G && r == 1 && max(b0 - a0, a0 - b0) + AM_T - 1 <= w;
+}
+
+// Stores the warp's 16 x AM_DH accumulator rows (row0 and row0 + 8 of this thread) times `mul`
+// (per row) into a bf16 matrix at column `col` of rows of `stride` elements.
+__device__ __forceinline__ void am_store(bf16_t *dst, const float acc[AM_DH / 8][4], i64 row0, i64 row1, bool ok0, bool ok1, float mul0, float mul1,
+                                         i64 stride, int col, int dh, int t) {
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) {
+    const int x = nt * 8 + 2 * t;
+    if (ok0) {
+      if (x < dh) dst[row0 * stride + col + x] = f2bf(acc[nt][0] * mul0);
+      if (x + 1 < dh) dst[row0 * stride + col + x + 1] = f2bf(acc[nt][1] * mul0);
+    }
+    if (ok1) {
+      if (x < dh) dst[row1 * stride + col + x] = f2bf(acc[nt][2] * mul1);
+      if (x + 1 < dh) dst[row1 * stride + col + x + 1] = f2bf(acc[nt][3] * mul1);
+    }
+  }
+}
+
+// Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
+// Grid: one block of 128 threads per (query tile, b h), tile fastest.
+extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+                                                                 float scale) {
+  __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tiles = (S + AM_T - 1) / AM_T;
+  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
+  const int d = H * dh;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
+  am_load(Qs, base, q0, S, stride, h * dh, dh);
+  __syncthreads();
+  u32 qf[AM_DH / 16][4];
+  am_afrags(qf, Qs, warp, g, t);
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+  const float sl2 = scale * AM_LOG2E;  // scores in log2 units: exp2 instead of exp
+  float o[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
+  int lo[2], hi[2];
+  const int nr = at_ranges(q0, q1, S, G, w, r, lo, hi);
+  for (int gi = 0; gi < nr; gi++) {
+    for (int k0 = lo[gi]; k0 < hi[gi]; k0 += AM_T) {
+      __syncthreads();  // the previous tile's readers are done
+      am_load(Ks, base, k0, hi[gi], stride, d + h * dh, dh);
+      am_load(Vs, base, k0, hi[gi], stride, 2 * d + h * dh, dh);
+      __syncthreads();
+      float s[8][4];
+      am_scores(s, qf, Ks, lane);
+      const bool all = am_unmasked(q0, k0, S, hi[gi], G, w, r);
+      float t0 = NEG_INF_F, t1 = NEG_INF_F;
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
+          const bool ok = all || (i < S && j < hi[gi] && at_allowed(i, j, G, w, r));
+          s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF_F;
+        }
+        t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
+        t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
+      }
+      // the 4 threads of a quad share rows g and g + 8
+      t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 1));
+      t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
+      t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
+      t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
+      const float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
+      // a row that has seen nothing yet keeps m = -inf and contributes zeros (no inf - inf)
+      const float a0 = n0 == NEG_INF_F ? 1.0f : exp2f(m0 - n0), a1 = n1 == NEG_INF_F ? 1.0f : exp2f(m1 - n1);
+      m0 = n0;
+      m1 = n1;
+      float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++) {
+        s[nt][0] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][0] - n0);
+        s[nt][1] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][1] - n0);
+        s[nt][2] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][2] - n1);
+        s[nt][3] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][3] - n1);
+        ps0 += s[nt][0] + s[nt][1];
+        ps1 += s[nt][2] + s[nt][3];
+      }
+      l0 = l0 * a0 + ps0;  // this thread's share of the row sum (the quad is summed at the end)
+      l1 = l1 * a1 + ps1;
+#pragma unroll
+      for (int nt = 0; nt < AM_DH / 8; nt++) {
+        o[nt][0] *= a0;
+        o[nt][1] *= a0;
+        o[nt][2] *= a1;
+        o[nt][3] *= a1;
+      }
+      am_accumulate(o, s, Vs, lane);
+    }
+  }
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+  am_store(out, o, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f / l0, 1.0f / l1, d, h * dh, dh, t);
+  if (t == 0) {
+    if (i0 < S) lse[(i64)bh * S + i0] = m0 * AM_LN2 + logf(l0);
+    if (i1 < S) lse[(i64)bh * S + i1] = m1 * AM_LN2 + logf(l1);
+  }
+}
+
+// dQ: dq_i = scale sum_j p_ij (dout_i . v_j - D_i) k_j over the keys row i sees (D from
+// attn_bwd_dot_f32). Same grid as the forward.
+extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
+                                                                    int S, int H, int dh, int G, int w, int r, float scale) {
+  __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Os[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tiles = (S + AM_T - 1) / AM_T;
+  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
+  const int d = H * dh;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
+  am_load(Qs, base, q0, S, stride, h * dh, dh);
+  am_load(Os, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
+  __syncthreads();
+  u32 qf[AM_DH / 16][4], of[AM_DH / 16][4];
+  am_afrags(qf, Qs, warp, g, t);
+  am_afrags(of, Os, warp, g, t);
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+  const float sl2 = scale * AM_LOG2E;
+  const float L0 = i0 < S ? lse[(i64)bh * S + i0] * AM_LOG2E : 0.0f, L1 = i1 < S ? lse[(i64)bh * S + i1] * AM_LOG2E : 0.0f;
+  const float D0 = i0 < S ? D[(i64)bh * S + i0] : 0.0f, D1 = i1 < S ? D[(i64)bh * S + i1] : 0.0f;
+  float dq[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
+  int lo[2], hi[2];
+  const int nr = at_ranges(q0, q1, S, G, w, r, lo, hi);
+  for (int gi = 0; gi < nr; gi++) {
+    for (int k0 = lo[gi]; k0 < hi[gi]; k0 += AM_T) {
+      __syncthreads();
+      am_load(Ks, base, k0, hi[gi], stride, d + h * dh, dh);
+      am_load(Vs, base, k0, hi[gi], stride, 2 * d + h * dh, dh);
+      __syncthreads();
+      float s[8][4], dp[8][4];
+      am_scores(s, qf, Ks, lane);
+      am_scores(dp, of, Vs, lane);
+      const bool all = am_unmasked(q0, k0, S, hi[gi], G, w, r);
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
+          const bool ok = all || (i < S && j < hi[gi] && at_allowed(i, j, G, w, r));
+          const float p = ok ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
+          s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;  // dS
+        }
+      }
+      am_accumulate(dq, s, Ks, lane);
+    }
+  }
+  am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
+}
+
+// dK, dV: dv_j = sum_i p_ij dout_i, dk_j = scale sum_i p_ij (dout_i . v_j - D_i) q_i over the query
+// rows that see key j. One block of 128 threads per (key tile, b h).
+extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
+                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
+  __shared__ __align__(16) bf16_t Ks[AM_T * AM_LD], Vs[AM_T * AM_LD], Qs[AM_T * AM_LD], Os[AM_T * AM_LD];
+  __shared__ float Ls[AM_T], Ds[AM_T];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tiles = (S + AM_T - 1) / AM_T;
+  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
+  const int d = H * dh;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  const bf16_t *obase = dout + (i64)b * S * d;
+  const int j0 = tile * AM_T, j1 = min(S, j0 + AM_T) - 1;
+  am_load(Ks, base, j0, S, stride, d + h * dh, dh);
+  am_load(Vs, base, j0, S, stride, 2 * d + h * dh, dh);
+  __syncthreads();
+  u32 kf[AM_DH / 16][4], vf[AM_DH / 16][4];
+  am_afrags(kf, Ks, warp, g, t);
+  am_afrags(vf, Vs, warp, g, t);
+  const int jr0 = j0 + warp * 16 + g, jr1 = jr0 + 8;  // this thread's key rows
+  const float sl2 = scale * AM_LOG2E;
+  float dk[AM_DH / 8][4], dv[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) dk[nt][0] = dk[nt][1] = dk[nt][2] = dk[nt][3] = dv[nt][0] = dv[nt][1] = dv[nt][2] = dv[nt][3] = 0.0f;
+  int lo[2], hi[2];
+  const int nr = at_ranges(j0, j1, S, G, w, r, lo, hi);
+  for (int gi = 0; gi < nr; gi++) {
+    for (int q0 = lo[gi]; q0 < hi[gi]; q0 += AM_T) {
+      __syncthreads();
+      am_load(Qs, base, q0, hi[gi], stride, h * dh, dh);
+      am_load(Os, obase, q0, hi[gi], d, h * dh, dh);
+      if (threadIdx.x < AM_T) {
+        const int i = q0 + threadIdx.x;
+        Ls[threadIdx.x] = i < hi[gi] ? lse[(i64)bh * S + i] * AM_LOG2E : 0.0f;
+        Ds[threadIdx.x] = i < hi[gi] ? D[(i64)bh * S + i] : 0.0f;
+      }
+      __syncthreads();
+      float s[8][4], dp[8][4];
+      am_scores(s, kf, Qs, lane);  // s^T: keys x queries
+      am_scores(dp, vf, Os, lane);
+      const bool all = am_unmasked(j0, q0, S, hi[gi], G, w, r);
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int qi = nt * 8 + 2 * t + (e & 1), i = q0 + qi, j = e < 2 ? jr0 : jr1;
+          const bool ok = all || (j < S && i < hi[gi] && at_allowed(i, j, G, w, r));
+          const float p = ok ? exp2f(s[nt][e] * sl2 - Ls[qi]) : 0.0f;
+          s[nt][e] = p;
+          dp[nt][e] = p * (dp[nt][e] - Ds[qi]) * scale;  // dS^T
+        }
+      }
+      am_accumulate(dv, s, Os, lane);
+      am_accumulate(dk, dp, Qs, lane);
+    }
+  }
+  am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
+  am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
+}
