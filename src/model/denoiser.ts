@@ -40,6 +40,8 @@ export interface MoeStats {
 }
 
 interface LayerCache {
+  /** Owns the layer's tensors (x is the previous layer's): the backward frees it when done with the layer. */
+  scope: Scope;
   x: Tensor; // block input [B, S, d]
   qkv: Tensor;
   att: Tensor;
@@ -58,8 +60,8 @@ interface LayerCache {
 }
 
 type FfnCache =
-  | { kind: 'dense'; pre: Tensor; act: Tensor }
-  | { kind: 'moe'; routing: MoeRouting; xs: Tensor; pre: Tensor; act: Tensor; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
+  | { kind: 'dense'; pre: Tensor }
+  | { kind: 'moe'; routing: MoeRouting; pre: Tensor; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
 
 /** Everything the backward needs from a forward. Dispose it after the backward. */
 export interface DenoiserCache {
@@ -225,31 +227,32 @@ export class Denoiser {
       const p = `layers.${i}`;
       const M = B * S;
       const x = h;
+      const ls = s.keep(new Scope()); // this layer's tensors (the backward frees them layer by layer)
       // attention
-      const qkv = s.keep(be.empty([B, S, 3 * d], ac));
+      const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
       be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
-      const att = s.keep(be.empty([B, S, d], ac));
-      const lse = s.keep(be.empty([B, c.heads, S], dt));
+      const att = ls.keep(be.empty([B, S, d], ac));
+      const lse = ls.keep(be.empty([B, c.heads, S], dt));
       be.attention(att, lse, qkv, spec);
-      const ao = this.linear(s, att, `${p}.attn.o`, M, d);
+      const ao = this.linear(ls, att, `${p}.attn.o`, M, d);
       const dropAttn = this.dropout(ao, opts, nextSite);
       const r1 = ao; // residual in place: r1 = x + drop(ao)
       be.axpby(r1, 1, x, 1, ao);
-      const h1 = s.keep(be.empty([B, S, d], ac));
-      const mean1 = s.keep(be.empty([M], dt));
-      const rstd1 = s.keep(be.empty([M], dt));
+      const h1 = ls.keep(be.empty([B, S, d], ac));
+      const mean1 = ls.keep(be.empty([M], dt));
+      const rstd1 = ls.keep(be.empty([M], dt));
       be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
       // feed-forward
-      const { out: fo, cache: ffn, stats } = this.ffnForward(s, h1, M, p, S);
+      const { out: fo, cache: ffn, stats } = this.ffnForward(ls, h1, M, p, S);
       if (stats) moe.push(stats);
       const dropFfn = this.dropout(fo, opts, nextSite);
       const r2 = fo;
       be.axpby(r2, 1, h1, 1, fo);
-      const h2 = s.keep(be.empty([B, S, d], ac));
-      const mean2 = s.keep(be.empty([M], dt));
-      const rstd2 = s.keep(be.empty([M], dt));
+      const h2 = ls.keep(be.empty([B, S, d], ac));
+      const mean2 = ls.keep(be.empty([M], dt));
+      const rstd2 = ls.keep(be.empty([M], dt));
       be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
-      layers.push({ x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn });
+      layers.push({ scope: ls, x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn });
       h = h2;
     }
 
@@ -278,11 +281,16 @@ export class Denoiser {
     const ac = this.act;
     const d = c.hidden;
     if (c.ffn.kind === 'dense') {
+      // the activation is not kept: the backward recomputes gelu(pre)
       const pre = s.keep(be.empty([M, 4 * d], ac));
-      const act = s.keep(be.empty([M, 4 * d], ac));
-      be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
-      const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
-      return { out, cache: { kind: 'dense', pre, act }, stats: null };
+      const act = be.empty([M, 4 * d], ac);
+      try {
+        be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
+        const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
+        return { out, cache: { kind: 'dense', pre }, stats: null };
+      } finally {
+        act.dispose();
+      }
     }
     const E = c.ffn.experts;
     const f = expertHidden(c);
@@ -296,13 +304,20 @@ export class Denoiser {
     });
     s.keep(routing);
     const A = routing.order.size;
-    const xs = s.keep(be.empty([A, d], ac));
-    be.moePermute(xs, h1, routing);
+    // the permuted input and the activation are not kept: the backward recomputes them (a gather and
+    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward
     const pre = s.keep(be.empty([A, f], ac));
-    const act = s.keep(be.empty([A, f], ac));
-    be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing.counts, { gelu: { pre } });
     const ys = s.keep(be.empty([A, d], ac));
-    be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing.counts);
+    const tmp = new Scope();
+    try {
+      const xs = tmp.keep(be.empty([A, d], ac));
+      be.moePermute(xs, h1, routing);
+      const act = tmp.keep(be.empty([A, f], ac));
+      be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing.counts, { gelu: { pre } });
+      be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing.counts);
+    } finally {
+      tmp.dispose();
+    }
     const out = s.keep(be.empty([M, d], ac));
     be.moeCombine(out, ys, routing, false);
     const shared: { pre: Tensor; act: Tensor }[] = [];
@@ -322,7 +337,7 @@ export class Denoiser {
     }
     return {
       out,
-      cache: { kind: 'moe', routing, xs, pre, act, ys, shared },
+      cache: { kind: 'moe', routing, pre, ys, shared },
       stats: { aux: routing.aux, z: routing.z, loadShare: routing.loadShare },
     };
   }
@@ -330,6 +345,7 @@ export class Denoiser {
   /**
    * Backward: given dL/dx0 [B, N, e] and the weights of the MoE terms in the loss (dL/daux and dL/dz
    * per MoE layer), accumulates parameter gradients and returns dL/dx_t [B, N, e] (caller disposes).
+   * It frees each layer's part of the cache once done with it: a cache serves one backward.
    */
   backward(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
     const be = this.be;
@@ -357,29 +373,41 @@ export class Denoiser {
 
       const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: G } as const;
       const seed = I.rngSeed;
+      // Layer by layer, each layer's temporaries in their own scope and its forward tensors freed
+      // when done, so the backward's peak is the forward's cache, not twice it. `carry` owns the
+      // gradient passed to the next (lower) layer.
+      let carry: Scope | null = null;
       for (let i = c.layers - 1; i >= 0; i--) {
         const p = `layers.${i}`;
         const L = I.layers[i]!;
-        // h2 = LN(r2); r2 = h1 + drop(ffn(h1))
-        const dr2 = s.keep(be.empty([B, S, d], ac));
-        be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
-        const dfo = s.keep(be.empty([M, d], ac));
-        if (L.dropFfn >= 0) be.dropoutBackward(dfo, dr2, c.dropout, seed, L.dropFfn);
-        else be.copy(dfo, dr2);
-        const dh1 = dr2; // residual: dh1 = dr2 + d(ffn input)
-        this.ffnBackward(s, L.ffn, dfo, L.h1, dh1, M, p, dAux, dZ);
-        // h1 = LN(r1); r1 = x + drop(attn(x))
-        const dr1 = s.keep(be.empty([B, S, d], ac));
-        be.layerNormBackward(dr1, P.grad(`${p}.attn_norm.weight`), P.grad(`${p}.attn_norm.bias`), dh1, L.r1, P.get(`${p}.attn_norm.weight`), L.mean1, L.rstd1, false);
-        const dao = s.keep(be.empty([M, d], ac));
-        if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
-        else be.copy(dao, dr1);
-        const datt = this.linearBackward(s, dao, L.att, this.p(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
-        const dqkv = s.keep(be.empty([B, S, 3 * d], ac));
-        be.attentionBackward(dqkv, s.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
-        const dx = dr1; // residual: dx = dr1 + dqkv Wqkv
-        this.linearBackward(s, dqkv, L.x, P.span(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, s.keep(be.view(dx, 0, [M, d])));
-        dh = dx;
+        const ls = new Scope();
+        try {
+          // h2 = LN(r2); r2 = h1 + drop(ffn(h1))
+          const dr2 = ls.keep(be.empty([B, S, d], ac));
+          be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
+          carry?.dispose(); // dh is consumed
+          const dfo = ls.keep(be.empty([M, d], ac));
+          if (L.dropFfn >= 0) be.dropoutBackward(dfo, dr2, c.dropout, seed, L.dropFfn);
+          else be.copy(dfo, dr2);
+          const dh1 = dr2; // residual: dh1 = dr2 + d(ffn input)
+          this.ffnBackward(ls, L.ffn, dfo, L.h1, dh1, M, p, dAux, dZ);
+          // h1 = LN(r1); r1 = x + drop(attn(x))
+          carry = s.keep(new Scope()); // in s too: freed on an error
+          const dr1 = carry.keep(be.empty([B, S, d], ac));
+          be.layerNormBackward(dr1, P.grad(`${p}.attn_norm.weight`), P.grad(`${p}.attn_norm.bias`), dh1, L.r1, P.get(`${p}.attn_norm.weight`), L.mean1, L.rstd1, false);
+          const dao = ls.keep(be.empty([M, d], ac));
+          if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
+          else be.copy(dao, dr1);
+          const datt = this.linearBackward(ls, dao, L.att, this.p(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
+          const dqkv = ls.keep(be.empty([B, S, 3 * d], ac));
+          be.attentionBackward(dqkv, ls.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
+          const dx = dr1; // residual: dx = dr1 + dqkv Wqkv
+          this.linearBackward(ls, dqkv, L.x, P.span(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, ls.keep(be.view(dx, 0, [M, d])));
+          dh = dx;
+        } finally {
+          ls.dispose();
+          L.scope.dispose();
+        }
       }
 
       // globals and the input stage
@@ -423,7 +451,10 @@ export class Denoiser {
     const d = c.hidden;
     const dh1flat = s.keep(be.view(dh1, 0, [M, d]));
     if (f.kind === 'dense') {
-      const dact = this.linearBackward(s, dfo, f.act, this.p(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.bias`), M, 4 * d, d, true)!;
+      const act = s.keep(be.empty([M, 4 * d], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
+      be.activation(act, f.pre, 'gelu');
+      const dact = this.linearBackward(s, dfo, act, this.p(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.bias`), M, 4 * d, d, true)!;
+      act.dispose();
       be.activationBackward(dact, dact, f.pre, 'gelu', false);
       this.linearBackward(s, dact, h1, this.p(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.bias`), M, d, 4 * d, true, dh1flat);
       return;
@@ -449,11 +480,17 @@ export class Denoiser {
     const dys = s.keep(be.empty([A, d], ac));
     const dgates = s.keep(be.empty([M, r.topK], dt));
     be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
+    const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
+    be.activation(act, f.pre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
-    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, f.act, this.p(`${p}.ffn.experts.fc2.weight`), r.counts);
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.p(`${p}.ffn.experts.fc2.weight`), r.counts);
+    act.dispose();
     be.activationBackward(dact, dact, f.pre, 'gelu', false);
+    const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
+    be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));
-    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, f.xs, this.p(`${p}.ffn.experts.fc1.weight`), r.counts);
+    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, xs, this.p(`${p}.ffn.experts.fc1.weight`), r.counts);
+    xs.dispose();
     be.moePermuteBackward(dh1flat, dxs, r, true);
     // router
     const dlogits = s.keep(be.empty([M, E], dt));

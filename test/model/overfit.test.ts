@@ -99,3 +99,35 @@ test('activation memory: sliding attention doubles with seqLen; full attention s
   }
   be.close();
 });
+
+test('training memory: the backward frees each layer as it goes, so a step peaks near the forward cache, not twice it', () => {
+  const be = new CpuBackend({ threads: 1 });
+  const N = 256;
+  for (const ffn of [{ kind: 'moe' as const, experts: 2, topK: 2 }, { kind: 'dense' as const }]) {
+    const cfg = presetConfig('tiny', {
+      vocabSize: 64, embDim: 8, hidden: 32, layers: 6, heads: 2, maxLen: N, seqLen: N, globalTokens: 2,
+      dropout: 0, diffusionSteps: 100, attention: { kind: 'sliding', window: 8 }, ffn,
+    });
+    const model = Model.init(cfg, be, 1);
+    model.params.zeroGrads();
+    const ids = new Int32Array(N).map((_, i) => 3 + (i % 60));
+    const mask = new Int32Array(N).map((_, i) => (i >= 4 ? 1 : 0));
+    const batch = { inputIds: ids, inputMask: mask, batch: 1, seqLen: N };
+    const noise = drawNoise(cfg, model.alphaBar, batch, new UniformSampler(100), new PhiloxStream(1));
+    const before = be.memory().liveBytes;
+    // what the forward keeps for the backward
+    const xt = be.fromArray(noise.eps, [1, N, cfg.embDim]);
+    const cache = model.denoiser.forward(xt, noise.t, { train: true });
+    const kept = be.memory().liveBytes - before - xt.size * 4;
+    cache.dispose();
+    xt.dispose();
+    be.resetPeak();
+    diffusionLoss(model, batch, noise, { train: true, backward: true });
+    const step = be.memory().peakBytes - before;
+    assert.equal(be.memory().liveBytes, before, 'the step frees everything it allocated');
+    // the loss adds its own inputs and head; the backward adds one layer's temporaries at a time
+    assert.ok(step < 1.4 * kept, `${ffn.kind}: step peak ${step} bytes against a forward cache of ${kept} (x${(step / kept).toFixed(2)})`);
+    model.dispose();
+  }
+  be.close();
+});
