@@ -720,6 +720,19 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * A float32 weight as the operand of products that run in bf16 anyway (any bf16 operand or output,
+   * or the bf16 matmul option): rounded once, whole, into scratch, so that the per-expert GEMMs of a
+   * grouped product do not each round their slice again (878 conversion launches in a base step).
+   * Otherwise the weight itself. `free` returns the scratch.
+   */
+  private weightOperand(w: CudaTensor, bf16Product: boolean): { ptr: number; dtype: DType; free: () => void } {
+    if (w.dtype === 'bfloat16' || !(bf16Product || this.matmulPrecision === 'bfloat16') || w.size === 0) return { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
+    const t = this.scratch(w.size * 2);
+    this.launchN('convert_float', w.size, [A(t.ptr), A(w.ptr), L(w.size), I(1)]); // bit 0: the destination is bf16
+    return { ptr: t.ptr, dtype: 'bfloat16', free: t.free };
+  }
+
+  /**
    * rows x N block at address c (of `dtype`, and `pre` with it): += bias (a float32 address, or 0);
    * GELU with the pre-activation saved at `pre` (or 0).
    */
@@ -1161,16 +1174,21 @@ export class CudaBackend implements Backend {
     const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
     // cuBLAS calls per expert, its rows cut into shapes that recur (see shapeChunks); the epilogue
     // once per expert
-    let row = 0;
-    for (let e = 0; e < E; e++) {
-      const n = counts[e]!;
-      for (const [r0, m] of shapeChunks(n)) {
-        const at = row + r0;
-        // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
-        this.gemm({ transA: false, transB: true, M: m, N, K, a: x.ptr + at * K * ES(x), lda: K, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: o.ptr + at * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, w.dtype, o.dtype);
+    const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
+    try {
+      let row = 0;
+      for (let e = 0; e < E; e++) {
+        const n = counts[e]!;
+        for (const [r0, m] of shapeChunks(n)) {
+          const at = row + r0;
+          // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
+          this.gemm({ transA: false, transB: true, M: m, N, K, a: x.ptr + at * K * ES(x), lda: K, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: o.ptr + at * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, wo.dtype, o.dtype);
+        }
+        if (n > 0 && (b || pre)) this.biasAct(o.ptr + row * N * ES(o), n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * ES(o) : 0, o.dtype);
+        row += n;
       }
-      if (n > 0 && (b || pre)) this.biasAct(o.ptr + row * N * ES(o), n, N, b ? b.ptr + e * N * 4 : 0, pre ? pre.ptr + row * N * ES(o) : 0, o.dtype);
-      row += n;
+    } finally {
+      wo.free();
     }
   }
   groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void {
@@ -1190,18 +1208,24 @@ export class CudaBackend implements Backend {
     const gw = cu(op, dweight);
     const gx = dxs ? cu(op, dxs) : null;
     const gb = dbias ? cu(op, dbias) : null;
-    let row = 0;
-    for (let e = 0; e < E; e++) {
-      const n = counts[e]!;
-      for (const [r0, m] of shapeChunks(n)) {
-        const at = row + r0;
-        // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
-        if (gx) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: w.ptr + e * N * K * ES(w), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, w.dtype, gx.dtype);
-        // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
-        this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+    // the weight is only an operand of dxs
+    const wo = gx ? this.weightOperand(w, g.dtype === 'bfloat16' || gx.dtype === 'bfloat16') : { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
+    try {
+      let row = 0;
+      for (let e = 0; e < E; e++) {
+        const n = counts[e]!;
+        for (const [r0, m] of shapeChunks(n)) {
+          const at = row + r0;
+          // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
+          if (gx) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
+          // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
+          this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+        }
+        if (n > 0 && gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
+        row += n;
       }
-      if (n > 0 && gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
-      row += n;
+    } finally {
+      wo.free();
     }
   }
 
