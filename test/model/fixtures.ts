@@ -42,8 +42,8 @@ export function microBatch(cfg: ModelConfig, B: number, N: number, seed = 5): Lo
   return { inputIds: ids, inputMask: mask, batch: B, seqLen: N };
 }
 
-/** Fixed noise, with t = 0 for the first example (the E[w] target) and replacements where allowed. */
-export function microNoise(cfg: ModelConfig, batch: LossBatch, seed = 6): LossNoise {
+/** Fixed noise, with t = 0 for the first example (the E[w] target) and replacements where allowed; the normals as values. */
+export function microNoise(cfg: ModelConfig, batch: LossBatch, seed = 6): LossNoise & { eps0: Float64Array; eps: Float64Array } {
   const { batch: B, seqLen: N } = batch;
   const rng = new PhiloxStream(seed);
   const t = Array.from({ length: B }, (_, b) => (b === 0 ? 0 : 1 + rng.int(cfg.diffusionSteps - 1)));

@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CpuBackend } from '../../src/backend/cpu/backend.js';
-import { diffusionLoss } from '../../src/diffusion/loss.js';
+import { PhiloxStream } from '../../src/backend/philox.js';
+import { diffusionLoss, drawNoise, isNormalDraw } from '../../src/diffusion/loss.js';
+import { UniformSampler } from '../../src/diffusion/timestep.js';
 import type { ConfigOverrides } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
 import { microBatch, microConfig, microNoise } from './fixtures.js';
@@ -56,4 +58,35 @@ test('loss gradient: capacity factor, dilation, lossMask all, no global tokens',
 });
 test('loss gradient: bias balancing, cosine schedule, top-1 of one expert', () => {
   check({ schedule: 'cosine', ffn: { balance: 'bias', experts: 1, topK: 1 } }, 'bias');
+});
+
+test('noise by reference: drawNoise leaves the normals as stream ranges, and the loss draws them to the same values', () => {
+  for (const dtype of ['float32', 'float64'] as const) {
+    const cfg = microConfig({});
+    const model = Model.init(cfg, be, 3, dtype);
+    const batch = microBatch(cfg, 3, cfg.seqLen);
+    const byRef = drawNoise(cfg, model.alphaBar, batch, new UniformSampler(cfg.diffusionSteps), new PhiloxStream(11, 8));
+    assert.ok(isNormalDraw(byRef.eps0) && isNormalDraw(byRef.eps), 'drawNoise returns ranges');
+    // the same draw as values: what rng.normal() gives for the same counters
+    const rng = new PhiloxStream(11, 8);
+    new UniformSampler(cfg.diffusionSteps).sample(3, rng);
+    const n = 3 * cfg.seqLen * cfg.embDim;
+    const byValue = { ...byRef, eps0: rng.normal(n), eps: rng.normal(n) };
+    const run = (noise: typeof byRef) => {
+      model.params.zeroGrads();
+      const r = diffusionLoss(model, batch, noise, { train: true, backward: true });
+      return { loss: r.terms.total, grads: be.toArray(model.params.grads) };
+    };
+    const a = run(byRef);
+    const b = run(byValue);
+    assert.equal(a.loss, b.loss, `${dtype}: the loss is the same to the bit`);
+    assert.deepEqual(a.grads, b.grads, `${dtype}: the gradients are the same to the bit`);
+    model.dispose();
+  }
+  const cfg = microConfig({});
+  const model = Model.init(cfg, be, 3);
+  const batch = microBatch(cfg, 1, cfg.seqLen);
+  const bad = { ...microNoise(cfg, batch), eps: { seed: -1, offset: 0 } };
+  assert.throws(() => diffusionLoss(model, batch, bad, { train: false, backward: false }), /eps: seed and offset must be non-negative/);
+  model.dispose();
 });
