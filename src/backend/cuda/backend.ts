@@ -71,6 +71,13 @@ export interface CudaBackendOptions {
    * slow twin of `tiled`). Default: MOE_DIFFUSEQ_ATTENTION=tiled or rows selects those.
    */
   attention?: AttentionKernels;
+  /**
+   * The MoE's grouped products on bf16 activations: `cublas` (default: one cuBLAS call per expert
+   * and row chunk) or `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, the
+   * forward's bias + GELU fused; the weight gradient stays on cuBLAS). Default:
+   * MOE_DIFFUSEQ_GROUPED=mma selects mma. Not yet the default: written without a GPU at hand.
+   */
+  grouped?: 'cublas' | 'mma';
 }
 
 /** The attention kernel families of the CUDA backend (see CudaBackendOptions.attention). */
@@ -130,6 +137,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dkdv_tiled128_f32',
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
+  'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16'],
 };
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
@@ -220,6 +228,8 @@ export class CudaBackend implements Backend {
   readonly matmulPrecision: 'float32' | 'bfloat16';
   /** Which attention kernels run (see CudaBackendOptions.attention). */
   readonly attentionKernel: AttentionKernels;
+  /** Which grouped products run (see CudaBackendOptions.grouped). */
+  readonly groupedKernel: 'cublas' | 'mma';
   private readonly sharedOptin: number;
   /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
   private readonly sharedAllowed = new Map<string, number>();
@@ -242,6 +252,7 @@ export class CudaBackend implements Backend {
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' ? envAttention : 'mma');
+    this.groupedKernel = opts.grouped ?? (process.env['MOE_DIFFUSEQ_GROUPED'] === 'mma' ? 'mma' : 'cublas');
     this.driver = Driver.get();
     // the libraries first: a missing one is reported before any device state is created
     this.nvrtc = Nvrtc.get();
@@ -277,7 +288,7 @@ export class CudaBackend implements Backend {
   }
 
   describe(): string {
-    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
+    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.groupedKernel === 'mma' ? ', mma grouped products' : ''}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -733,6 +744,36 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Whether grouped_gemm.cu serves a grouped product of activations `a` (bf16) and the bf16 weight
+   * operand, with output width `nOut` and reduction `kRed`: the mma option, sizes multiples of 8,
+   * 16-byte aligned bases.
+   */
+  private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
+    return this.groupedKernel === 'mma' && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
+  }
+  /**
+   * One launch of a grouped_gemm.cu kernel: C (rows grouped by expert as `counts` says) = A times
+   * each expert's weight; the experts' row offsets go to the device on the stream (no wait).
+   */
+  private groupedGemm(kernel: string, c: number, a: number, w: number, counts: readonly number[], kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
+    const E = counts.length;
+    const off = new Int32Array(E + 1);
+    let tiles = 0;
+    for (let e = 0; e < E; e++) {
+      off[e + 1] = off[e]! + counts[e]!;
+      tiles += Math.ceil(counts[e]! / 128);
+    }
+    if (tiles === 0 || nOut === 0) return;
+    const offs = this.scratch((E + 1) * 4);
+    try {
+      this.driver.memcpyHtoDAsync(offs.ptr, off, off.byteLength, this.stream);
+      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
+    } finally {
+      offs.free();
+    }
+  }
+
+  /**
    * rows x N block at address c (of `dtype`, and `pre` with it): += bias (a float32 address, or 0);
    * GELU with the pre-activation saved at `pre` (or 0).
    */
@@ -1176,6 +1217,11 @@ export class CudaBackend implements Backend {
     // once per expert
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
+      if (this.groupedMma(x, wo, N, K)) {
+        const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
+        this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, counts, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
+        return;
+      }
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
@@ -1211,13 +1257,16 @@ export class CudaBackend implements Backend {
     // the weight is only an operand of dxs
     const wo = gx ? this.weightOperand(w, g.dtype === 'bfloat16' || gx.dtype === 'bfloat16') : { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
     try {
+      // dxs = dout W_e for every expert in one launch; the weight gradient below then skips it
+      const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N);
+      if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, counts, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
         for (const [r0, m] of shapeChunks(n)) {
           const at = row + r0;
           // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
-          if (gx) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
+          if (gx && !oneLaunch) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
           // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
           this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
         }

@@ -112,6 +112,7 @@ export class Driver {
       'int cuMemFree_v2(uint64_t dptr)',
       'int cuMemGetInfo_v2(_Out_ size_t *free, _Out_ size_t *total)',
       'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
+      'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
       'int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)',
       'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
       'int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t count, void *stream)',
@@ -237,6 +238,13 @@ export class Driver {
   /** Synchronous host-to-device copy (ordered after earlier work on blocking streams). */
   memcpyHtoD(dst: number, src: ArrayBufferView, bytes: number): void {
     this.call('cuMemcpyHtoD_v2', dst, src, bytes);
+  }
+  /**
+   * Host-to-device copy ordered on `stream`. From pageable memory (a typed array) the driver stages
+   * the bytes before it returns, without waiting for the device: the source may be reused at once.
+   */
+  memcpyHtoDAsync(dst: number, src: ArrayBufferView, bytes: number, stream: bigint | null): void {
+    this.call('cuMemcpyHtoDAsync_v2', dst, src, bytes, stream);
   }
   /** Synchronous device-to-host copy (waits for earlier work on blocking streams). */
   memcpyDtoH(dst: ArrayBufferView, src: number, bytes: number): void {
