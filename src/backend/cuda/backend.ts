@@ -73,8 +73,8 @@ export interface CudaBackendOptions {
   attention?: AttentionKernels;
   /**
    * The MoE's grouped products on bf16 activations: `cublas` (default: one cuBLAS call per expert
-   * and row chunk) or `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, the
-   * forward's bias + GELU fused; the weight gradient stays on cuBLAS). Default:
+   * and row chunk) or `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, for
+   * the forward with its bias + GELU, the input gradient, and the weight + bias gradient). Default:
    * MOE_DIFFUSEQ_GROUPED=mma selects mma. Not yet the default: written without a GPU at hand.
    */
   grouped?: 'cublas' | 'mma';
@@ -137,7 +137,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dkdv_tiled128_f32',
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
-  'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16'],
+  'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
 };
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
@@ -751,23 +751,24 @@ export class CudaBackend implements Backend {
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
     return this.groupedKernel === 'mma' && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
   }
+  /** The experts' row offsets [E + 1] on the device, copied on the stream (no wait); free after use. */
+  private expertOffsets(counts: readonly number[]): { ptr: number; free: () => void } {
+    const off = new Int32Array(counts.length + 1);
+    for (let e = 0; e < counts.length; e++) off[e + 1] = off[e]! + counts[e]!;
+    const d = this.scratch(off.byteLength);
+    this.driver.memcpyHtoDAsync(d.ptr, off, off.byteLength, this.stream);
+    return d;
+  }
   /**
-   * One launch of a grouped_gemm.cu kernel: C (rows grouped by expert as `counts` says) = A times
-   * each expert's weight; the experts' row offsets go to the device on the stream (no wait).
+   * One launch of grouped_gemm.cu's NT or NN kernel: C (rows grouped by expert as `counts` says) =
+   * A times each expert's weight, with the epilogue `flags` ask for.
    */
   private groupedGemm(kernel: string, c: number, a: number, w: number, counts: readonly number[], kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
-    const E = counts.length;
-    const off = new Int32Array(E + 1);
-    let tiles = 0;
-    for (let e = 0; e < E; e++) {
-      off[e + 1] = off[e]! + counts[e]!;
-      tiles += Math.ceil(counts[e]! / 128);
-    }
+    const tiles = counts.reduce((t, n) => t + Math.ceil(n / 128), 0);
     if (tiles === 0 || nOut === 0) return;
-    const offs = this.scratch((E + 1) * 4);
+    const offs = this.expertOffsets(counts);
     try {
-      this.driver.memcpyHtoDAsync(offs.ptr, off, off.byteLength, this.stream);
-      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
+      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(counts.length), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
     } finally {
       offs.free();
     }
@@ -1257,9 +1258,19 @@ export class CudaBackend implements Backend {
     // the weight is only an operand of dxs
     const wo = gx ? this.weightOperand(w, g.dtype === 'bfloat16' || gx.dtype === 'bfloat16') : { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
     try {
-      // dxs = dout W_e for every expert in one launch; the weight gradient below then skips it
+      // with the mma option, dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
+      // the per-expert loop below does what they do not
       const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N);
       if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, counts, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
+      const oneLaunchDw = this.groupedKernel === 'mma' && g.dtype === 'bfloat16' && x.dtype === 'bfloat16' && gw.dtype === 'float32' && N % 8 === 0 && K % 8 === 0 && g.ptr % 16 === 0 && x.ptr % 16 === 0;
+      if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
+        const offs = this.expertOffsets(counts);
+        try {
+          this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)]);
+        } finally {
+          offs.free();
+        }
+      }
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
@@ -1268,9 +1279,9 @@ export class CudaBackend implements Backend {
           // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
           if (gx && !oneLaunch) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
           // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
-          this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+          if (!oneLaunchDw) this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
         }
-        if (n > 0 && gb) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
+        if (n > 0 && gb && !oneLaunchDw) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
         row += n;
       }
     } finally {

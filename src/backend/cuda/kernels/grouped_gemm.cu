@@ -177,3 +177,87 @@ extern "C" __global__ void __launch_bounds__(256) grouped_gemm_nn_bf16(void *C, 
                                                                       const float *bias, void *pre, int flags) {
   gg_body<true>(C, A, W, off, E, Kr, Nc, bias, pre, flags);
 }
+
+// The weight gradient of every expert in one launch (TN): dW_e [Nm, Kn] += G_e^T X_e, where G_e and
+// X_e are expert e's rows of G [rows, Nm] and X [rows, Kn] (bf16, row-major), and with dB the bias
+// gradient dB_e [Nm] += the column sums of G_e (float32 sums, from the tiles already in shared
+// memory). dW and dB are float32 [E, Nm, Kn] and [E, Nm]. Block (e, m tile, n tile) owns a 128 x 128
+// tile of dW_e (no atomics) and walks the expert's rows 32 at a time: both operands sit in shared
+// memory k-major ([32 rows][128 columns]) and reach the tensor cores through transposing ldmatrix.
+extern "C" __global__ void __launch_bounds__(256) grouped_gemm_tn_bf16(float *dW, float *dB, const bf16_t *G, const bf16_t *X, const int *off, int E, int Nm,
+                                                                      int Kn) {
+  __shared__ __align__(16) bf16_t As[2][GG_BK * GG_LDB], Bs[2][GG_BK * GG_LDB];
+  const int tilesM = (Nm + GG_BM - 1) / GG_BM, tilesN = (Kn + GG_BN - 1) / GG_BN;
+  const int e = blockIdx.x / (tilesM * tilesN), t = blockIdx.x % (tilesM * tilesN);
+  if (e >= E) return;
+  const int m0 = (t / tilesN) * GG_BM, n0 = (t % tilesN) * GG_BN;
+  const int rows = off[e + 1] - off[e];
+  if (rows <= 0) return;
+  const bf16_t *Ge = G + (i64)off[e] * Nm, *Xe = X + (i64)off[e] * Kn;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+  const bool sums = dB != nullptr && n0 == 0;  // the first column tile also sums the bias gradient
+  float bsum = 0.0f;                            // column m0 + threadIdx.x of G_e (threads < 128)
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+  const int steps = (rows + GG_BK - 1) / GG_BK;
+  auto load = [&](int stage, int r0) {
+    gg_load_cols(As[stage], Ge, r0, rows, m0, Nm, Nm);
+    gg_load_cols(Bs[stage], Xe, r0, rows, n0, Kn, Kn);
+  };
+  load(0, 0);
+  gg_commit();
+  for (int s = 0; s < steps; s++) {
+    if (s + 1 < steps) load((s + 1) & 1, (s + 1) * GG_BK);
+    gg_commit();
+    gg_wait1();
+    __syncthreads();
+    const bf16_t *as = As[s & 1], *bs = Bs[s & 1];
+    if (sums && threadIdx.x < GG_BM) {
+      // rows past the expert's end were loaded as zeros
+#pragma unroll 8
+      for (int k = 0; k < GG_BK; k++) bsum += bf2f(as[k * GG_LDB + threadIdx.x]);
+    }
+#pragma unroll
+    for (int kk = 0; kk < GG_BK; kk += 16) {
+      u32 a[4][4], b[4][2];
+      // A = G_e^T: element (m, k) sits at as[k][m]; the transposing ldmatrix of the 8 x 8 blocks
+      // (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) gives a0..a3
+#pragma unroll
+      for (int mi = 0; mi < 4; mi++) gg_ldsm4t(a[mi], as + (kk + (lane & 7) + (lane >> 4) * 8) * GG_LDB + wm + mi * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+      for (int nj = 0; nj < 4; nj += 2) {
+        u32 r[4];
+        gg_ldsm4t(r, bs + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * GG_LDB + wn + nj * 8 + (lane >> 4) * 8);
+        b[nj][0] = r[0];
+        b[nj][1] = r[1];
+        b[nj + 1][0] = r[2];
+        b[nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+        for (int nj = 0; nj < 4; nj++) gg_mma(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
+    }
+    __syncthreads();
+  }
+  float *We = dW + (i64)e * Nm * Kn;
+#pragma unroll
+  for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int m = m0 + wm + mi * 16 + g + h * 8;
+      if (m >= Nm) continue;
+#pragma unroll
+      for (int nj = 0; nj < 4; nj++) {
+        const int n = n0 + wn + nj * 8 + 2 * tq;
+        if (n >= Kn) continue;  // Kn is even
+        We[(i64)m * Kn + n] += acc[mi][nj][2 * h];
+        We[(i64)m * Kn + n + 1] += acc[mi][nj][2 * h + 1];
+      }
+    }
+  if (sums && threadIdx.x < GG_BM && m0 + (int)threadIdx.x < Nm) dB[(i64)e * Nm + m0 + threadIdx.x] += bsum;
+}
