@@ -102,7 +102,11 @@ export interface MoeRouting {
   readonly order: Tensor;
   /** For each assignment m k + r, its row in expert order, or -1 if dropped (int32 [M k]). */
   readonly slot: Tensor;
-  /** Kept assignments per expert (host numbers; offsets of the grouped matmul). */
+  /**
+   * Kept assignments per expert (host numbers; offsets of the grouped matmul). This and the loss
+   * statistics below may be read back from the device on first use (the GPU's routing without a
+   * capacity factor), so that a forward that never reads them never waits for the device.
+   */
   readonly counts: readonly number[];
   /** Assignments per expert before capacity drops, as a share of M k (f_i of the balance loss). */
   readonly loadShare: readonly number[];
@@ -111,6 +115,17 @@ export interface MoeRouting {
   /** Router z-loss mean_m lse_m^2. */
   readonly z: number;
   dispose(): void;
+}
+
+/** How the rows of a grouped product split among the experts: counts per expert, or a routing. */
+export type ExpertGroups = readonly number[] | MoeRouting;
+
+/** The counts per expert of {@link ExpertGroups} (a routing's `counts`). */
+export function countsOf(groups: ExpertGroups): readonly number[] {
+  return isCountArray(groups) ? groups : groups.counts;
+}
+function isCountArray(groups: ExpertGroups): groups is readonly number[] {
+  return Array.isArray(groups);
 }
 
 /** Options of {@link Backend.adamw}. */
@@ -249,10 +264,12 @@ export interface Backend {
   /**
    * Grouped matmul: rows of xs [A, K] in consecutive groups of `counts[e]` rows go through expert e:
    * out[rows of e] = xs[rows of e] W[e]^T (+ bias[e]), W [E, N, K], bias [E, N] (PyTorch layout).
+   * `groups` is the counts, or the routing that made xs (a GPU backend may then use the counts
+   * where they are, on the device, without reading them back).
    */
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, counts: readonly number[], opts?: { gelu?: { pre: Tensor } }): void;
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: { gelu?: { pre: Tensor } }): void;
   /** Its backward: dxs = dout W[e]; dW[e] += dout^T xs; dbias[e] += column sums. */
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void;
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void;
 
   // ---- diffusion -----------------------------------------------------------------------------
   /**

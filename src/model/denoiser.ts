@@ -313,8 +313,8 @@ export class Denoiser {
       const xs = tmp.keep(be.empty([A, d], ac));
       be.moePermute(xs, h1, routing);
       const act = tmp.keep(be.empty([A, f], ac));
-      be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing.counts, { gelu: { pre } });
-      be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing.counts);
+      be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre } });
+      be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
     } finally {
       tmp.dispose();
     }
@@ -338,7 +338,8 @@ export class Denoiser {
     return {
       out,
       cache: { kind: 'moe', routing, pre, ys, shared },
-      stats: { aux: routing.aux, z: routing.z, loadShare: routing.loadShare },
+      // the routing itself: its statistics may be read back from the device only when asked for
+      stats: routing,
     };
   }
 
@@ -483,13 +484,13 @@ export class Denoiser {
     const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
     be.activation(act, f.pre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
-    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.p(`${p}.ffn.experts.fc2.weight`), r.counts);
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.p(`${p}.ffn.experts.fc2.weight`), r);
     act.dispose();
     be.activationBackward(dact, dact, f.pre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));
-    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, xs, this.p(`${p}.ffn.experts.fc1.weight`), r.counts);
+    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, xs, this.p(`${p}.ffn.experts.fc1.weight`), r);
     xs.dispose();
     be.moePermuteBackward(dh1flat, dxs, r, true);
     // router

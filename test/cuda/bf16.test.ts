@@ -302,6 +302,32 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
         assert.ok(err <= 1e-2, `grouped mma vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
       }
     }
+    // with the routing itself (no capacity factor): the experts' offsets stay on the device and
+    // the grid covers the most tiles the rows can make; the same numbers as with the host counts
+    const [M, E, k, K, N] = [333, 5, 2, 64, 96];
+    const logits = mma.fromArray(randn(M * E, 2), [M, E]);
+    const routing = mma.moeRoute(logits, { topK: k, seqLen: M });
+    const A = routing.order.size;
+    const x = mma.fromArray(randn(M * K), [M, K], 'bfloat16');
+    const xs = mma.empty([A, K], 'bfloat16');
+    mma.moePermute(xs, x, routing);
+    const w = mma.fromArray(randn(E * N * K, 0.2), [E, N, K]);
+    const bias = mma.fromArray(randn(E * N, 0.1), [E, N]);
+    const outs = [0, 1].map(() => ({ y: mma.empty([A, N], 'bfloat16'), pre: mma.empty([A, N], 'bfloat16'), dx: mma.empty([A, K], 'bfloat16'), dw: mma.zeros([E, N, K]), db: mma.zeros([E, N]) }));
+    mma.groupedMatmul(outs[0]!.y, xs, w, bias, routing, { gelu: { pre: outs[0]!.pre } });
+    mma.groupedMatmulBackward(outs[0]!.dx, outs[0]!.dw, outs[0]!.db, outs[0]!.y, xs, w, routing);
+    const counts = [...routing.counts];
+    assert.equal(counts.reduce((a, b) => a + b, 0), M * k, 'dropless: every assignment kept');
+    mma.groupedMatmul(outs[1]!.y, xs, w, bias, counts, { gelu: { pre: outs[1]!.pre } });
+    mma.groupedMatmulBackward(outs[1]!.dx, outs[1]!.dw, outs[1]!.db, outs[1]!.y, xs, w, counts);
+    for (const key of ['y', 'pre', 'dx', 'dw', 'db'] as const) {
+      const a = mma.toArray(outs[0]![key]);
+      const b = mma.toArray(outs[1]![key]);
+      assert.deepEqual([...a], [...b], `grouped mma with the routing vs its counts: ${key} identical`);
+    }
+    for (const o of outs) Object.values(o).forEach((t) => t.dispose());
+    [logits, x, xs, w, bias].forEach((t) => t.dispose());
+    routing.dispose();
   } finally {
     mma.close();
   }

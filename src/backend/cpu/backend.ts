@@ -6,12 +6,14 @@
 import { DTypeError, IndexError, ShapeError } from '../../errors.js';
 import {
   bytesOf,
+  countsOf,
   sizeOf,
   type Activation,
   type AdamWOptions,
   type AttentionSpec,
   type Backend,
   type DType,
+  type ExpertGroups,
   type MatmulOptions,
   type MemoryStats,
   type MoeRouteOptions,
@@ -819,8 +821,9 @@ export class CpuBackend implements Backend {
         gg[m * k + r] = dot;
       }
   }
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, counts: readonly number[], opts: { gelu?: { pre: Tensor } } = {}): void {
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: { gelu?: { pre: Tensor } } = {}): void {
     const op = 'groupedMatmul';
+    const counts = countsOf(groups);
     const dtype = sameFloat(op, out, xs, weight, bias, opts.gelu?.pre);
     const [E, N, K] = groupedShape(op, weight, counts);
     const A = counts.reduce((a, b) => a + b, 0);
@@ -844,8 +847,9 @@ export class CpuBackend implements Backend {
       row += n;
     }
   }
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void {
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void {
     const op = 'groupedMatmulBackward';
+    const counts = countsOf(groups);
     const dtype = sameFloat(op, dxs, dweight, dbias, dout, xs, weight);
     const [E, N, K] = groupedShape(op, weight, counts);
     const A = counts.reduce((a, b) => a + b, 0);

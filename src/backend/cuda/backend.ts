@@ -24,12 +24,14 @@
 import { DTypeError, DeviceError, IndexError, ShapeError } from '../../errors.js';
 import {
   bytesOf,
+  countsOf,
   sizeOf,
   type Activation,
   type AdamWOptions,
   type AttentionSpec,
   type Backend,
   type DType,
+  type ExpertGroups,
   type MatmulOptions,
   type MemoryStats,
   type MoeRouteOptions,
@@ -760,18 +762,37 @@ export class CudaBackend implements Backend {
     return d;
   }
   /**
-   * One launch of grouped_gemm.cu's NT or NN kernel: C (rows grouped by expert as `counts` says) =
-   * A times each expert's weight, with the epilogue `flags` ask for.
+   * One launch of grouped_gemm.cu's NT or NN kernel: C (A's `rows` rows grouped by expert) = A
+   * times each expert's weight, with the epilogue `flags` ask for. The experts' offsets: `onDevice`
+   * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
+   * the host counts (with the exact grid).
    */
-  private groupedGemm(kernel: string, c: number, a: number, w: number, counts: readonly number[], kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
-    const tiles = counts.reduce((t, n) => t + Math.ceil(n / 128), 0);
-    if (tiles === 0 || nOut === 0) return;
-    const offs = this.expertOffsets(counts);
+  private groupedGemm(kernel: string, c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
+    if (rows === 0 || nOut === 0) return;
+    const counts = onDevice ? null : countsOf(groups);
+    const tiles = counts ? counts.reduce((t, n) => t + Math.ceil(n / 128), 0) : Math.ceil(rows / 128) + E;
+    const offs = onDevice ? { ptr: onDevice, free: () => undefined } : this.expertOffsets(counts!);
     try {
-      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(counts.length), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
+      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
     } finally {
       offs.free();
     }
+  }
+  /**
+   * The shape of a grouped product and how its rows split: [E, N, K] from the weight, the rows A,
+   * and the device address of the experts' offsets when `groups` is a routing that has them (then
+   * the counts are not read: reading them would wait for the device).
+   */
+  private groups(op: string, weight: Tensor, groups: ExpertGroups): { E: number; N: number; K: number; Acount: number; onDevice: number } {
+    if (weight.shape.length !== 3) throw new ShapeError(op, 'weight must be [E, N, K]', [weight.shape]);
+    const [E, N, K] = weight.shape as [number, number, number];
+    if (groups instanceof CudaRouting && groups.offsets !== 0) {
+      if (groups.experts !== E) throw new ShapeError(op, `the routing has ${groups.experts} experts, the weight ${E}`, [weight.shape]);
+      return { E, N, K, Acount: groups.order.size, onDevice: groups.offsets };
+    }
+    const counts = countsOf(groups);
+    groupedShape(op, weight, counts);
+    return { E, N, K, Acount: counts.reduce((a, b) => a + b, 0), onDevice: 0 };
   }
 
   /**
@@ -1072,6 +1093,14 @@ export class CudaBackend implements Backend {
       scratch.push(b);
       return b.ptr;
     };
+    // device memory the routing keeps until it is disposed (the lazily read statistics)
+    const retained: { free: () => void }[] = [];
+    const retain = (bytes: number): number => {
+      const b = this.scratch(bytes);
+      retained.push(b);
+      return b.ptr;
+    };
+    const dropless = opts.capacityFactor === undefined;
     try {
       const nA = M * k;
       const probs = mk([M, E], 'float32');
@@ -1083,11 +1112,11 @@ export class CudaBackend implements Backend {
       const kept = tmp(nA * 4);
       const probs64 = tmp(M * E * 8);
       const statBlocks = Math.max(1, Math.min(Math.ceil(M / BLOCK), 64));
-      const partial = tmp(statBlocks * (2 * E + 1) * 8);
+      const partial = dropless ? retain(statBlocks * (2 * E + 1) * 8) : tmp(statBlocks * (2 * E + 1) * 8);
       const chunks = Math.ceil(nA / BLOCK);
       const chunkCounts = tmp(Math.max(chunks, 1) * E * 4);
       const chunkOffsets = tmp(Math.max(chunks, 1) * E * 4);
-      const totals = tmp(E * 4);
+      const totals = dropless ? retain(E * 4) : tmp(E * 4);
       const bias = opts.selectionBias ? cu(op, opts.selectionBias) : null;
       // softmax + top-k per token, the loss statistics per block, capacity drops per sequence
       this.launchN('moe_route_topk_f32', M, [P(probs), P(lse), P(expertIndex), P(gates), P(gateNorm), A(kept), A(probs64), P(lg), P(bias), B(!!bias), L(M), L(E), L(k)]);
@@ -1099,41 +1128,45 @@ export class CudaBackend implements Backend {
       // the expert order (a stable counting sort by expert); its size comes back to the host
       this.launch('moe_order_count', chunks, BLOCK, [A(chunkCounts), P(expertIndex), A(kept), L(nA), L(E)], E * 4);
       this.launch('moe_order_scan', 1, Math.min(1024, Math.max(32, E)), [A(chunkOffsets), A(totals), A(chunkCounts), L(chunks), L(E)]);
-      const part = new Float64Array(statBlocks * (2 * E + 1));
-      const tot = new Int32Array(E);
-      if (M > 0) {
-        this.driver.memcpyDtoH(part, partial, part.byteLength);
-        this.driver.memcpyDtoH(tot, totals, tot.byteLength);
-      }
-      const meanP = new Array<number>(E).fill(0);
-      const assigned = new Array<number>(E).fill(0);
-      let z = 0;
-      for (let b = 0; b < statBlocks; b++) {
-        const o = b * (2 * E + 1);
-        for (let e = 0; e < E; e++) {
-          meanP[e]! += part[o + e]!;
-          assigned[e]! += part[o + E + e]!;
+      // the loss statistics and counts: read back now when the capacity decides the order's size,
+      // else on first use (a forward that never reads them never waits for the device)
+      const read = () => {
+        const part = new Float64Array(statBlocks * (2 * E + 1));
+        const tot = new Int32Array(E);
+        if (M > 0) {
+          this.driver.memcpyDtoH(part, partial, part.byteLength);
+          this.driver.memcpyDtoH(tot, totals, tot.byteLength);
         }
-        z += part[o + 2 * E]!;
-      }
-      // an empty batch has no share, no balance loss and no z-loss
-      const loadShare = assigned.map((c) => (M > 0 ? c / nA : 0));
-      let aux = 0;
-      if (M > 0) {
-        for (let e = 0; e < E; e++) aux += loadShare[e]! * (meanP[e]! / M);
-        aux *= E;
-      }
-      const counts = Array.from(tot);
-      const order = mk([counts.reduce((x, y) => x + y, 0)], 'int32');
-      this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
-      return {
-        tokens: M, experts: E, topK: k,
-        probs, lse, expertIndex, gates, gateNorm, order, slot,
-        counts, loadShare, aux, z: M > 0 ? z / M : 0,
-        dispose: () => made.forEach((t) => t.dispose()),
+        return routeStats(part, tot, M, E, nA, statBlocks);
       };
+      if (!dropless) {
+        const st = read();
+        const order = mk([st.counts.reduce((x, y) => x + y, 0)], 'int32');
+        this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
+        return new CudaRouting(M, E, k, probs, lse, expertIndex, gates, gateNorm, order, slot, 0, () => st, () => made.forEach((t) => t.dispose()));
+      }
+      // dropless: every assignment is kept, the order has M k rows; the experts' row offsets stay on
+      // the device for the grouped products (the first chunk's offsets, then the total)
+      const order = mk([nA], 'int32');
+      this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
+      const offsets = retain((E + 1) * 4);
+      if (M > 0) this.driver.memcpyDtoDAsync(offsets, chunkOffsets, E * 4, this.stream);
+      else this.driver.memsetD32Async(offsets, 0, E, this.stream);
+      this.driver.memcpyHtoDAsync(offsets + E * 4, Int32Array.of(nA), 4, this.stream);
+      let st: RouteStats | null = null;
+      let released = false;
+      return new CudaRouting(M, E, k, probs, lse, expertIndex, gates, gateNorm, order, slot, offsets, () => {
+        if (released) throw new DeviceError('moeRoute: the routing was disposed before its counts were read');
+        return (st ??= read());
+      }, () => {
+        if (released) return;
+        released = true;
+        made.forEach((t) => t.dispose());
+        retained.forEach((b) => b.free());
+      });
     } catch (e) {
       made.forEach((t) => t.dispose());
+      retained.forEach((b) => b.free());
       throw e;
     } finally {
       scratch.forEach((b) => b.free());
@@ -1198,13 +1231,12 @@ export class CudaBackend implements Backend {
       P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), BFM(dys, dy, ys),
     ]);
   }
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, counts: readonly number[], opts: { gelu?: { pre: Tensor } } = {}): void {
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: { gelu?: { pre: Tensor } } = {}): void {
     const op = 'groupedMatmul';
     floats(op, out, xs, weight);
     if (bias) expectDtype(op, 'bias', bias, 'float32');
     if (opts.gelu && opts.gelu.pre.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${opts.gelu.pre.dtype}`);
-    const [E, N, K] = groupedShape(op, weight, counts);
-    const Acount = counts.reduce((a, b) => a + b, 0);
+    const { E, N, K, Acount, onDevice } = this.groups(op, weight, groups);
     expectSize(op, 'xs', xs, Acount * K);
     expectSize(op, 'out', out, Acount * N);
     if (bias) expectSize(op, 'bias', bias, E * N);
@@ -1214,15 +1246,17 @@ export class CudaBackend implements Backend {
     const o = cu(op, out);
     const b = bias ? cu(op, bias) : null;
     const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
-    // cuBLAS calls per expert, its rows cut into shapes that recur (see shapeChunks); the epilogue
-    // once per expert
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
+      // the mma option: every expert in one launch, the epilogue fused
       if (this.groupedMma(x, wo, N, K)) {
         const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
-        this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, counts, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
+        this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }
+      // else cuBLAS calls per expert, its rows cut into shapes that recur (see shapeChunks), and the
+      // epilogue once per expert
+      const counts = countsOf(groups);
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
@@ -1238,12 +1272,11 @@ export class CudaBackend implements Backend {
       wo.free();
     }
   }
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, counts: readonly number[]): void {
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void {
     const op = 'groupedMatmulBackward';
     floats(op, dxs, dout, xs, weight);
     sameFloat(op, dweight, dbias);
-    const [E, N, K] = groupedShape(op, weight, counts);
-    const Acount = counts.reduce((a, b) => a + b, 0);
+    const { E, N, K, Acount, onDevice } = this.groups(op, weight, groups);
     expectSize(op, 'dout', dout, Acount * N);
     expectSize(op, 'xs', xs, Acount * K);
     if (dxs) expectSize(op, 'dxs', dxs, Acount * K);
@@ -1261,16 +1294,18 @@ export class CudaBackend implements Backend {
       // with the mma option, dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
       // the per-expert loop below does what they do not
       const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N);
-      if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, counts, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
+      if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       const oneLaunchDw = this.groupedKernel === 'mma' && g.dtype === 'bfloat16' && x.dtype === 'bfloat16' && gw.dtype === 'float32' && N % 8 === 0 && K % 8 === 0 && g.ptr % 16 === 0 && x.ptr % 16 === 0;
       if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
-        const offs = this.expertOffsets(counts);
+        const offs = onDevice ? { ptr: onDevice, free: () => undefined } : this.expertOffsets(countsOf(groups));
         try {
           this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)]);
         } finally {
           offs.free();
         }
       }
+      if ((oneLaunch || !gx) && oneLaunchDw) return;
+      const counts = countsOf(groups);
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
@@ -1382,6 +1417,79 @@ function actKind(kind: Activation): number {
 function matrixShape(op: string, name: string, t: Tensor): [number, number] {
   if (t.shape.length !== 2) throw new ShapeError(op, `${name} must be a matrix`, [t.shape]);
   return [t.shape[0]!, t.shape[1]!];
+}
+
+/** A routing's host numbers: kept assignments per expert and the loss statistics. */
+interface RouteStats {
+  counts: number[];
+  loadShare: number[];
+  aux: number;
+  z: number;
+}
+
+/**
+ * The routing's statistics from the device's per-block partial sums (`part`: per block, E sums of
+ * the probabilities, E assignment counts, the z-loss sum) and the kept counts per expert (`tot`).
+ */
+function routeStats(part: Float64Array, tot: Int32Array, M: number, E: number, nA: number, statBlocks: number): RouteStats {
+  const meanP = new Array<number>(E).fill(0);
+  const assigned = new Array<number>(E).fill(0);
+  let z = 0;
+  for (let b = 0; b < statBlocks; b++) {
+    const o = b * (2 * E + 1);
+    for (let e = 0; e < E; e++) {
+      meanP[e]! += part[o + e]!;
+      assigned[e]! += part[o + E + e]!;
+    }
+    z += part[o + 2 * E]!;
+  }
+  // an empty batch has no share, no balance loss and no z-loss
+  const loadShare = assigned.map((c) => (M > 0 ? c / nA : 0));
+  let aux = 0;
+  if (M > 0) {
+    for (let e = 0; e < E; e++) aux += loadShare[e]! * (meanP[e]! / M);
+    aux *= E;
+  }
+  return { counts: Array.from(tot), loadShare, aux, z: M > 0 ? z / M : 0 };
+}
+
+/**
+ * The CUDA backend's routing: its tensors, the experts' row offsets on the device (`offsets`, E + 1
+ * int32, or 0 when the routing has none: with a capacity factor), and the host numbers from
+ * `stats()`, which may read them back on first use.
+ */
+export class CudaRouting implements MoeRouting {
+  constructor(
+    readonly tokens: number,
+    readonly experts: number,
+    readonly topK: number,
+    readonly probs: Tensor,
+    readonly lse: Tensor,
+    readonly expertIndex: Tensor,
+    readonly gates: Tensor,
+    readonly gateNorm: Tensor,
+    readonly order: Tensor,
+    readonly slot: Tensor,
+    /** Device address of the experts' row offsets [E + 1] (int32), or 0. */
+    readonly offsets: number,
+    private readonly stats: () => RouteStats,
+    private readonly release: () => void,
+  ) {}
+  get counts(): readonly number[] {
+    return this.stats().counts;
+  }
+  get loadShare(): readonly number[] {
+    return this.stats().loadShare;
+  }
+  get aux(): number {
+    return this.stats().aux;
+  }
+  get z(): number {
+    return this.stats().z;
+  }
+  dispose(): void {
+    this.release();
+  }
 }
 
 function groupedShape(op: string, weight: Tensor, counts: readonly number[]): [number, number, number] {
