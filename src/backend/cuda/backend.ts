@@ -461,7 +461,9 @@ export class CudaBackend implements Backend {
         host[i] = v;
       }
     } else host = data instanceof Float32Array ? data : Float32Array.from(data);
-    if (c.size) this.driver.memcpyHtoD(c.ptr, host, host.byteLength);
+    // ordered on the stream without waiting for the device (the driver stages the host bytes before
+    // it returns): a synchronous copy would drain the queue, once per denoiser call in sampling
+    if (c.size) this.driver.memcpyHtoDAsync(c.ptr, host, host.byteLength, this.stream);
   }
   view(t: Tensor, offset: number, shape: readonly number[]): Tensor {
     const c = cu('view', t);
@@ -1180,7 +1182,7 @@ export class CudaBackend implements Backend {
     expectSize(op, 'dgates', dgates, M * k);
     const share = this.scratch(E * 8);
     try {
-      if (E) this.driver.memcpyHtoD(share.ptr, Float64Array.from(routing.loadShare), E * 8);
+      if (E) this.driver.memcpyHtoDAsync(share.ptr, Float64Array.from(routing.loadShare), E * 8, this.stream);
       this.launchN('moe_route_backward_f32', M, [
         P(cu(op, dlogits)), P(cu(op, routing.probs)), P(cu(op, routing.lse)), P(cu(op, routing.expertIndex)), P(cu(op, routing.gates)),
         P(cu(op, routing.gateNorm)), A(share.ptr), P(cu(op, dgates)), D(dAux), D(dZ), L(M), L(E), L(k),
