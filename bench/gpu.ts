@@ -8,8 +8,9 @@
  *     backend's allocator counter: parameters, gradients, AdamW state and activations), and with
  *     `long` (sliding-window configs) 64k and 128k tokens: the longest that trains on an 80 GB card;
  *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16;
- *   - `--items ops`: the hot operations of a base step timed alone against their FLOP counts;
- *     `kernels`: every kernel and cuBLAS call of one base step, synchronised and timed by name;
+ *   - `--items ops`: the hot operations of a base step timed alone against their FLOP counts (with
+ *     the default kernels and with the experimental grouped GEMM); `kernels` / `kernels-sample`:
+ *     every kernel and cuBLAS call of one base step / sampling run, synchronised and timed by name;
  *     `profile` / `profile-sample`: one training step / sampling run with every backend call
  *     synchronised and timed, by op (where the time goes, host work included).
  * The model runs at --precision (auto: bf16 on the GPU; float32 to measure the float32 path).
@@ -312,6 +313,31 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   for (const t of [x, wqkv, qkv, xs, w1, w2, b1, h, pre, dw, dxs, qkv2, out, lse, dqkv, dev]) t.dispose();
 }
 
+/**
+ * `--items kernels` / `kernels-sample`: every kernel launch and cuBLAS call of `work` (after a
+ * warm-up run) synchronised and timed by name on a fresh CUDA backend, slowest first.
+ */
+function kernelProfile(cfg: ModelConfig, label: string, make: (model: Model) => { run: () => void; dispose: () => void }, log: (s: string) => void): void {
+  const times = new Map<string, [number, number]>();
+  const kb = new CudaBackend({ launchTimes: times });
+  const model = modelOf(cfg, kb);
+  const work = make(model);
+  work.run();
+  times.clear();
+  const t0 = performance.now();
+  work.run();
+  kb.synchronize();
+  const total = performance.now() - t0;
+  const all = [...times.entries()].sort((a, b) => b[1][0] - a[1][0]);
+  const sum = all.reduce((a, [, [ms]]) => a + ms, 0);
+  const calls = all.reduce((a, [, [, n]]) => a + n, 0);
+  log(`${label} (each synchronised): ${total.toFixed(1)} ms, kernels ${sum.toFixed(1)} ms in ${calls} launches`);
+  for (const [k, [ms, n]] of all.slice(0, 40)) log(`  ${k.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+  work.dispose();
+  model.dispose();
+  kb.close();
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -327,26 +353,29 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const precision = resolvePrecision(arg('precision', 'auto'), be);
   log(`device: ${be.describe()}; precision ${precision}`);
-  if (items.includes('ops')) opsTable(be, log);
-  if (items.includes('kernels')) {
-    // every kernel and cuBLAS call of one base training step, synchronised and timed alone
-    const times = new Map<string, [number, number]>();
-    const kb = new CudaBackend({ launchTimes: times });
+  if (items.includes('ops')) {
+    opsTable(be, log);
+    // the experimental one-launch grouped GEMM beside the default
+    const mma = new CudaBackend({ grouped: 'mma' });
+    log('with grouped: mma');
+    opsTable(mma, log);
+    mma.close();
+  }
+  if (items.includes('kernels') || items.includes('kernels-sample')) {
     const cfg = config(configs[0]!, 2048);
-    const model = modelOf(cfg, kb);
-    const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
-    step.run();
-    times.clear();
-    const t0 = performance.now();
-    step.run();
-    const total = performance.now() - t0;
-    const all = [...times.entries()].sort((a, b) => b[1][0] - a[1][0]);
-    const sum = all.reduce((a, [, [ms]]) => a + ms, 0);
-    log(`${configs[0]} kernels of one training step 16x2048 (each synchronised): step ${total.toFixed(1)} ms, kernels ${sum.toFixed(1)} ms`);
-    for (const [k, [ms, n]] of all.slice(0, 40)) log(`  ${k.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
-    step.dispose();
-    model.dispose();
-    kb.close();
+    if (items.includes('kernels')) {
+      kernelProfile(cfg, `${configs[0]} kernels of one training step 16x2048`, (model) => {
+        const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
+        return { run: () => void step.run(), dispose: () => step.dispose() };
+      }, log);
+    }
+    if (items.includes('kernels-sample')) {
+      const batch = batchOf(cfg, 1, 2048, 2);
+      kernelProfile(cfg, `${configs[0]} kernels of sampling 1x2048, 10 denoiser calls`, (model) => ({
+        run: () => void sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 }),
+        dispose: () => undefined,
+      }), log);
+    }
   }
   for (const name of configs) {
     if (items.includes('profile')) {
