@@ -73,6 +73,27 @@ __device__ __forceinline__ void gg_load_cols(bf16_t *dst, const bf16_t *src, int
   }
 }
 
+// The B fragments of four n8 tiles (columns wn .. wn + 31) for the k16 step at row kk of a k-major
+// shared tile [GG_BK][GG_LDB] (transposing ldmatrix: blocks (k 0-7, n 0-7), (k 8-15, n 0-7), then
+// the next 8 columns), and the 4 x 4 products of the warp's A fragments with them.
+__device__ __forceinline__ void gg_bfrags_kmajor(u32 b[4][2], const bf16_t *bs, int kk, int wn, int lane) {
+#pragma unroll
+  for (int nj = 0; nj < 4; nj += 2) {
+    u32 r[4];
+    gg_ldsm4t(r, bs + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * GG_LDB + wn + nj * 8 + (lane >> 4) * 8);
+    b[nj][0] = r[0];
+    b[nj][1] = r[1];
+    b[nj + 1][0] = r[2];
+    b[nj + 1][1] = r[3];
+  }
+}
+__device__ __forceinline__ void gg_mma_4x4(float acc[4][4][4], const u32 a[4][4], const u32 b[4][2]) {
+#pragma unroll
+  for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+    for (int nj = 0; nj < 4; nj++) gg_mma(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
+}
+
 template <bool NN>
 __device__ void gg_body(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags) {
   __shared__ __align__(16) bf16_t As[2][GG_BM * GG_LDA];
@@ -115,20 +136,20 @@ __device__ void gg_body(void *C, const bf16_t *A, const bf16_t *W, const int *of
       u32 a[4][4], b[4][2];
 #pragma unroll
       for (int mi = 0; mi < 4; mi++) gg_ldsm4(a[mi], as + (wm + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * GG_LDA + kk + (lane >> 4) * 8);
+      if (NN) gg_bfrags_kmajor(b, bs, kk, wn, lane);
+      else {
+        // the NT weight tile is n-major [GG_BN][GG_LDA]: blocks (n 0-7, k 0-7), (n 0-7, k 8-15), ...
 #pragma unroll
-      for (int nj = 0; nj < 4; nj += 2) {
-        u32 r[4];
-        if (NN) gg_ldsm4t(r, bs + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * GG_LDB + wn + nj * 8 + (lane >> 4) * 8);
-        else gg_ldsm4(r, bs + (wn + nj * 8 + (lane & 7) + (lane >> 4) * 8) * GG_LDA + kk + ((lane >> 3) & 1) * 8);
-        b[nj][0] = r[0];
-        b[nj][1] = r[1];
-        b[nj + 1][0] = r[2];
-        b[nj + 1][1] = r[3];
+        for (int nj = 0; nj < 4; nj += 2) {
+          u32 r[4];
+          gg_ldsm4(r, bs + (wn + nj * 8 + (lane & 7) + (lane >> 4) * 8) * GG_LDA + kk + ((lane >> 3) & 1) * 8);
+          b[nj][0] = r[0];
+          b[nj][1] = r[1];
+          b[nj + 1][0] = r[2];
+          b[nj + 1][1] = r[3];
+        }
       }
-#pragma unroll
-      for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int nj = 0; nj < 4; nj++) gg_mma(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
+      gg_mma_4x4(acc, a, b);
     }
     __syncthreads();  // this stage's readers are done before it is loaded again
   }
@@ -228,19 +249,8 @@ extern "C" __global__ void __launch_bounds__(256) grouped_gemm_tn_bf16(float *dW
       // (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) gives a0..a3
 #pragma unroll
       for (int mi = 0; mi < 4; mi++) gg_ldsm4t(a[mi], as + (kk + (lane & 7) + (lane >> 4) * 8) * GG_LDB + wm + mi * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-      for (int nj = 0; nj < 4; nj += 2) {
-        u32 r[4];
-        gg_ldsm4t(r, bs + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * GG_LDB + wn + nj * 8 + (lane >> 4) * 8);
-        b[nj][0] = r[0];
-        b[nj][1] = r[1];
-        b[nj + 1][0] = r[2];
-        b[nj + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int nj = 0; nj < 4; nj++) gg_mma(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
+      gg_bfrags_kmajor(b, bs, kk, wn, lane);
+      gg_mma_4x4(acc, a, b);
     }
     __syncthreads();
   }
