@@ -5,7 +5,7 @@ import { CpuBackend } from '../../src/backend/cpu/backend.js';
 import { PhiloxStream } from '../../src/backend/philox.js';
 import { diffusionLoss, drawNoise, type LossBatch } from '../../src/diffusion/loss.js';
 import { UniformSampler } from '../../src/diffusion/timestep.js';
-import { presetConfig } from '../../src/model/config.js';
+import { presetConfig, type ConfigOverrides } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
 
 test('300 AdamW steps on 4 fixed pairs: loss below a tenth of its start, x0_hat rounds to the targets', () => {
@@ -71,19 +71,22 @@ test('300 AdamW steps on 4 fixed pairs: loss below a tenth of its start, x0_hat 
   be.close();
 });
 
+/** A small model over one sequence of N tokens (zeroed gradients), its batch and its noise, for the memory tests. */
+function memoryCase(be: CpuBackend, N: number, over: ConfigOverrides) {
+  const cfg = presetConfig('tiny', { vocabSize: 64, embDim: 8, heads: 2, seqLen: N, globalTokens: 2, dropout: 0, diffusionSteps: 100, ...over });
+  const model = Model.init(cfg, be, 1);
+  model.params.zeroGrads();
+  const ids = new Int32Array(N).map((_, i) => 3 + (i % 60));
+  const mask = new Int32Array(N).map((_, i) => (i >= 4 ? 1 : 0));
+  const batch = { inputIds: ids, inputMask: mask, batch: 1, seqLen: N };
+  const noise = drawNoise(cfg, model.alphaBar, batch, new UniformSampler(100), new PhiloxStream(1));
+  return { cfg, model, batch, noise };
+}
+
 test('activation memory: sliding attention doubles with seqLen; full attention stays linear too (fused)', () => {
   const be = new CpuBackend({ threads: 1 });
   const peak = (kind: 'sliding' | 'full', N: number) => {
-    const cfg = presetConfig('tiny', {
-      vocabSize: 64, embDim: 8, hidden: 16, layers: 2, heads: 2, maxLen: 2048, seqLen: N, globalTokens: 2,
-      dropout: 0, diffusionSteps: 100, attention: { kind, window: 8 }, ffn: { experts: 2, topK: 1 },
-    });
-    const model = Model.init(cfg, be, 1);
-    model.params.zeroGrads();
-    const ids = new Int32Array(N).map((_, i) => 3 + (i % 60));
-    const mask = new Int32Array(N).map((_, i) => (i >= 4 ? 1 : 0));
-    const batch = { inputIds: ids, inputMask: mask, batch: 1, seqLen: N };
-    const noise = drawNoise(cfg, model.alphaBar, batch, new UniformSampler(100), new PhiloxStream(1));
+    const { model, batch, noise } = memoryCase(be, N, { hidden: 16, layers: 2, maxLen: 2048, attention: { kind, window: 8 }, ffn: { experts: 2, topK: 1 } });
     be.resetPeak();
     const before = be.memory().liveBytes;
     diffusionLoss(model, batch, noise, { train: false, backward: true });
@@ -104,16 +107,7 @@ test('training memory: the backward frees each layer as it goes, so a step peaks
   const be = new CpuBackend({ threads: 1 });
   const N = 256;
   for (const ffn of [{ kind: 'moe' as const, experts: 2, topK: 2 }, { kind: 'dense' as const }]) {
-    const cfg = presetConfig('tiny', {
-      vocabSize: 64, embDim: 8, hidden: 32, layers: 6, heads: 2, maxLen: N, seqLen: N, globalTokens: 2,
-      dropout: 0, diffusionSteps: 100, attention: { kind: 'sliding', window: 8 }, ffn,
-    });
-    const model = Model.init(cfg, be, 1);
-    model.params.zeroGrads();
-    const ids = new Int32Array(N).map((_, i) => 3 + (i % 60));
-    const mask = new Int32Array(N).map((_, i) => (i >= 4 ? 1 : 0));
-    const batch = { inputIds: ids, inputMask: mask, batch: 1, seqLen: N };
-    const noise = drawNoise(cfg, model.alphaBar, batch, new UniformSampler(100), new PhiloxStream(1));
+    const { cfg, model, batch, noise } = memoryCase(be, N, { hidden: 32, layers: 6, maxLen: N, attention: { kind: 'sliding', window: 8 }, ffn });
     const before = be.memory().liveBytes;
     // what the forward keeps for the backward
     const xt = be.empty([1, N, cfg.embDim]);
