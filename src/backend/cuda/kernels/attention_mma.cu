@@ -141,18 +141,39 @@ __device__ __forceinline__ void am_store(bf16_t *dst, const float acc[AM_DH / 8]
   }
 }
 
+// Where a thread is: its warp, its lane's place in the fragment layout (g = lane / 4, t = lane % 4),
+// its block's tile of 64 rows (first r0, last r1) and (batch, head), and the qkv row stride.
+struct AmPlace {
+  int warp, lane, g, t, r0, r1, bh, b, h, d;
+  i64 stride;
+};
+__device__ __forceinline__ AmPlace am_place(int S, int H, int dh) {
+  AmPlace p;
+  p.warp = threadIdx.x >> 5;
+  p.lane = threadIdx.x & 31;
+  p.g = p.lane >> 2;
+  p.t = p.lane & 3;
+  const int tiles = (S + AM_T - 1) / AM_T;
+  const int tile = blockIdx.x % tiles;
+  p.bh = blockIdx.x / tiles;
+  p.b = p.bh / H;
+  p.h = p.bh % H;
+  p.d = H * dh;
+  p.stride = 3 * (i64)p.d;
+  p.r0 = tile * AM_T;
+  p.r1 = min(S, p.r0 + AM_T) - 1;
+  return p;
+}
+
 // Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
 // Grid: one block of 128 threads per (query tile, b h), tile fastest.
 extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
                                                                  float scale) {
   __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int tiles = (S + AM_T - 1) / AM_T;
-  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
-  const int d = H * dh;
-  const i64 stride = 3 * (i64)d;
+  const AmPlace P = am_place(S, H, dh);
+  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
+  const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
-  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
   am_load(Qs, base, q0, S, stride, h * dh, dh);
   __syncthreads();
   u32 qf[AM_DH / 16][4];
@@ -234,13 +255,10 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, fl
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
                                                                     int S, int H, int dh, int G, int w, int r, float scale) {
   __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Os[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int tiles = (S + AM_T - 1) / AM_T;
-  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
-  const int d = H * dh;
-  const i64 stride = 3 * (i64)d;
+  const AmPlace P = am_place(S, H, dh);
+  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
+  const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
-  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
   am_load(Qs, base, q0, S, stride, h * dh, dh);
   am_load(Os, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
   __syncthreads();
@@ -288,14 +306,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
                                                                       const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
   __shared__ __align__(16) bf16_t Ks[AM_T * AM_LD], Vs[AM_T * AM_LD], Qs[AM_T * AM_LD], Os[AM_T * AM_LD];
   __shared__ float Ls[AM_T], Ds[AM_T];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int tiles = (S + AM_T - 1) / AM_T;
-  const int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles, b = bh / H, h = bh % H;
-  const int d = H * dh;
-  const i64 stride = 3 * (i64)d;
+  const AmPlace P = am_place(S, H, dh);
+  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, j0 = P.r0, j1 = P.r1;
+  const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
   const bf16_t *obase = dout + (i64)b * S * d;
-  const int j0 = tile * AM_T, j1 = min(S, j0 + AM_T) - 1;
   am_load(Ks, base, j0, S, stride, d + h * dh, dh);
   am_load(Vs, base, j0, S, stride, 2 * d + h * dh, dh);
   __syncthreads();
