@@ -6,7 +6,8 @@
  *     the step is drawn once and reused, as the peer's timing loop reuses its batch);
  *   - peak memory of one training step with one sequence of 2k, 4k, 8k, 16k and 32k tokens (the
  *     backend's allocator counter: parameters, gradients, AdamW state and activations), and with
- *     `long` (sliding-window configs) 64k and 128k tokens: the longest that trains on an 80 GB card;
+ *     `long` (sliding-window configs) 64k and 128k tokens, with and without activation
+ *     recomputation: the longest that trains on an 80 GB card;
  *   - sampling latency of one 2048-token document with 10 denoiser calls, and of a batch of 16;
  *   - `--items ops`: the hot operations of a base step timed alone against their FLOP counts (with
  *     the default kernels and with the experimental grouped GEMM); `kernels` / `kernels-sample`:
@@ -105,7 +106,7 @@ function config(name: string, N: number): ModelConfig {
 }
 
 /** One training step: loss forward + backward, AdamW on the flat parameters. */
-function makeStep(model: Model, batch: LossBatch) {
+function makeStep(model: Model, batch: LossBatch, recompute = false) {
   const be = model.backend;
   const m = be.zeros([model.params.total]);
   const v = be.zeros([model.params.total]);
@@ -114,7 +115,7 @@ function makeStep(model: Model, batch: LossBatch) {
   return {
     run: () => {
       model.params.zeroGrads();
-      const r = diffusionLoss(model, batch, noise, { train: true, backward: true });
+      const r = diffusionLoss(model, batch, noise, { train: true, backward: true, recompute });
       be.adamw(model.params.flat, model.params.grads, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: ++step });
       be.synchronize();
       return r.terms.total;
@@ -169,7 +170,7 @@ function table(rows: Record<string, unknown>[], peer: PeerResults | null): strin
       pick = (f) => f?.tokensPerS;
       fmt = (x) => `${Math.round(x).toLocaleString('en-US')} (${((100 * x * (r['mfu'] as number)) / ours).toFixed(2)}%)`;
     } else if (r['item'] === 'memory') {
-      what = `peak memory 1x${r['N']} GiB${(r['N'] as number) > 32768 ? ` (fits 80 GB: ${(r['peakGiB'] as number) * 2 ** 30 <= CARD_80GB ? 'yes' : 'no'})` : ''}`;
+      what = `peak memory 1x${r['N']}${r['recompute'] ? ' recomputed' : ''} GiB${(r['N'] as number) > 32768 ? ` (fits 80 GB: ${(r['peakGiB'] as number) * 2 ** 30 <= CARD_80GB ? 'yes' : 'no'})` : ''}`;
       ours = r['peakGiB'] as number;
       key = String(r['N']);
       pick = (f) => (f?.oom ? undefined : f?.peakGiB);
@@ -421,11 +422,12 @@ async function main(): Promise<void> {
     }
     // the long lengths for sliding-window configs only (full attention there is hours of compute)
     const long = items.includes('long') && presetConfig(name).attention.kind !== 'full';
-    const lengths = [...(items.includes('memory') ? MEMORY_LENGTHS : []), ...(long ? LONG_LENGTHS : [])];
-    for (const N of lengths) {
+    // [length, activation recomputation]: the long lengths both ways
+    const lengths: [number, boolean][] = [...(items.includes('memory') ? MEMORY_LENGTHS.map((N): [number, boolean] => [N, false]) : []), ...(long ? LONG_LENGTHS.flatMap((N): [number, boolean][] => [[N, false], [N, true]]) : [])];
+    for (const [N, recompute] of lengths) {
       const cfg = config(name, N);
       const model = modelOf(cfg, be);
-      const step = makeStep(model, batchOf(cfg, 1, N, N / 2));
+      const step = makeStep(model, batchOf(cfg, 1, N, N / 2), recompute);
       try {
         step.run();
         be.resetPeak();
@@ -433,11 +435,11 @@ async function main(): Promise<void> {
         step.run();
         const stepMs = performance.now() - t;
         const peak = be.memory().peakBytes / 2 ** 30;
-        rows.push({ config: name, item: 'memory', B: 1, N, peakGiB: peak, stepMs });
-        log(`${name} memory 1x${N}: peak ${peak.toFixed(2)} GiB (weights, gradients, AdamW state, activations), step ${stepMs.toFixed(0)} ms`);
+        rows.push({ config: name, item: 'memory', B: 1, N, peakGiB: peak, stepMs, recompute });
+        log(`${name} memory 1x${N}${recompute ? ' recomputed' : ''}: peak ${peak.toFixed(2)} GiB (weights, gradients, AdamW state, activations), step ${stepMs.toFixed(0)} ms`);
       } catch (e) {
         // out of memory on this card: say so and go on with the other items
-        log(`${name} memory 1x${N}: failed: ${(e as Error).message.split('\n')[0]}`);
+        log(`${name} memory 1x${N}${recompute ? ' recomputed' : ''}: failed: ${(e as Error).message.split('\n')[0]}`);
       } finally {
         step.dispose();
         model.dispose();

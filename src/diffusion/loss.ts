@@ -87,6 +87,8 @@ export interface LossOptions {
   gradScale?: number;
   /** Return x0_hat [B, N, e] on the host. */
   returnX0?: boolean;
+  /** Activation recomputation in the backward (ForwardOptions.recompute): less memory, more compute. */
+  recompute?: boolean;
 }
 
 /** Result of {@link diffusionLoss}. */
@@ -182,7 +184,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     const eps = s.keep(normals(noise.eps));
     const xt = s.keep(be.empty([B, N, e], dt));
     be.qSample(xt, z0, eps, m, sa, sb, imask, rmask);
-    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}) });
+    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}), recompute: !!opts.recompute && opts.backward });
     const x0 = cache.x0;
 
     // masks and per-example counts

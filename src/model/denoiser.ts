@@ -29,6 +29,12 @@ export interface ForwardOptions {
   /** Training mode: dropout on (when the config's dropout > 0 and rng is given). */
   train: boolean;
   rng?: DropoutRng;
+  /**
+   * Activation recomputation: keep only each block's input for the backward, which runs the block's
+   * forward again (same numbers: the kernels are deterministic and dropout is counter-based). Less
+   * memory for very long sequences, about a third more compute.
+   */
+  recompute?: boolean;
 }
 
 /** Per-MoE-layer routing statistics of a forward. */
@@ -37,6 +43,15 @@ export interface MoeStats {
   z: number;
   /** Share of the assignments routed to each expert (before capacity drops). */
   loadShare: readonly number[];
+}
+
+/** What the backward has of a block: its input and dropout sites, and its tensors unless recomputed. */
+interface LayerRecord {
+  x: Tensor; // block input [B, S, d]
+  dropAttn: number; // dropout counter offsets (-1: no dropout)
+  dropFfn: number;
+  /** The block's tensors, or null when the backward recomputes them (ForwardOptions.recompute). */
+  cache: LayerCache | null;
 }
 
 interface LayerCache {
@@ -83,7 +98,7 @@ export interface DenoiserCache {
     mean0: Tensor;
     rstd0: Tensor;
     dropIn: number;
-    layers: LayerCache[];
+    layers: LayerRecord[];
     hout: Tensor;
     y1: Tensor;
     y2: Tensor;
@@ -220,40 +235,23 @@ export class Denoiser {
       be.stridedCopy(h, hln, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
     } else h = s.keep(be.view(hln, 0, [B, S, d]));
 
-    const layers: LayerCache[] = [];
+    const layers: LayerRecord[] = [];
     const moe: MoeStats[] = [];
-    const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: G } as const;
     for (let i = 0; i < c.layers; i++) {
-      const p = `layers.${i}`;
-      const M = B * S;
-      const x = h;
       const ls = s.keep(new Scope()); // this layer's tensors (the backward frees them layer by layer)
-      // attention
-      const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
-      be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
-      const att = ls.keep(be.empty([B, S, d], ac));
-      const lse = ls.keep(be.empty([B, c.heads, S], dt));
-      be.attention(att, lse, qkv, spec);
-      const ao = this.linear(ls, att, `${p}.attn.o`, M, d);
-      const dropAttn = this.dropout(ao, opts, nextSite);
-      const r1 = ao; // residual in place: r1 = x + drop(ao)
-      be.axpby(r1, 1, x, 1, ao);
-      const h1 = ls.keep(be.empty([B, S, d], ac));
-      const mean1 = ls.keep(be.empty([M], dt));
-      const rstd1 = ls.keep(be.empty([M], dt));
-      be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
-      // feed-forward
-      const { out: fo, cache: ffn, stats } = this.ffnForward(ls, h1, M, p, S);
-      if (stats) moe.push(stats);
-      const dropFfn = this.dropout(fo, opts, nextSite);
-      const r2 = fo;
-      be.axpby(r2, 1, h1, 1, fo);
-      const h2 = ls.keep(be.empty([B, S, d], ac));
-      const mean2 = ls.keep(be.empty([M], dt));
-      const rstd2 = ls.keep(be.empty([M], dt));
-      be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
-      layers.push({ scope: ls, x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn });
-      h = h2;
+      const L = this.layerForward(ls, opts.recompute ? s : ls, h, i, B, S, opts, nextSite);
+      const stats = L.ffn.kind === 'moe' ? L.ffn.routing : null;
+      if (opts.recompute) {
+        // keep the input and the statistics (read now: the routing goes with the layer's tensors)
+        if (stats) moe.push({ aux: stats.aux, z: stats.z, loadShare: stats.loadShare });
+        ls.dispose();
+        layers.push({ x: h, dropAttn: L.dropAttn, dropFfn: L.dropFfn, cache: null });
+      } else {
+        // the routing itself: its statistics may be read back from the device only when asked for
+        if (stats) moe.push(stats);
+        layers.push({ x: h, dropAttn: L.dropAttn, dropFfn: L.dropFfn, cache: L });
+      }
+      h = L.h2;
     }
 
     // output: drop the globals, Linear(d,e)(tanh(Linear(d,d)(h)))
@@ -344,6 +342,54 @@ export class Denoiser {
   }
 
   /**
+   * One block on x [B, S, d]: attention, residual, LayerNorm, feed-forward, residual, LayerNorm. Its
+   * tensors go into `ls`, its output h2 into `out` (the same scope, or the forward's when the block
+   * is recomputed later); dropout sites come from `site` in order (attention, then feed-forward).
+   */
+  private layerForward(ls: Scope, out: Scope, x: Tensor, i: number, B: number, S: number, opts: ForwardOptions, site: () => number): LayerCache {
+    const be = this.be;
+    const c = this.cfg;
+    const dt = this.dtype;
+    const ac = this.act;
+    const d = c.hidden;
+    const p = `layers.${i}`;
+    const M = B * S;
+    const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: c.globalTokens } as const;
+    // attention
+    const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
+    be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
+    const att = ls.keep(be.empty([B, S, d], ac));
+    const lse = ls.keep(be.empty([B, c.heads, S], dt));
+    be.attention(att, lse, qkv, spec);
+    const ao = this.linear(ls, att, `${p}.attn.o`, M, d);
+    const dropAttn = this.dropout(ao, opts, site);
+    const r1 = ao; // residual in place: r1 = x + drop(ao)
+    be.axpby(r1, 1, x, 1, ao);
+    const h1 = ls.keep(be.empty([B, S, d], ac));
+    const mean1 = ls.keep(be.empty([M], dt));
+    const rstd1 = ls.keep(be.empty([M], dt));
+    be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
+    // feed-forward
+    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S);
+    const dropFfn = this.dropout(fo, opts, site);
+    const r2 = fo;
+    be.axpby(r2, 1, h1, 1, fo);
+    const h2 = out.keep(be.empty([B, S, d], ac));
+    const mean2 = ls.keep(be.empty([M], dt));
+    const rstd2 = ls.keep(be.empty([M], dt));
+    be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
+    return { scope: ls, x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn };
+  }
+
+  /** A recomputed block's tensors, in `ls`: its forward again, with the dropout sites it used. */
+  private recomputeLayer(ls: Scope, rec: LayerRecord, i: number, B: number, S: number, seed: number): LayerCache {
+    const sites = [rec.dropAttn, rec.dropFfn];
+    // dropout was on for both sites or for neither
+    const opts: ForwardOptions = rec.dropAttn >= 0 ? { train: true, rng: { seed, offset: 0 } } : { train: false };
+    return this.layerForward(ls, ls, rec.x, i, B, S, opts, () => sites.shift()!);
+  }
+
+  /**
    * Backward: given dL/dx0 [B, N, e] and the weights of the MoE terms in the loss (dL/daux and dL/dz
    * per MoE layer), accumulates parameter gradients and returns dL/dx_t [B, N, e] (caller disposes).
    * It frees each layer's part of the cache once done with it: a cache serves one backward.
@@ -380,9 +426,11 @@ export class Denoiser {
       let carry: Scope | null = null;
       for (let i = c.layers - 1; i >= 0; i--) {
         const p = `layers.${i}`;
-        const L = I.layers[i]!;
+        const rec = I.layers[i]!;
         const ls = new Scope();
         try {
+          // the block's tensors: kept by the forward, or made again now from its input
+          const L = rec.cache ?? this.recomputeLayer(ls, rec, i, B, S, seed);
           // h2 = LN(r2); r2 = h1 + drop(ffn(h1))
           const dr2 = ls.keep(be.empty([B, S, d], ac));
           be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
@@ -407,7 +455,7 @@ export class Denoiser {
           dh = dx;
         } finally {
           ls.dispose();
-          L.scope.dispose();
+          rec.cache?.scope.dispose();
         }
       }
 

@@ -75,6 +75,11 @@ export interface TrainOptions {
   stopAfter: number;
   /** Count and report bad data lines instead of failing on the first. */
   skipBad: boolean;
+  /**
+   * Activation recomputation: the backward runs each block's forward again instead of keeping its
+   * activations (same numbers; less memory for very long sequences, about a third more compute).
+   */
+  recompute: boolean;
 }
 
 /** Defaults: DiffuSeq's optimiser settings (AdamW lr 1e-4, no weight decay, EMA 0.9999, linear decay). */
@@ -111,6 +116,7 @@ export const DEFAULT_TRAIN_OPTIONS: Omit<TrainOptions, 'data' | 'out'> = {
   resume: false,
   stopAfter: 0,
   skipBad: false,
+  recompute: false,
 };
 
 const KEYS = new Set<string>([...Object.keys(DEFAULT_TRAIN_OPTIONS), 'data', 'out', 'valid', 'model', 'tokenizer']);
@@ -156,6 +162,7 @@ export function resolveTrainOptions(o: Partial<TrainOptions>, where = 'train'): 
     const v = r[k];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) fail(`${k} must be a number in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
   }
+  for (const k of ['resume', 'skipBad', 'recompute'] as const) if (typeof r[k] !== 'boolean') fail(`${k} must be true or false, got ${JSON.stringify(r[k])}`);
   if (!(r.beta1 < 1 && r.beta2 < 1 && r.ema < 1)) fail('beta1, beta2 and ema must be below 1');
   if (r.lr <= 0) fail('lr must be positive');
   return r;

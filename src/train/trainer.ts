@@ -61,7 +61,7 @@ export interface TrainResult {
 }
 
 /** Options a resumed run may change; everything else comes from the checkpoint. */
-const RESUMABLE = ['maxSteps', 'saveEvery', 'keep', 'evalEvery', 'evalExamples', 'evalSteps', 'logEvery', 'stopAfter', 'device', 'skipBad'] as const;
+const RESUMABLE = ['maxSteps', 'saveEvery', 'keep', 'evalEvery', 'evalExamples', 'evalSteps', 'logEvery', 'stopAfter', 'device', 'skipBad', 'recompute'] as const;
 
 /** Trains a model. See {@link TrainOptions} for the options and {@link TrainControls} for the hooks. */
 export async function train(input: Partial<TrainOptions>, controls: TrainControls = {}): Promise<TrainResult> {
@@ -197,7 +197,7 @@ export async function train(input: Partial<TrainOptions>, controls: TrainControl
       for (let a = 0; a < o.accumulate; a++) {
         const batch = it.next();
         const noise = drawNoise(config, model.alphaBar, batch, sampler, rng);
-        const r = diffusionLoss(model, batch, noise, { train: true, rng: { seed: o.seed, offset: rng.take(dropCount) }, backward: true, gradScale: 1 / o.accumulate });
+        const r = diffusionLoss(model, batch, noise, { train: true, rng: { seed: o.seed, offset: rng.take(dropCount) }, backward: true, gradScale: 1 / o.accumulate, recompute: o.recompute });
         const tt = r.terms;
         if (!Number.isFinite(tt.total)) {
           throw new DivergenceError(

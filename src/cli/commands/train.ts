@@ -54,6 +54,7 @@ export const trainCommand = defineCommand({
     resume: { type: 'boolean', description: 'continue the run in --out from its newest checkpoint' },
     'stop-after': { type: 'int', description: 'stop (with a checkpoint) after this step, keeping the --max-steps schedule' },
     'skip-bad': { type: 'boolean', description: 'count and report bad data lines instead of failing' },
+    recompute: { type: 'boolean', description: 'activation recomputation: less memory for very long sequences, about a third more compute' },
     quiet: { type: 'boolean', description: 'no progress bar' },
   },
   async run(f) {
@@ -94,6 +95,7 @@ export const trainCommand = defineCommand({
     set('stopAfter', f['stop-after']);
     if (f.resume) flags.resume = true;
     if (f['skip-bad']) flags.skipBad = true;
+    if (f.recompute) flags.recompute = true;
     const opts: Partial<TrainOptions> = { ...fromFile, ...flags };
     if (f['seq-len'] !== undefined || f.dropout !== undefined) {
       const model = { ...(fromFile.model ?? {}) };
