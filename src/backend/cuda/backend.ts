@@ -129,7 +129,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
   'reduce.cu': [
     'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_finish_f32', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
-    'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32',
+    'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
   'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
@@ -887,6 +887,10 @@ export class CudaBackend implements Backend {
     expectSize(op, 'bias', bias, C);
     expectSize(op, 'mean', mean, R);
     expectSize(op, 'rstd', rstd, R);
+    if (this.bf16Rows(C, R, out, x)) {
+      this.launch('layernorm_bf16_warp', Math.min(Math.ceil(R / 8), MAX_GRID), BLOCK, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), I(R), I(C), F(eps)]);
+      return;
+    }
     this.launchRows('layernorm_f32', R, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), L(R), L(C), D(eps), BFM(out, x)]);
   }
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {
@@ -904,7 +908,18 @@ export class CudaBackend implements Backend {
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
     this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, bfMask(d, a));
+    if (this.bf16Rows(C, R, g, d, a)) {
+      this.launch('layernorm_backward_dx_bf16_warp', Math.min(Math.ceil(R / 8), MAX_GRID), BLOCK, [P(g), P(d), P(a), P(w), P(mu), P(rs), I(R), I(C), B(accumulate)]);
+      return;
+    }
     this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate), BFM(g, d, a)]);
+  }
+  /**
+   * Whether the warp-per-row bf16 kernels serve rows of C elements: every tensor bf16 and 4-byte
+   * aligned, C even, sizes within 32-bit indices.
+   */
+  private bf16Rows(C: number, R: number, ...ts: Tensor[]): boolean {
+    return C % 2 === 0 && R * C < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && cu('layerNorm', t).ptr % 4 === 0);
   }
 
   // ---- embedding, cross-entropy ---------------------------------------------------------------

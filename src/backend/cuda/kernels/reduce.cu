@@ -229,3 +229,73 @@ extern "C" __global__ void row_argmax_f32(int *out, const float *scores, const d
     }
   }
 }
+
+// ---- bfloat16 LayerNorm ----------------------------------------------------------------------------
+// On bfloat16 rows in float32 arithmetic, one warp per row and two columns per lane step (C even,
+// rows 4-byte aligned): the double-precision block-per-row kernels above keep the float32 path's
+// agreement with the CPU; for bf16 activations one rounding of the output (2^-9) dwarfs float's
+// error, and a warp per row needs no block barriers.
+
+// layernorm_f32 for bfloat16 out and x (mean and rstd float32).
+extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rstd, const u32 *x, const float *w, const float *b, int R, int C, float eps) {
+  const int lane = threadIdx.x & 31, half = C >> 1;
+  for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += (gridDim.x * blockDim.x) >> 5) {
+    const u32 *xr = x + (i64)r * half;
+    float s = 0.0f;
+    for (int c = lane; c < half; c += 32) {
+      const u32 v = xr[c];
+      s += bf2f((bf16_t)(v & 0xffffu)) + bf2f((bf16_t)(v >> 16));
+    }
+    const float m = warp_sum_f(s) / (float)C;
+    float q = 0.0f;
+    for (int c = lane; c < half; c += 32) {
+      const u32 v = xr[c];
+      const float t0 = bf2f((bf16_t)(v & 0xffffu)) - m, t1 = bf2f((bf16_t)(v >> 16)) - m;
+      q = fmaf(t0, t0, fmaf(t1, t1, q));
+    }
+    const float rs = 1.0f / sqrtf(warp_sum_f(q) / (float)C + eps);
+    if (lane == 0) {
+      mean[r] = m;
+      rstd[r] = rs;
+    }
+    u32 *orow = out + (i64)r * half;
+    for (int c = lane; c < half; c += 32) {
+      const u32 v = xr[c];
+      const float y0 = (bf2f((bf16_t)(v & 0xffffu)) - m) * rs * w[2 * c] + b[2 * c];
+      const float y1 = (bf2f((bf16_t)(v >> 16)) - m) * rs * w[2 * c + 1] + b[2 * c + 1];
+      orow[c] = pack_bf2(y0, y1);
+    }
+  }
+}
+
+// layernorm_backward_dx_f32 for bfloat16 dx, dy, x. dx may alias dy: a lane writes only the pairs it
+// read, after the row's sums (the shuffles order the two passes).
+extern "C" __global__ void layernorm_backward_dx_bf16_warp(u32 *dx, const u32 *dy, const u32 *x, const float *w, const float *mean, const float *rstd, int R,
+                                                           int C, int accumulate) {
+  const int lane = threadIdx.x & 31, half = C >> 1;
+  for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += (gridDim.x * blockDim.x) >> 5) {
+    const float m = mean[r], s = rstd[r];
+    const u32 *xr = x + (i64)r * half, *gr = dy + (i64)r * half;
+    float m1 = 0.0f, m2 = 0.0f;
+    for (int c = lane; c < half; c += 32) {
+      const u32 xv = xr[c], gv = gr[c];
+      const float d0 = bf2f((bf16_t)(gv & 0xffffu)) * w[2 * c], d1 = bf2f((bf16_t)(gv >> 16)) * w[2 * c + 1];
+      m1 += d0 + d1;
+      m2 = fmaf(d0, (bf2f((bf16_t)(xv & 0xffffu)) - m) * s, fmaf(d1, (bf2f((bf16_t)(xv >> 16)) - m) * s, m2));
+    }
+    m1 = warp_sum_f(m1) / (float)C;
+    m2 = warp_sum_f(m2) / (float)C;
+    u32 *orow = dx + (i64)r * half;
+    for (int c = lane; c < half; c += 32) {
+      const u32 xv = xr[c], gv = gr[c];
+      float v0 = s * (bf2f((bf16_t)(gv & 0xffffu)) * w[2 * c] - m1 - (bf2f((bf16_t)(xv & 0xffffu)) - m) * s * m2);
+      float v1 = s * (bf2f((bf16_t)(gv >> 16)) * w[2 * c + 1] - m1 - (bf2f((bf16_t)(xv >> 16)) - m) * s * m2);
+      if (accumulate) {
+        const u32 o = orow[c];
+        v0 += bf2f((bf16_t)(o & 0xffffu));
+        v1 += bf2f((bf16_t)(o >> 16));
+      }
+      orow[c] = pack_bf2(v0, v1);
+    }
+  }
+}
