@@ -272,7 +272,7 @@ export class Denoiser {
     };
   }
 
-  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number): { out: Tensor; cache: FfnCache; stats: MoeStats | null } {
+  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number): { out: Tensor; cache: FfnCache } {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -285,7 +285,7 @@ export class Denoiser {
       try {
         be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
         const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
-        return { out, cache: { kind: 'dense', pre }, stats: null };
+        return { out, cache: { kind: 'dense', pre } };
       } finally {
         act.dispose();
       }
@@ -333,12 +333,7 @@ export class Denoiser {
       be.axpby(out, 1, out, 1, so);
       shared.push({ pre: spre, act: sact });
     }
-    return {
-      out,
-      cache: { kind: 'moe', routing, pre, ys, shared },
-      // the routing itself: its statistics may be read back from the device only when asked for
-      stats: routing,
-    };
+    return { out, cache: { kind: 'moe', routing, pre, ys, shared } };
   }
 
   /**
