@@ -1169,7 +1169,7 @@ export class CudaBackend implements Backend {
       const offsets = retain((E + 1) * 4);
       if (M > 0) this.driver.memcpyDtoDAsync(offsets, chunkOffsets, E * 4, this.stream);
       else this.driver.memsetD32Async(offsets, 0, E, this.stream);
-      this.driver.memcpyHtoDAsync(offsets + E * 4, Int32Array.of(nA), 4, this.stream);
+      this.driver.memsetD32Async(offsets + E * 4, nA, 1, this.stream); // a memset, not an upload: capturable in a CUDA graph
       let st: RouteStats | null = null;
       let released = false;
       return new CudaRouting(M, E, k, probs, lse, expertIndex, gates, gateNorm, order, slot, offsets, () => {
