@@ -3,7 +3,8 @@
  * for, on `base` and `diffuseq-base`, beside the PyTorch peer's from the same command:
  *   - training tokens/s and MFU at 64 x 512, 16 x 2048 and 4 x 8192 (forward + backward + AdamW, one
  *     step timed with a device synchronisation, median of --iters after warm-up steps; the noise of
- *     the step is drawn once and reused, as the peer's timing loop reuses its batch);
+ *     the step is drawn once and reused, as the peer's timing loop reuses its batch, its normals
+ *     generated on the device from their Philox range every step, as the trainer does);
  *   - peak memory of one training step with one sequence of 2k, 4k, 8k, 16k and 32k tokens (the
  *     backend's allocator counter: parameters, gradients, AdamW state and activations), and with
  *     `long` (sliding-window configs) 64k and 128k tokens, with and without activation
