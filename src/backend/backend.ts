@@ -117,6 +117,13 @@ export interface MoeRouting {
   dispose(): void;
 }
 
+/** Recorded device work (see {@link Backend.capture}). */
+export interface Replayable {
+  /** Queues the recorded work again. */
+  replay(): void;
+  dispose(): void;
+}
+
 /** How the rows of a grouped product split among the experts: counts per expert, or a routing. */
 export type ExpertGroups = readonly number[] | MoeRouting;
 
@@ -288,6 +295,15 @@ export interface Backend {
   // ---- optimiser -----------------------------------------------------------------------------
   /** One AdamW step on flat tensors of equal size (decoupled weight decay, bias-corrected). */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, opts: AdamWOptions): void;
+
+  /**
+   * Optional (GPU backends): records the device work that `work` queues, without running it, into a
+   * graph that `replay()` runs as one launch, on the same buffers. `work` must neither read back
+   * from the device nor upload from the host. Null when the recording failed (a call that is not
+   * allowed while recording, such as a read-back): nothing ran then, and the caller runs the work
+   * plainly. Run `replay()` once for the first result.
+   */
+  capture?(work: () => void): Replayable | null;
 
   /** Releases worker threads / device contexts. The backend is unusable afterwards. */
   close(): void;

@@ -35,6 +35,12 @@ export interface ForwardOptions {
    * memory for very long sequences, about a third more compute.
    */
   recompute?: boolean;
+  /**
+   * The sinusoidal embedding of t [B, e], already on the device in the activations' dtype (from
+   * {@link Denoiser.timestepInput}); t is then not read. Lets a forward be recorded as a graph and
+   * replayed with another t written into the same tensor.
+   */
+  timeEmbedding?: Tensor;
 }
 
 /** Per-MoE-layer routing statistics of a forward. */
@@ -181,6 +187,14 @@ export class Denoiser {
     return off;
   }
 
+  /** The sinusoidal embeddings of the timesteps t, [t.length, e] row-major (the time MLP's input). */
+  timestepInput(t: readonly number[]): Float64Array {
+    const e = this.cfg.embDim;
+    const host = new Float64Array(t.length * e);
+    for (let b = 0; b < t.length; b++) timestepEmbedding(t[b]!, e, this.cfg.diffusionSteps, host, b * e);
+    return host;
+  }
+
   /** Runs f(x_t, t). x_t is [B, N, e]; t holds B integer timesteps. */
   forward(xt: Tensor, t: readonly number[], opts: ForwardOptions = { train: false }): DenoiserCache {
     const be = this.be;
@@ -204,9 +218,10 @@ export class Denoiser {
     };
 
     // time embedding: sinusoidal -> Linear(e, 4e) -> SiLU -> Linear(4e, d)
-    const host = new Float64Array(B * e);
-    for (let b = 0; b < B; b++) timestepEmbedding(t[b]!, e, c.diffusionSteps, host, b * e);
-    const temb0 = s.keep(be.fromArray(host, [B, e], ac));
+    if (opts.timeEmbedding && (opts.timeEmbedding.size !== B * e || opts.timeEmbedding.dtype !== ac)) {
+      throw new Error(`denoiser: timeEmbedding must be [${B}, ${e}] ${ac}, got [${opts.timeEmbedding.shape.join(', ')}] ${opts.timeEmbedding.dtype}`);
+    }
+    const temb0 = opts.timeEmbedding ?? s.keep(be.fromArray(this.timestepInput(t), [B, e], ac));
     const th1 = this.linear(s, temb0, 'time_embed.0', B, 4 * e);
     const ta1 = s.keep(be.empty([B, 4 * e], ac));
     be.activation(ta1, th1, 'silu');

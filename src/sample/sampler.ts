@@ -9,8 +9,9 @@
  *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
  * - Output: argmax of the last (unclamped) x0_hat E^T.
  */
-import type { Backend, Tensor } from '../backend/backend.js';
+import type { Backend, Replayable, Tensor } from '../backend/backend.js';
 import { PhiloxStream } from '../backend/philox.js';
+import type { DenoiserCache } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
 import { Scope } from '../model/scope.js';
 
@@ -29,6 +30,13 @@ export interface SampleOptions {
   onStep?: (step: number, total: number, tokens: Int32Array) => void;
   /** Called with the denoiser's input x [B, N, e] at every step (for tests and inspection). */
   onState?: (step: number, x: Float32Array | Float64Array) => void;
+  /**
+   * Record the denoiser call as a device graph after the first step and replay it for the others
+   * (backends with Backend.capture; default: MOE_DIFFUSEQ_GRAPHS=1). Falls back to plain calls when
+   * the recording fails (on a GPU it needs the grouped kernels, MOE_DIFFUSEQ_GROUPED=mma, so that the
+   * routing is never read back). Same numbers either way.
+   */
+  graphs?: boolean;
 }
 
 /** Python's round (half to even), as DiffuSeq computes the DDIM grid. */
@@ -90,64 +98,96 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
       be.scaleRows(x, x, tgtRows, false);
       be.scaleRows(x, src, srcRows, true);
     };
+    // graphs: the time embedding goes into one device tensor before each call; the first call runs
+    // plainly (kernels compiled, the allocator's blocks in place), the second is recorded, and the
+    // recording (whose cache holds its buffers) is replayed from then on
+    let useGraph = (opts.graphs ?? process.env['MOE_DIFFUSEQ_GRAPHS'] === '1') && typeof be.capture === 'function';
+    const temb = useGraph ? s.keep(be.empty([B, e], model.denoiser.activations)) : null;
+    let recorded: { cache: DenoiserCache; graph: Replayable } | null = null;
     let hPrev = 0;
-    for (let k = 0; k < taus.length; k++) {
-      const t = taus[k]!;
-      const last = k === taus.length - 1;
-      const abT = ab[t]!;
-      const abPrev = last ? 1 : ab[taus[k + 1]!]!;
-      assemble();
-      opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
-      const cache = model.denoiser.forward(x, new Array<number>(B).fill(t), { train: false });
-      let x0hat: Tensor;
-      try {
-        x0hat = s.keep(be.empty([B * N, e], dt));
-        be.copy(x0hat, cache.x0);
-      } finally {
-        cache.dispose();
-      }
-      if (opts.onStep || last) {
-        be.argmaxDot(out, x0hat, E);
-        if (opts.onStep) opts.onStep(k + 1, taus.length, be.toArray(out) as Int32Array);
-      }
-      if (last) break;
-      // predicted x0 (clamped to the nearest embedding), shifted: y0 = x0 - m
-      if (clamp) {
-        be.nearestRows(nearest, x0hat, E);
-        be.embedding(x0c, E, nearest);
-      } else be.copy(x0c, x0hat);
-      if (mrep) be.axpby(y0, 1, x0c, -1, mrep);
-      else be.copy(y0, x0c);
-      x0hat.dispose();
-      if (opts.sampler === 'ddim') {
-        // eps_hat = (y - sqrt(ab_t) y0) / sqrt(1 - ab_t);
-        // y' = sqrt(ab_prev) y0 + sqrt(1 - ab_prev - s^2) eps_hat + s noise
-        const sig = eta * Math.sqrt((1 - abPrev) / (1 - abT)) * Math.sqrt(1 - abT / abPrev);
-        const c = Math.sqrt(Math.max(0, 1 - abPrev - sig * sig)) / Math.sqrt(1 - abT);
-        // y' = c y + (sqrt(ab_prev) - c sqrt(ab_t)) y0 (+ sig noise)
-        be.axpby(y, c, y, Math.sqrt(abPrev) - c * Math.sqrt(abT), y0);
-        if (noise && sig > 0) {
-          be.randomNormal(noise, opts.seed, rng.take(B * N * e), sig);
-          be.axpby(y, 1, y, 1, noise);
+    try {
+      for (let k = 0; k < taus.length; k++) {
+        const t = taus[k]!;
+        const last = k === taus.length - 1;
+        const abT = ab[t]!;
+        const abPrev = last ? 1 : ab[taus[k + 1]!]!;
+        assemble();
+        opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
+        const ts = new Array<number>(B).fill(t);
+        if (temb) be.write(temb, model.denoiser.timestepInput(ts));
+        const fopts = { train: false, ...(temb ? { timeEmbedding: temb } : {}) };
+        if (useGraph && !recorded && k > 0) {
+          let c: DenoiserCache | null = null;
+          const graph = be.capture!(() => {
+            c = model.denoiser.forward(x, ts, fopts);
+          });
+          const made = c as DenoiserCache | null;
+          if (graph && made) recorded = { cache: made, graph };
+          else {
+            made?.dispose();
+            useGraph = false;
+          }
         }
-      } else {
-        // DPM-Solver++(2M) with alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma):
-        // y_t = (sigma_t / sigma_s) y_s - alpha_t (e^{-h} - 1) D, D = y0 (first step) or
-        // (1 + 1/(2r)) y0 - 1/(2r) y0_prev with r = h_prev / h.
-        const lamS = Math.log(Math.sqrt(abT) / Math.sqrt(1 - abT));
-        const lamT = Math.log(Math.sqrt(abPrev) / Math.sqrt(1 - abPrev));
-        const h = lamT - lamS;
-        const a = Math.sqrt(1 - abPrev) / Math.sqrt(1 - abT);
-        const b = -Math.sqrt(abPrev) * Math.expm1(-h);
-        if (k === 0 || !prevY0) be.axpby(y, a, y, b, y0);
-        else {
-          const r = hPrev / h;
-          be.axpby(y, a, y, b * (1 + 1 / (2 * r)), y0);
-          be.axpby(y, 1, y, -b / (2 * r), prevY0);
+        let x0hat: Tensor;
+        if (recorded) {
+          recorded.graph.replay();
+          x0hat = s.keep(be.empty([B * N, e], dt));
+          be.copy(x0hat, recorded.cache.x0);
+        } else {
+          const cache = model.denoiser.forward(x, ts, fopts);
+          try {
+            x0hat = s.keep(be.empty([B * N, e], dt));
+            be.copy(x0hat, cache.x0);
+          } finally {
+            cache.dispose();
+          }
         }
-        if (prevY0) be.copy(prevY0, y0);
-        hPrev = h;
+        if (opts.onStep || last) {
+          be.argmaxDot(out, x0hat, E);
+          if (opts.onStep) opts.onStep(k + 1, taus.length, be.toArray(out) as Int32Array);
+        }
+        if (last) break;
+        // predicted x0 (clamped to the nearest embedding), shifted: y0 = x0 - m
+        if (clamp) {
+          be.nearestRows(nearest, x0hat, E);
+          be.embedding(x0c, E, nearest);
+        } else be.copy(x0c, x0hat);
+        if (mrep) be.axpby(y0, 1, x0c, -1, mrep);
+        else be.copy(y0, x0c);
+        x0hat.dispose();
+        if (opts.sampler === 'ddim') {
+          // eps_hat = (y - sqrt(ab_t) y0) / sqrt(1 - ab_t);
+          // y' = sqrt(ab_prev) y0 + sqrt(1 - ab_prev - s^2) eps_hat + s noise
+          const sig = eta * Math.sqrt((1 - abPrev) / (1 - abT)) * Math.sqrt(1 - abT / abPrev);
+          const c = Math.sqrt(Math.max(0, 1 - abPrev - sig * sig)) / Math.sqrt(1 - abT);
+          // y' = c y + (sqrt(ab_prev) - c sqrt(ab_t)) y0 (+ sig noise)
+          be.axpby(y, c, y, Math.sqrt(abPrev) - c * Math.sqrt(abT), y0);
+          if (noise && sig > 0) {
+            be.randomNormal(noise, opts.seed, rng.take(B * N * e), sig);
+            be.axpby(y, 1, y, 1, noise);
+          }
+        } else {
+          // DPM-Solver++(2M) with alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma):
+          // y_t = (sigma_t / sigma_s) y_s - alpha_t (e^{-h} - 1) D, D = y0 (first step) or
+          // (1 + 1/(2r)) y0 - 1/(2r) y0_prev with r = h_prev / h.
+          const lamS = Math.log(Math.sqrt(abT) / Math.sqrt(1 - abT));
+          const lamT = Math.log(Math.sqrt(abPrev) / Math.sqrt(1 - abPrev));
+          const h = lamT - lamS;
+          const a = Math.sqrt(1 - abPrev) / Math.sqrt(1 - abT);
+          const b = -Math.sqrt(abPrev) * Math.expm1(-h);
+          if (k === 0 || !prevY0) be.axpby(y, a, y, b, y0);
+          else {
+            const r = hPrev / h;
+            be.axpby(y, a, y, b * (1 + 1 / (2 * r)), y0);
+            be.axpby(y, 1, y, -b / (2 * r), prevY0);
+          }
+          if (prevY0) be.copy(prevY0, y0);
+          hPrev = h;
+        }
       }
+    } finally {
+      recorded?.graph.dispose();
+      recorded?.cache.dispose();
     }
     const tokens = be.toArray(out) as Int32Array;
     // sources are given, not generated

@@ -23,6 +23,7 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError } from '../../src/errors.js';
 import { presetConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
+import { sampleIds } from '../../src/sample/sampler.js';
 import { train } from '../../src/train/trainer.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
 import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
@@ -430,5 +431,32 @@ test('bf16 training: 300 steps of the tiny preset on the GPU follow the float32 
     assert.ok(Math.abs(g[29]! - c[29]!) / c[29]! < 0.05, `final loss ${g[29]} vs ${c[29]}`);
   } finally {
     t.done();
+  }
+});
+
+test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded denoiser call gives the plain calls\' tokens', { skip }, () => {
+  const be = new CudaBackend({ grouped: 'mma' });
+  try {
+    const cfg = presetConfig('tiny', { vocabSize: 300, seqLen: 64, maxLen: 64, dropout: 0 });
+    const model = Model.init(cfg, be, 3);
+    model.precision = 'bf16';
+    // count the recordings that succeed
+    let recorded = 0;
+    const capture = be.capture.bind(be);
+    be.capture = (work) => {
+      const r = capture(work);
+      if (r) recorded++;
+      return r;
+    };
+    const [B, N] = [2, 64];
+    const ids = Int32Array.from({ length: B * N }, (_, i) => 5 + ((i * 7) % 290));
+    const mask = Int32Array.from({ length: B * N }, (_, i) => (i % N >= 20 ? 1 : 0));
+    const plain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: false });
+    const graphed = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: true });
+    assert.equal(recorded, 1, 'one recording, replayed for the steps after the first');
+    assert.deepEqual([...graphed], [...plain]);
+    model.dispose();
+  } finally {
+    be.close();
   }
 });

@@ -36,6 +36,7 @@ import {
   type MemoryStats,
   type MoeRouteOptions,
   type MoeRouting,
+  type Replayable,
   type Tensor,
 } from '../backend.js';
 import { fromBf16Bits, toBf16Bits } from '../bf16.js';
@@ -43,7 +44,7 @@ import { checkShapeValid, expectDtype, expectShape, expectSize, floats, lastDim,
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
-import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, Driver } from './driver.js';
+import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, CudaError, Driver } from './driver.js';
 import { koffi } from './libs.js';
 import { kernelSource, Nvrtc } from './nvrtc.js';
 
@@ -383,6 +384,50 @@ export class CudaBackend implements Backend {
   private launchRows(name: string, R: number, args: readonly Arg[]): void {
     if (R <= 0) return;
     this.launch(name, Math.min(R, MAX_GRID), BLOCK, args);
+  }
+
+  capture(work: () => void): Replayable | null {
+    // these modes synchronise after launches, which a recording forbids
+    if (this.closed || this.syncEachLaunch || this.launchTimes) return null;
+    const end = (): bigint | null => {
+      try {
+        return this.driver.endCapture(this.stream);
+      } catch {
+        return null; // invalidated by a call that is not allowed while recording
+      }
+    };
+    this.driver.beginCapture(this.stream);
+    try {
+      work();
+    } catch (e) {
+      const g = end();
+      if (g) this.driver.graphDestroy(g);
+      if (e instanceof CudaError) return null;
+      throw e;
+    }
+    const graph = end();
+    if (!graph) return null;
+    let exec: bigint;
+    try {
+      exec = this.driver.graphInstantiate(graph);
+    } catch (e) {
+      this.driver.graphDestroy(graph);
+      if (e instanceof CudaError) return null;
+      throw e;
+    }
+    let live = true;
+    return {
+      replay: () => {
+        if (!live) throw new DeviceError('capture: the graph was disposed');
+        this.driver.graphLaunch(exec, this.stream);
+      },
+      dispose: () => {
+        if (!live) return;
+        live = false;
+        this.driver.graphExecDestroy(exec);
+        this.driver.graphDestroy(graph);
+      },
+    };
   }
 
   // ---- memory -------------------------------------------------------------------------------

@@ -123,6 +123,12 @@ export class Driver {
       'int cuFuncSetAttribute(void *fn, int attrib, int value)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void *stream, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
+      'int cuStreamBeginCapture_v2(void *stream, int mode)',
+      'int cuStreamEndCapture(void *stream, _Out_ void **graph)',
+      'int cuGraphInstantiateWithFlags(_Out_ void **exec, void *graph, unsigned long long flags)',
+      'int cuGraphLaunch(void *exec, void *stream)',
+      'int cuGraphExecDestroy(void *exec)',
+      'int cuGraphDestroy(void *graph)',
       'int cuStreamSynchronize(void *stream)',
       'int cuStreamDestroy_v2(void *stream)',
       'int cuEventCreate(_Out_ void **event, unsigned int flags)',
@@ -280,6 +286,35 @@ export class Driver {
   launch(fn: bigint, name: string, d: LaunchDims, stream: bigint | null, params: bigint): void {
     const rc = this.f['cuLaunchKernel']!(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2], d.sharedBytes, stream, params, null);
     this.check('cuLaunchKernel', rc, `kernel ${name} (grid ${d.grid.join('x')}, block ${d.block.join('x')}, ${d.sharedBytes} B shared)`);
+  }
+  /**
+   * Starts recording the work queued on `stream` into a graph instead of running it; relaxed mode
+   * (other threads' calls are not checked; calls that would synchronise still end the capture).
+   */
+  beginCapture(stream: bigint): void {
+    this.call('cuStreamBeginCapture_v2', stream, 2); // CU_STREAM_CAPTURE_MODE_RELAXED
+  }
+  /** Ends the recording; the graph (throws if the capture was invalidated). */
+  endCapture(stream: bigint): bigint {
+    const g: (bigint | null)[] = [null];
+    this.call('cuStreamEndCapture', stream, g);
+    if (!g[0]) throw new CudaError('driver', 'cuStreamEndCapture', 0, 'CUDA_ERROR_UNKNOWN', 'no graph came back');
+    return g[0];
+  }
+  /** An executable instance of a graph. */
+  graphInstantiate(graph: bigint): bigint {
+    const e: (bigint | null)[] = [null];
+    this.call('cuGraphInstantiateWithFlags', e, graph, 0);
+    return e[0]!;
+  }
+  graphLaunch(exec: bigint, stream: bigint): void {
+    this.call('cuGraphLaunch', exec, stream);
+  }
+  graphExecDestroy(exec: bigint): void {
+    this.call('cuGraphExecDestroy', exec);
+  }
+  graphDestroy(graph: bigint): void {
+    this.call('cuGraphDestroy', graph);
   }
   streamCreate(): bigint {
     const s: (bigint | null)[] = [null];
