@@ -194,6 +194,8 @@ function shapeChunks(n: number): [number, number][] {
   return out;
 }
 const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM'] ?? 128) || 128);
+/** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
+const SCORE_BLOCK = 1 << 25;
 /** Bytes of cuBLAS's workspace. */
 const CUBLAS_WORKSPACE = 32 * 1024 * 1024;
 /** Shared memory a kernel may take without opting in. */
@@ -1443,7 +1445,9 @@ export class CudaBackend implements Backend {
     const xx = cu(op, x);
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
     const half = nearest ? this.scratch(V * 8) : null;
-    const chunk = Math.max(1, Math.min(M, Math.floor((1 << 22) / Math.max(V, 1))));
+    // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
+    // 30k vocabulary; the earlier 16 MiB made 15 small GEMMs and argmaxes for 2,048 rows)
+    const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
     const scores = this.scratch(chunk * V * 4);
     try {
       if (half) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
