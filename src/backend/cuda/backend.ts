@@ -754,23 +754,16 @@ export class CudaBackend implements Backend {
       return;
     }
     if (this.matmulPrecision === 'float32' && aType !== 'bfloat16' && bType !== 'bfloat16' && !c16) {
-      this.cublas.gemm(p);
+      this.cublasGemm(p, 'f32');
     } else {
       // bf16 operands: round the spans of A and B that the product reads into scratch, same layout
       const span = (rows: number, ld: number, stride: number) => (p.batch - 1) * stride + rows * ld;
-      const rounded = (ptr: number, type: DType, n: number) => {
-        if (type === 'bfloat16') return { ptr, free: () => undefined };
-        const t = this.scratch(n * 2);
-        this.launchN('convert_float', n, [A(t.ptr), A(ptr), L(n), I(1)]); // bit 0: the destination is bf16
-        return t;
-      };
+      const rounded = (ptr: number, type: DType, n: number) => (type === 'bfloat16' ? { ptr, free: () => undefined } : this.bf16Copy(ptr, n));
       const a16 = rounded(p.a, aType, span(p.transA ? p.K : p.M, p.lda, p.strideA));
       try {
         const b16 = rounded(p.b, bType, span(p.transB ? p.N : p.K, p.ldb, p.strideB));
         try {
-          const t0 = this.launchTimes ? this.timedStart() : 0;
-          this.cublas.gemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' });
-          if (this.launchTimes) this.timedEnd(`gemm bf16 ${p.transA ? 'T' : 'N'}${p.transB ? 'T' : 'N'} ${[p.M, p.N, p.K].map(roughDim).join('x')}${p.batch > 1 ? ` x${p.batch}` : ''} -> ${c16 ? 'bf16' : 'f32'}`, t0);
+          this.cublasGemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' }, 'bf16');
         } finally {
           b16.free();
         }
@@ -779,6 +772,21 @@ export class CudaBackend implements Backend {
       }
     }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, 'after cublasGemmStridedBatchedEx');
+  }
+  /** One cuBLAS call, timed under its shape in the kernel profile (options.launchTimes). */
+  private cublasGemm(p: RowMajorGemm, operands: 'f32' | 'bf16'): void {
+    const t0 = this.launchTimes ? this.timedStart() : 0;
+    this.cublas.gemm(p);
+    if (this.launchTimes) {
+      const shape = [p.M, p.N, p.K].map(roughDim).join('x');
+      this.timedEnd(`gemm ${operands} ${p.transA ? 'T' : 'N'}${p.transB ? 'T' : 'N'} ${shape}${p.batch > 1 ? ` x${p.batch}` : ''} -> ${p.output === 'bfloat16' ? 'bf16' : 'f32'}`, t0);
+    }
+  }
+  /** n float32 values at `ptr` rounded to bfloat16 into scratch (freed by the caller). */
+  private bf16Copy(ptr: number, n: number): { ptr: number; free: () => void } {
+    const t = this.scratch(n * 2);
+    this.launchN('convert_float', n, [A(t.ptr), A(ptr), L(n), I(1)]); // bit 0: the destination is bf16
+    return t;
   }
 
   /**
@@ -789,9 +797,7 @@ export class CudaBackend implements Backend {
    */
   private weightOperand(w: CudaTensor, bf16Product: boolean): { ptr: number; dtype: DType; free: () => void } {
     if (w.dtype === 'bfloat16' || !(bf16Product || this.matmulPrecision === 'bfloat16') || w.size === 0) return { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
-    const t = this.scratch(w.size * 2);
-    this.launchN('convert_float', w.size, [A(t.ptr), A(w.ptr), L(w.size), I(1)]); // bit 0: the destination is bf16
-    return { ptr: t.ptr, dtype: 'bfloat16', free: t.free };
+    return { ...this.bf16Copy(w.ptr, w.size), dtype: 'bfloat16' };
   }
 
   /**
@@ -802,8 +808,13 @@ export class CudaBackend implements Backend {
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
     return this.groupedKernel === 'mma' && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
   }
-  /** The experts' row offsets [E + 1] on the device, copied on the stream (no wait); free after use. */
-  private expertOffsets(counts: readonly number[]): { ptr: number; free: () => void } {
+  /**
+   * The experts' row offsets [E + 1] on the device: a routing's own (`onDevice`), or made from the
+   * host counts and copied on the stream (no wait); free after use.
+   */
+  private expertOffsets(groups: ExpertGroups, onDevice: number): { ptr: number; free: () => void } {
+    if (onDevice) return { ptr: onDevice, free: () => undefined };
+    const counts = countsOf(groups);
     const off = new Int32Array(counts.length + 1);
     for (let e = 0; e < counts.length; e++) off[e + 1] = off[e]! + counts[e]!;
     const d = this.scratch(off.byteLength);
@@ -818,9 +829,8 @@ export class CudaBackend implements Backend {
    */
   private groupedGemm(kernel: string, c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
-    const counts = onDevice ? null : countsOf(groups);
-    const tiles = counts ? counts.reduce((t, n) => t + Math.ceil(n / 128), 0) : Math.ceil(rows / 128) + E;
-    const offs = onDevice ? { ptr: onDevice, free: () => undefined } : this.expertOffsets(counts!);
+    const tiles = onDevice ? Math.ceil(rows / 128) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / 128), 0);
+    const offs = this.expertOffsets(groups, onDevice);
     try {
       this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
     } finally {
@@ -833,14 +843,13 @@ export class CudaBackend implements Backend {
    * the counts are not read: reading them would wait for the device).
    */
   private groups(op: string, weight: Tensor, groups: ExpertGroups): { E: number; N: number; K: number; Acount: number; onDevice: number } {
-    if (weight.shape.length !== 3) throw new ShapeError(op, 'weight must be [E, N, K]', [weight.shape]);
-    const [E, N, K] = weight.shape as [number, number, number];
     if (groups instanceof CudaRouting && groups.offsets !== 0) {
+      const [E, N, K] = groupedShape(op, weight, null);
       if (groups.experts !== E) throw new ShapeError(op, `the routing has ${groups.experts} experts, the weight ${E}`, [weight.shape]);
       return { E, N, K, Acount: groups.order.size, onDevice: groups.offsets };
     }
     const counts = countsOf(groups);
-    groupedShape(op, weight, counts);
+    const [E, N, K] = groupedShape(op, weight, counts);
     return { E, N, K, Acount: counts.reduce((a, b) => a + b, 0), onDevice: 0 };
   }
 
@@ -901,7 +910,7 @@ export class CudaBackend implements Backend {
     floats(op, dx, dy, x);
     sameSize(op, dx, dy, x);
     const [a, b, c] = [cu(op, dx), cu(op, dy), cu(op, x)];
-    if (kind === 'gelu' && [a, b, c].every((t) => t.dtype === 'bfloat16' && t.ptr % 4 === 0) && x.size % 2 === 0 && x.size < 2 ** 31) {
+    if (kind === 'gelu' && bf16Pairs(x.size, 1, a, b, c)) {
       this.launchN('gelu_backward_bf16x2', x.size / 2, [P(a), P(b), P(c), I(x.size / 2), B(accumulate)]);
       return;
     }
@@ -934,7 +943,7 @@ export class CudaBackend implements Backend {
     expectSize(op, 'bias', bias, C);
     expectSize(op, 'mean', mean, R);
     expectSize(op, 'rstd', rstd, R);
-    if (this.bf16Rows(C, R, out, x)) {
+    if (bf16Pairs(C, R, cu(op, out), cu(op, x))) {
       this.launch('layernorm_bf16_warp', Math.min(Math.ceil(R / 8), MAX_GRID), BLOCK, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), I(R), I(C), F(eps)]);
       return;
     }
@@ -955,18 +964,11 @@ export class CudaBackend implements Backend {
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
     this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, bfMask(d, a));
-    if (this.bf16Rows(C, R, g, d, a)) {
+    if (bf16Pairs(C, R, g, d, a)) {
       this.launch('layernorm_backward_dx_bf16_warp', Math.min(Math.ceil(R / 8), MAX_GRID), BLOCK, [P(g), P(d), P(a), P(w), P(mu), P(rs), I(R), I(C), B(accumulate)]);
       return;
     }
     this.launchRows('layernorm_backward_dx_f32', R, [P(g), P(d), P(a), P(w), P(mu), P(rs), L(R), L(C), B(accumulate), BFM(g, d, a)]);
-  }
-  /**
-   * Whether the warp-per-row bf16 kernels serve rows of C elements: every tensor bf16 and 4-byte
-   * aligned, C even, sizes within 32-bit indices.
-   */
-  private bf16Rows(C: number, R: number, ...ts: Tensor[]): boolean {
-    return C % 2 === 0 && R * C < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && cu('layerNorm', t).ptr % 4 === 0);
   }
 
   // ---- embedding, cross-entropy ---------------------------------------------------------------
@@ -1359,9 +1361,10 @@ export class CudaBackend implements Backend {
       // the per-expert loop below does what they do not
       const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N);
       if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
-      const oneLaunchDw = this.groupedKernel === 'mma' && g.dtype === 'bfloat16' && x.dtype === 'bfloat16' && gw.dtype === 'float32' && N % 8 === 0 && K % 8 === 0 && g.ptr % 16 === 0 && x.ptr % 16 === 0;
+      // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
+      const oneLaunchDw = gw.dtype === 'float32' && this.groupedMma(g, x, K, N);
       if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
-        const offs = onDevice ? { ptr: onDevice, free: () => undefined } : this.expertOffsets(countsOf(groups));
+        const offs = this.expertOffsets(groups, onDevice);
         try {
           this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)]);
         } finally {
@@ -1558,10 +1561,19 @@ export class CudaRouting implements MoeRouting {
   }
 }
 
-function groupedShape(op: string, weight: Tensor, counts: readonly number[]): [number, number, number] {
+/**
+ * Whether the bf16 pair kernels (two elements per 32-bit word, 32-bit indices) serve R rows of C
+ * elements of these tensors: all bfloat16 and 4-byte aligned, C even, R C below 2^31.
+ */
+function bf16Pairs(C: number, R: number, ...ts: CudaTensor[]): boolean {
+  return C % 2 === 0 && R * C < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && t.ptr % 4 === 0);
+}
+
+/** [E, N, K] of a grouped product's weight, and (unless null) counts checked against E. */
+function groupedShape(op: string, weight: Tensor, counts: readonly number[] | null): [number, number, number] {
   if (weight.shape.length !== 3) throw new ShapeError(op, 'weight must be [E, N, K]', [weight.shape]);
   const [E, N, K] = weight.shape as [number, number, number];
-  if (counts.length !== E || counts.some((c) => !Number.isInteger(c) || c < 0)) throw new ShapeError(op, `counts must be ${E} non-negative integers`, [weight.shape]);
+  if (counts && (counts.length !== E || counts.some((c) => !Number.isInteger(c) || c < 0))) throw new ShapeError(op, `counts must be ${E} non-negative integers`, [weight.shape]);
   return [E, N, K];
 }
 
