@@ -41,6 +41,9 @@ __device__ __forceinline__ u32 pack_bf2(float lo, float hi) {
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
+// the low and high bfloat16 of a pair (pack_bf2's layout) as floats
+__device__ __forceinline__ float bf_lo(u32 v) { return bf2f((bf16_t)(v & 0xffffu)); }
+__device__ __forceinline__ float bf_hi(u32 v) { return bf2f((bf16_t)(v >> 16)); }
 __device__ __forceinline__ float ldx(const void *p, i64 i, int bf) { return bf ? bf2f(((const bf16_t *)p)[i]) : ((const float *)p)[i]; }
 __device__ __forceinline__ void stx(void *p, i64 i, float v, int bf) {
   if (bf) ((bf16_t *)p)[i] = f2bf(v);
@@ -150,7 +153,12 @@ __device__ __forceinline__ void philox_block(u64 c, u32 k0, u32 k1, u32 out[4]) 
 // uniform in (0, 1), exact in float32: ((w >> 8) + 0.5) 2^-24
 __device__ __forceinline__ double philox_uniform(u32 w) { return ((double)(w >> 8) + 0.5) * 5.9604644775390625e-8; }
 
-// ---- GELU (erf form), in double ----------------------------------------------------------------
+// ---- GELU (erf form), in double, and in float32 for bfloat16 data -------------------------------
+// (one bf16 rounding, 2^-9, dwarfs the error of erff)
+__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+__device__ __forceinline__ float gelu_grad_f(float x) {
+  return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+}
 __device__ __forceinline__ double gelu_d(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
 __device__ __forceinline__ double gelu_grad_d(double x) {
   return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);

@@ -155,23 +155,18 @@ extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
   GRID_STRIDE(i, n) stx(c, i, beta == 0.0 ? 0.0f : (float)(beta * (double)ldx(c, i, bf)), bf);
 }
 
-
 // ---- bfloat16 fast paths -------------------------------------------------------------------------
-// Activations stored in bfloat16 need only float32 arithmetic (one bf16 rounding, 2^-9, dwarfs the
-// error of erff), two elements per 32-bit word, 32-bit indices: the epilogues of the MoE's grouped
-// matrix products, which the double-precision kernels above (kept for the float32 path's agreement
-// with the CPU) made memory-and-FP64 bound.
-__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
-__device__ __forceinline__ float gelu_grad_f(float x) {
-  return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
-}
+// Activations stored in bfloat16 need only float32 arithmetic (gelu_f, gelu_grad_f), two elements
+// per 32-bit word, 32-bit indices: the epilogues of the MoE's grouped matrix products, which the
+// double-precision kernels above (kept for the float32 path's agreement with the CPU) made
+// memory-and-FP64 bound.
 
 // bias_act_f32 for bfloat16 c and pre with N even and rows * N < 2^31: a pair of columns per step.
 extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float *bias, int hasBias, u32 *pre, int hasPre) {
   const int half = N >> 1, n = rows * half;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const u32 v = c[i];
-    float lo = bf2f((bf16_t)(v & 0xffffu)), hi = bf2f((bf16_t)(v >> 16));
+    float lo = bf_lo(v), hi = bf_hi(v);
     if (hasBias) {
       const int col = (i % half) * 2;
       lo = lo + bias[col];
@@ -190,12 +185,12 @@ extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float 
 extern "C" __global__ void gelu_backward_bf16x2(u32 *dx, const u32 *dy, const u32 *x, int pairs, int accumulate) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < pairs; i += gridDim.x * blockDim.x) {
     const u32 xv = x[i], gv = dy[i];
-    float lo = gelu_grad_f(bf2f((bf16_t)(xv & 0xffffu))) * bf2f((bf16_t)(gv & 0xffffu));
-    float hi = gelu_grad_f(bf2f((bf16_t)(xv >> 16))) * bf2f((bf16_t)(gv >> 16));
+    float lo = gelu_grad_f(bf_lo(xv)) * bf_lo(gv);
+    float hi = gelu_grad_f(bf_hi(xv)) * bf_hi(gv);
     if (accumulate) {
       const u32 d = dx[i];
-      lo = lo + bf2f((bf16_t)(d & 0xffffu));
-      hi = hi + bf2f((bf16_t)(d >> 16));
+      lo = lo + bf_lo(d);
+      hi = hi + bf_hi(d);
     }
     dx[i] = pack_bf2(lo, hi);
   }

@@ -178,8 +178,8 @@ __device__ void gg_body(void *C, const bf16_t *A, const bf16_t *W, const int *of
             ((float *)pre)[at] = v0;
             ((float *)pre)[at + 1] = v1;
           }
-          v0 = 0.5f * v0 * (1.0f + erff(v0 * 0.7071067811865476f));
-          v1 = 0.5f * v1 * (1.0f + erff(v1 * 0.7071067811865476f));
+          v0 = gelu_f(v0);
+          v1 = gelu_f(v1);
         }
         if (cbf) ((u32 *)C)[at >> 1] = pack_bf2(v0, v1);
         else {

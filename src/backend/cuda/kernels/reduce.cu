@@ -244,13 +244,13 @@ extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rst
     float s = 0.0f;
     for (int c = lane; c < half; c += 32) {
       const u32 v = xr[c];
-      s += bf2f((bf16_t)(v & 0xffffu)) + bf2f((bf16_t)(v >> 16));
+      s += bf_lo(v) + bf_hi(v);
     }
     const float m = warp_sum_f(s) / (float)C;
     float q = 0.0f;
     for (int c = lane; c < half; c += 32) {
       const u32 v = xr[c];
-      const float t0 = bf2f((bf16_t)(v & 0xffffu)) - m, t1 = bf2f((bf16_t)(v >> 16)) - m;
+      const float t0 = bf_lo(v) - m, t1 = bf_hi(v) - m;
       q = fmaf(t0, t0, fmaf(t1, t1, q));
     }
     const float rs = 1.0f / sqrtf(warp_sum_f(q) / (float)C + eps);
@@ -261,8 +261,8 @@ extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rst
     u32 *orow = out + (i64)r * half;
     for (int c = lane; c < half; c += 32) {
       const u32 v = xr[c];
-      const float y0 = (bf2f((bf16_t)(v & 0xffffu)) - m) * rs * w[2 * c] + b[2 * c];
-      const float y1 = (bf2f((bf16_t)(v >> 16)) - m) * rs * w[2 * c + 1] + b[2 * c + 1];
+      const float y0 = (bf_lo(v) - m) * rs * w[2 * c] + b[2 * c];
+      const float y1 = (bf_hi(v) - m) * rs * w[2 * c + 1] + b[2 * c + 1];
       orow[c] = pack_bf2(y0, y1);
     }
   }
@@ -279,21 +279,21 @@ extern "C" __global__ void layernorm_backward_dx_bf16_warp(u32 *dx, const u32 *d
     float m1 = 0.0f, m2 = 0.0f;
     for (int c = lane; c < half; c += 32) {
       const u32 xv = xr[c], gv = gr[c];
-      const float d0 = bf2f((bf16_t)(gv & 0xffffu)) * w[2 * c], d1 = bf2f((bf16_t)(gv >> 16)) * w[2 * c + 1];
+      const float d0 = bf_lo(gv) * w[2 * c], d1 = bf_hi(gv) * w[2 * c + 1];
       m1 += d0 + d1;
-      m2 = fmaf(d0, (bf2f((bf16_t)(xv & 0xffffu)) - m) * s, fmaf(d1, (bf2f((bf16_t)(xv >> 16)) - m) * s, m2));
+      m2 = fmaf(d0, (bf_lo(xv) - m) * s, fmaf(d1, (bf_hi(xv) - m) * s, m2));
     }
     m1 = warp_sum_f(m1) / (float)C;
     m2 = warp_sum_f(m2) / (float)C;
     u32 *orow = dx + (i64)r * half;
     for (int c = lane; c < half; c += 32) {
       const u32 xv = xr[c], gv = gr[c];
-      float v0 = s * (bf2f((bf16_t)(gv & 0xffffu)) * w[2 * c] - m1 - (bf2f((bf16_t)(xv & 0xffffu)) - m) * s * m2);
-      float v1 = s * (bf2f((bf16_t)(gv >> 16)) * w[2 * c + 1] - m1 - (bf2f((bf16_t)(xv >> 16)) - m) * s * m2);
+      float v0 = s * (bf_lo(gv) * w[2 * c] - m1 - (bf_lo(xv) - m) * s * m2);
+      float v1 = s * (bf_hi(gv) * w[2 * c + 1] - m1 - (bf_hi(xv) - m) * s * m2);
       if (accumulate) {
         const u32 o = orow[c];
-        v0 += bf2f((bf16_t)(o & 0xffffu));
-        v1 += bf2f((bf16_t)(o >> 16));
+        v0 += bf_lo(o);
+        v1 += bf_hi(o);
       }
       orow[c] = pack_bf2(v0, v1);
     }
