@@ -9,7 +9,7 @@
  *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
  * - Output: argmax of the last (unclamped) x0_hat E^T.
  */
-import type { Backend, Replayable, Tensor } from '../backend/backend.js';
+import type { Backend, Replayable } from '../backend/backend.js';
 import { PhiloxStream } from '../backend/philox.js';
 import type { DenoiserCache } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
@@ -37,6 +37,21 @@ export interface SampleOptions {
    * routing is never read back). Same numbers either way.
    */
   graphs?: boolean;
+}
+
+/**
+ * A denoiser call recorded on the device (Backend.capture) with the cache it keeps its buffers in,
+ * or null when the recording failed (nothing ran; its cache, if any, is freed).
+ */
+function record(be: Backend, denoise: () => DenoiserCache): { cache: DenoiserCache; graph: Replayable } | null {
+  let cache: DenoiserCache | null = null;
+  const graph = be.capture!(() => {
+    cache = denoise();
+  });
+  const made = cache as DenoiserCache | null;
+  if (graph && made) return { cache: made, graph };
+  made?.dispose();
+  return null;
 }
 
 /** Python's round (half to even), as DiffuSeq computes the DDIM grid. */
@@ -115,32 +130,19 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
         const ts = new Array<number>(B).fill(t);
         if (temb) be.write(temb, model.denoiser.timestepInput(ts));
-        const fopts = { train: false, ...(temb ? { timeEmbedding: temb } : {}) };
+        const denoise = () => model.denoiser.forward(x, ts, { train: false, ...(temb ? { timeEmbedding: temb } : {}) });
         if (useGraph && !recorded && k > 0) {
-          let c: DenoiserCache | null = null;
-          const graph = be.capture!(() => {
-            c = model.denoiser.forward(x, ts, fopts);
-          });
-          const made = c as DenoiserCache | null;
-          if (graph && made) recorded = { cache: made, graph };
-          else {
-            made?.dispose();
-            useGraph = false;
-          }
+          recorded = record(be, denoise);
+          useGraph = recorded !== null;
         }
-        let x0hat: Tensor;
-        if (recorded) {
-          recorded.graph.replay();
-          x0hat = s.keep(be.empty([B * N, e], dt));
-          be.copy(x0hat, recorded.cache.x0);
-        } else {
-          const cache = model.denoiser.forward(x, ts, fopts);
-          try {
-            x0hat = s.keep(be.empty([B * N, e], dt));
-            be.copy(x0hat, cache.x0);
-          } finally {
-            cache.dispose();
-          }
+        // this step's x0: the recording replayed into its cache, or a plain call
+        if (recorded) recorded.graph.replay();
+        const cache = recorded ? null : denoise();
+        const x0hat = s.keep(be.empty([B * N, e], dt));
+        try {
+          be.copy(x0hat, (recorded?.cache ?? cache!).x0);
+        } finally {
+          cache?.dispose();
         }
         if (opts.onStep || last) {
           be.argmaxDot(out, x0hat, E);
