@@ -8,7 +8,7 @@
  *   L x { h = LN(h + drop(Attn(h)));  h = LN(h + drop(FFN(h))) }        (post-LN, BERT order)
  *   x0_hat = Linear(d,e)(tanh(Linear(d,d)(h[G:])))
  */
-import type { Backend, DType, FloatDType, MoeRouting, Tensor } from '../backend/backend.js';
+import type { AttentionSpec, Backend, DType, FloatDType, MoeRouting, Tensor } from '../backend/backend.js';
 import { DTypeError } from '../errors.js';
 import { timestepEmbedding } from '../diffusion/schedule.js';
 import { expertHidden, type ModelConfig } from './config.js';
@@ -185,6 +185,12 @@ export class Denoiser {
     const off = site();
     this.be.dropout(x, x, p, opts.rng.seed, off);
     return off;
+  }
+
+  /** The attention pattern of every block (SPEC section 2). */
+  private attentionSpec(): AttentionSpec {
+    const c = this.cfg;
+    return { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: c.globalTokens };
   }
 
   /** The sinusoidal embeddings of the timesteps t, [t.length, e] row-major (the time MLP's input). */
@@ -364,7 +370,7 @@ export class Denoiser {
     const d = c.hidden;
     const p = `layers.${i}`;
     const M = B * S;
-    const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: c.globalTokens } as const;
+    const spec = this.attentionSpec();
     // attention
     const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
     be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
@@ -428,7 +434,7 @@ export class Denoiser {
         be.stridedCopy(dh, dhout, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
       } else dh = s.keep(be.view(dhout, 0, [B, S, d]));
 
-      const spec = { kind: c.attention.kind, heads: c.heads, window: c.attention.window, dilation: c.attention.dilation, globalTokens: G } as const;
+      const spec = this.attentionSpec();
       const seed = I.rngSeed;
       // Layer by layer, each layer's temporaries in their own scope and its forward tensors freed
       // when done, so the backward's peak is the forward's cache, not twice it. `carry` owns the
