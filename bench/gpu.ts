@@ -219,25 +219,38 @@ function profiled(be: Backend, times: Map<string, [number, number]>): Backend {
   });
 }
 
+/** What a profile runs: one unit of work (a training step, a sampling run) and its cleanup. */
+type ProfiledWork = (model: Model) => { run: () => void; dispose: () => void };
+
 /**
- * Runs `work` once to warm up, then once more on a {@link profiled} backend, and logs the time of
- * each backend method, slowest first (the 14 slowest).
+ * Runs `work` on a model over `be` once to warm up, then once timed, and logs what `times` (name ->
+ * [ms, calls], filled by `be`) collected during the timed run, the `top` slowest first.
  */
-function profile(be: Backend, cfg: ModelConfig, label: string, make: (model: Model) => { run: () => void; dispose: () => void }, log: (s: string) => void): void {
-  const times = new Map<string, [number, number]>();
-  const model = modelOf(cfg, profiled(be, times));
+function runProfile(be: Backend, times: Map<string, [number, number]>, cfg: ModelConfig, label: string, make: ProfiledWork, top: number, log: (s: string) => void): void {
+  const model = modelOf(cfg, be);
   const work = make(model);
-  work.run();
-  times.clear();
-  const t0 = performance.now();
-  work.run();
-  const total = performance.now() - t0;
-  log(`${label} (every op synchronised): ${total.toFixed(1)} ms`);
-  for (const [op, [ms, n]] of [...times.entries()].sort((a, b) => b[1][0] - a[1][0]).slice(0, 14)) {
-    log(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+  try {
+    work.run();
+    times.clear();
+    const t0 = performance.now();
+    work.run();
+    be.synchronize();
+    const total = performance.now() - t0;
+    const all = [...times.entries()].sort((a, b) => b[1][0] - a[1][0]);
+    const sum = all.reduce((a, [, [ms]]) => a + ms, 0);
+    const calls = all.reduce((a, [, [, n]]) => a + n, 0);
+    log(`${label}: ${total.toFixed(1)} ms; the timed calls ${sum.toFixed(1)} ms in ${calls}`);
+    for (const [k, [ms, n]] of all.slice(0, top)) log(`  ${k.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+  } finally {
+    work.dispose();
+    model.dispose();
   }
-  work.dispose();
-  model.dispose();
+}
+
+/** `--items profile` / `profile-sample`: every backend call synchronised and timed, by op. */
+function profile(be: Backend, cfg: ModelConfig, label: string, make: ProfiledWork, log: (s: string) => void): void {
+  const times = new Map<string, [number, number]>();
+  runProfile(profiled(be, times), times, cfg, `${label} (every op synchronised)`, make, 14, log);
 }
 
 /**
@@ -288,19 +301,21 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   uneven.push(2 * rows - uneven.reduce((a, b) => a + b, 0));
   time('grouped fc1 +b gelu, uneven counts', gflop, () => be.groupedMatmul(h, xs, w1, b1, uneven, { gelu: { pre } }));
   const w2 = rnd([d, f], 'float32');
-  for (const M of [1000, 2047, 2048, 8191]) {
+  // the first M rows of h and xs as an fc2-shaped product
+  const fc2 = (M: number) => {
     const a = be.view(h, 0, [M, f]);
     const o = be.view(xs, 0, [M, d]);
-    time(`matmul fc2-shaped [${M},1536]x[768,1536]^T`, 2 * M * d * f, () => be.matmul(o, a, w2, { transB: true }));
-  }
+    be.matmul(o, a, w2, { transB: true });
+    a.dispose();
+    o.dispose();
+  };
+  for (const M of [1000, 2047, 2048, 8191]) time(`matmul fc2-shaped [${M},1536]x[768,1536]^T`, 2 * M * d * f, () => fc2(M));
   let step = 0;
-  time('matmul fc2-shaped [~2000,1536]x[768,1536]^T, M new each call', 2 * 2000 * d * f, () => {
-    const M = 1900 + (step++ % 200);
-    be.matmul(be.view(xs, 0, [M, d]), be.view(h, 0, [M, f]), w2, { transB: true });
-  });
+  time('matmul fc2-shaped [~2000,1536]x[768,1536]^T, M new each call', 2 * 2000 * d * f, () => fc2(1900 + (step++ % 200)));
   const dw = be.zeros([E, f, d]);
+  const db = be.zeros([E, f]);
   const dxs = be.empty([2 * rows, d], bf);
-  time('grouped fc1 backward (dxs, dW, db)', 2 * gflop, () => be.groupedMatmulBackward(dxs, dw, be.zeros([E, f]), h, xs, w1, counts));
+  time('grouped fc1 backward (dxs, dW, db)', 2 * gflop, () => be.groupedMatmulBackward(dxs, dw, db, h, xs, w1, counts));
   const spec = { kind: 'sliding' as const, heads: 12, globalTokens: 16, window: 128, dilation: 1 };
   const qkv2 = rnd([16, 2064, 3 * d]);
   const out = be.empty([16, 2064, d], bf);
@@ -312,32 +327,21 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   const host = new Float32Array(rows * 128);
   const dev = be.empty([rows, 128]);
   time('fromArray-sized write of 16.9 MB', 0, () => be.write(dev, host));
-  for (const t of [x, wqkv, qkv, xs, w1, w2, b1, h, pre, dw, dxs, qkv2, out, lse, dqkv, dev]) t.dispose();
+  for (const t of [x, wqkv, qkv, xs, w1, w2, b1, h, pre, dw, db, dxs, qkv2, out, lse, dqkv, dev]) t.dispose();
 }
 
 /**
- * `--items kernels` / `kernels-sample`: every kernel launch and cuBLAS call of `work` (after a
- * warm-up run) synchronised and timed by name on a fresh CUDA backend, slowest first.
+ * `--items kernels` / `kernels-sample`: every kernel launch and cuBLAS call synchronised and timed
+ * by name, on a fresh CUDA backend.
  */
-function kernelProfile(cfg: ModelConfig, label: string, make: (model: Model) => { run: () => void; dispose: () => void }, log: (s: string) => void): void {
+function kernelProfile(cfg: ModelConfig, label: string, make: ProfiledWork, log: (s: string) => void): void {
   const times = new Map<string, [number, number]>();
   const kb = new CudaBackend({ launchTimes: times });
-  const model = modelOf(cfg, kb);
-  const work = make(model);
-  work.run();
-  times.clear();
-  const t0 = performance.now();
-  work.run();
-  kb.synchronize();
-  const total = performance.now() - t0;
-  const all = [...times.entries()].sort((a, b) => b[1][0] - a[1][0]);
-  const sum = all.reduce((a, [, [ms]]) => a + ms, 0);
-  const calls = all.reduce((a, [, [, n]]) => a + n, 0);
-  log(`${label} (each synchronised): ${total.toFixed(1)} ms, kernels ${sum.toFixed(1)} ms in ${calls} launches`);
-  for (const [k, [ms, n]] of all.slice(0, 40)) log(`  ${k.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${String(n).padStart(6)} calls  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
-  work.dispose();
-  model.dispose();
-  kb.close();
+  try {
+    runProfile(kb, times, cfg, `${label} (each kernel synchronised)`, make, 40, log);
+  } finally {
+    kb.close();
+  }
 }
 
 function median(xs: number[]): number {
