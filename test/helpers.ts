@@ -32,3 +32,26 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-300);
 }
+
+/**
+ * max |a - b| / max |b| and where the largest difference is; a non-finite `a` where `b` is finite
+ * gives Infinity (the GPU-against-reference measure of the CUDA tests).
+ */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): { err: number; at: number } {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let maxRef = 0;
+  let maxDiff = 0;
+  let at = -1;
+  for (let i = 0; i < b.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (!Number.isFinite(x) && Number.isFinite(y)) return { err: Infinity, at: i };
+    maxRef = Math.max(maxRef, Math.abs(y));
+    const d = Math.abs(x - y);
+    if (d > maxDiff) {
+      maxDiff = d;
+      at = i;
+    }
+  }
+  return { err: maxRef > 0 ? maxDiff / maxRef : maxDiff, at };
+}

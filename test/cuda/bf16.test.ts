@@ -26,6 +26,7 @@ import { Model } from '../../src/model/model.js';
 import { sampleIds } from '../../src/sample/sampler.js';
 import { train } from '../../src/train/trainer.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
+import { maxRelErr } from '../helpers.js';
 import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
 
 const probe = probeCuda();
@@ -77,27 +78,15 @@ function both(f: (be: Backend, s: 'c' | 'g') => void): void {
   f(C(), 'c');
   f(G(), 'g');
 }
-/** max |g - c| / max |c| (a non-finite g fails), recorded in the report under `label`. */
-function maxRelErr(g: ArrayLike<number>, c: ArrayLike<number>, label: string): number {
-  let ref = 0;
-  let diff = 0;
-  let at = -1;
-  for (let i = 0; i < c.length; i++) {
-    if (!Number.isFinite(g[i]!)) assert.fail(`${label}: element ${i} is ${g[i]} on the GPU (reference ${c[i]}) (seed ${SEED})`);
-    ref = Math.max(ref, Math.abs(c[i]!));
-    const e = Math.abs(g[i]! - c[i]!);
-    if (e > diff) {
-      diff = e;
-      at = i;
-    }
-  }
-  const err = ref > 0 ? diff / ref : diff;
+/** max |g - c| / max |c| (maxRelErr; Infinity for a non-finite g), recorded in the report under `label`. */
+function relErrOf(g: ArrayLike<number>, c: ArrayLike<number>, label: string): number {
+  const { err, at } = maxRelErr(g, c);
   report.set(label, Math.max(report.get(label) ?? 0, err));
   if (err > 1e-2) console.log(`${label}: worst at [${at}]: ${g[at]} vs ${c[at]} (seed ${SEED})`);
   return err;
 }
 function close(label: string, p: Pair, tol = 1e-2): void {
-  const err = maxRelErr(G().toArray(p.g), C().toArray(p.c), label);
+  const err = relErrOf(G().toArray(p.g), C().toArray(p.c), label);
   assert.ok(err <= tol, `${label}: rel err ${err} > ${tol} (seed ${SEED})`);
 }
 
@@ -254,7 +243,7 @@ test('tensor-core attention kernels (mma) equal their slow twins (float32 tiles)
       const a = run(G());
       const b = run(tiled);
       for (const k of ['o', 'l', 'dq'] as const) {
-        const err = maxRelErr(a[k], b[k], `mma vs tiled ${k} ${tag}`);
+        const err = relErrOf(a[k], b[k], `mma vs tiled ${k} ${tag}`);
         assert.ok(err <= 1e-2, `mma vs tiled ${k} ${tag}: rel err ${err} (seed ${SEED})`);
       }
     }
@@ -299,7 +288,7 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
       const a = run(mma);
       const b = run(G());
       for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
-        const err = maxRelErr(a[k], b[k], `grouped mma vs cublas ${k} ${tag}`);
+        const err = relErrOf(a[k], b[k], `grouped mma vs cublas ${k} ${tag}`);
         assert.ok(err <= 1e-2, `grouped mma vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
       }
     }

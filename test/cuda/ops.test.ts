@@ -22,6 +22,7 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError, IndexError, ShapeError } from '../../src/errors.js';
 import { Model } from '../../src/model/model.js';
 import { sampleIds } from '../../src/sample/sampler.js';
+import { maxRelErr } from '../helpers.js';
 import { microBatch, microConfig, microNoise } from '../model/fixtures.js';
 
 const probe = probeCuda();
@@ -97,36 +98,17 @@ const report = new Map<string, number>();
 function record(label: string, err: number): void {
   report.set(label, Math.max(report.get(label) ?? 0, err));
 }
-/** Max |gpu - cpu| / max |cpu|; a non-finite GPU value where the CPU's is finite fails outright. */
-function relErr(g: ArrayLike<number>, c: ArrayLike<number>): { err: number; at: number } {
-  assert.equal(g.length, c.length, 'lengths differ');
-  let maxRef = 0;
-  let maxDiff = 0;
-  let at = -1;
-  for (let i = 0; i < c.length; i++) {
-    const a = g[i]!;
-    const b = c[i]!;
-    if (!Number.isFinite(a) && Number.isFinite(b)) return { err: Infinity, at: i };
-    maxRef = Math.max(maxRef, Math.abs(b));
-    const d = Math.abs(a - b);
-    if (d > maxDiff) {
-      maxDiff = d;
-      at = i;
-    }
-  }
-  return { err: maxRef > 0 ? maxDiff / maxRef : maxDiff, at };
-}
 function close(label: string, p: Pair, tol = 1e-5): void {
   const g = G().toArray(p.g);
   const c = C().toArray(p.c);
-  const { err, at } = relErr(g, c);
+  const { err, at } = maxRelErr(g, c);
   record(label, err);
   assert.ok(err <= tol, `${label}: rel err ${err} > ${tol} at [${at}] gpu ${g[at]} cpu ${c[at]} (seed ${SEED})`);
 }
 function exact(label: string, p: Pair): void {
   const g = G().toArray(p.g);
   const c = C().toArray(p.c);
-  record(label, relErr(g, c).err);
+  record(label, maxRelErr(g, c).err);
   for (let i = 0; i < c.length; i++) if (g[i] !== c[i] && !(Number.isNaN(g[i]) && Number.isNaN(c[i]))) assert.fail(`${label}: element ${i} differs: gpu ${g[i]} cpu ${c[i]} (seed ${SEED})`);
 }
 /** Runs `f` on both backends with the pairs' halves. */
@@ -222,7 +204,7 @@ test('Philox: uniform bit for bit, normal within one float32 ulp, dropout masks 
       differ++;
       assert.ok(Math.abs(g[i]! - c[i]!) <= Math.abs(c[i]!) * 2 ** -23, `randomNormal[${i}]: ${g[i]} vs ${c[i]}`);
     }
-    record(`randomNormal n=${n} (elements 1 ulp apart: ${differ})`, relErr(g, c).err);
+    record(`randomNormal n=${n} (elements 1 ulp apart: ${differ})`, maxRelErr(g, c).err);
     for (const p of [0.1, 0.5]) {
       const x = rpair([n]);
       const y = out([n]);
@@ -522,7 +504,7 @@ test('tiled attention kernels equal their slow twins (one warp per row) on the G
       const a = run(tiled);
       const b = run(rows);
       for (const k of ['o', 'l', 'dq'] as const) {
-        const { err, at } = relErr(a[k], b[k]);
+        const { err, at } = maxRelErr(a[k], b[k]);
         record(`tiled vs rows attention ${k} ${tag}`, err);
         assert.ok(err <= 1e-5, `tiled vs rows ${k} ${tag}: rel err ${err} at [${at}] (seed ${SEED})`);
       }
@@ -545,7 +527,7 @@ function sameRouting(label: string, a: MoeRouting, b: MoeRouting): void {
   }
   for (const k of ['expertIndex', 'order', 'slot'] as const) assert.deepEqual(G().toArray(a[k]), C().toArray(b[k]), `${label}: ${k}`);
   for (const k of ['probs', 'lse', 'gates', 'gateNorm'] as const) {
-    const { err, at } = relErr(G().toArray(a[k]), C().toArray(b[k]));
+    const { err, at } = maxRelErr(G().toArray(a[k]), C().toArray(b[k]));
     record(`${label}: ${k}`, err);
     assert.ok(err <= 1e-6, `${label}: ${k} rel err ${err} at [${at}]`);
   }
@@ -788,7 +770,7 @@ test('whole model: sampleIds gives the same tokens on CUDA and CPU for the same 
       const tc = sampleIds(mc, batch.inputIds, batch.inputMask, 3, 7, { ...o, onState: (_k, x) => states.c.push(x) });
       const tg = sampleIds(mg, batch.inputIds, batch.inputMask, 3, 7, { ...o, onState: (_k, x) => states.g.push(x) });
       let worst = 0;
-      for (let k = 0; k < states.c.length; k++) worst = Math.max(worst, relErr(states.g[k]!, states.c[k]!).err);
+      for (let k = 0; k < states.c.length; k++) worst = Math.max(worst, maxRelErr(states.g[k]!, states.c[k]!).err);
       record(`sampleIds ${o.sampler} steps ${o.steps}: trajectory`, worst);
       assert.deepEqual([...tg], [...tc], `${o.sampler}: tokens differ (seed ${SEED})`);
     }
