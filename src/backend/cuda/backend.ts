@@ -180,8 +180,9 @@ function tiledAttentionShared(DH: number): { fwd: number; dq: number; dkdv: numb
 const roughDim = (x: number): string => (x % 64 === 0 ? String(x) : `~${x < 1000 ? Math.round(x / 100) * 100 : `${Math.round(x / 1000)}k`}`);
 /**
  * Row ranges [start, count] that cover n rows of one expert in GEMM shapes that recur: a multiple of
- * SHAPE_QUANTUM, then the rest. cuBLAS chooses an algorithm for every new shape on the host (about a
- * millisecond, measured on an H200 with cuBLAS 13.1), and expert row counts change every step, so
+ * SHAPE_QUANTUM, then the rest. cuBLAS chooses an algorithm for every new shape on the host (0.12 ms
+ * more per call alone, milliseconds for some calls in a training step: H200, cuBLAS 13.1, the
+ * `--items ops` and `kernels` profiles of bench/gpu.ts), and expert row counts change every step, so
  * one call per expert paid that choice on nearly every call; cut this way, at most
  * n / SHAPE_QUANTUM + SHAPE_QUANTUM shapes per weight shape ever occur and each is chosen once.
  * MOE_DIFFUSEQ_SHAPE_QUANTUM=1 turns the cutting off (one call per expert).
