@@ -12,7 +12,7 @@ import type { AttentionSpec, Backend, DType, FloatDType, MoeRouting, Tensor } fr
 import { DTypeError } from '../errors.js';
 import { timestepEmbedding } from '../diffusion/schedule.js';
 import { expertHidden, type ModelConfig } from './config.js';
-import type { ParamStore } from './params.js';
+import type { ParamCopy, ParamStore } from './params.js';
 import { Scope } from './scope.js';
 
 /** LayerNorm epsilon of every norm (SPEC 2.3). */
@@ -41,6 +41,13 @@ export interface ForwardOptions {
    * replayed with another t written into the same tensor.
    */
   timeEmbedding?: Tensor;
+  /**
+   * The parameters as bfloat16 (from {@link Denoiser.castWeights}), taken as the weights of the
+   * matrix products, which round their float32 weights to bfloat16 anyway: the same numbers without
+   * a rounding per product. For many forwards of unchanged parameters (sampling); only with
+   * bfloat16 activations. The backward does not use them.
+   */
+  weights?: ParamCopy;
 }
 
 /** Per-MoE-layer routing statistics of a forward. */
@@ -125,6 +132,8 @@ export class Denoiser {
   private readonly be: Backend;
   private readonly dtype: FloatDType;
   private act: DType;
+  /** ForwardOptions.weights during a forward (the helpers read their weights through w), else null. */
+  private operands: ParamCopy | null = null;
 
   constructor(
     readonly cfg: ModelConfig,
@@ -150,11 +159,28 @@ export class Denoiser {
   private p(name: string): Tensor {
     return this.params.get(name);
   }
+  /** A weight as a matrix product's operand: from the forward's ForwardOptions.weights when given. */
+  private w(name: string): Tensor {
+    return this.operands ? this.operands.get(name) : this.params.get(name);
+  }
+  /** Consecutive weights as one operand (see w). */
+  private wSpan(first: string, shape: readonly number[]): Tensor {
+    return this.operands ? this.operands.span(first, shape) : this.params.span(first, shape);
+  }
+
+  /**
+   * The parameters rounded to bfloat16 once, for ForwardOptions.weights (the sampler's forwards);
+   * null unless the activations are bfloat16. A snapshot (stale once the parameters change) of the
+   * parameters' size in bf16; dispose it after use.
+   */
+  castWeights(): ParamCopy | null {
+    return this.act === 'bfloat16' ? this.params.copyAs('bfloat16') : null;
+  }
 
   /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear); y of `dtype` (default: the activations'). */
   private linear(s: Scope, x: Tensor, prefix: string, rows: number, out: number, dtype: DType = this.act): Tensor {
     const y = s.keep(this.be.empty([rows, out], dtype));
-    this.be.matmul(y, x, this.p(`${prefix}.weight`), { transB: true, bias: this.p(`${prefix}.bias`) });
+    this.be.matmul(y, x, this.w(`${prefix}.weight`), { transB: true, bias: this.p(`${prefix}.bias`) });
     return y;
   }
 
@@ -203,6 +229,18 @@ export class Denoiser {
 
   /** Runs f(x_t, t). x_t is [B, N, e]; t holds B integer timesteps. */
   forward(xt: Tensor, t: readonly number[], opts: ForwardOptions = { train: false }): DenoiserCache {
+    if (opts.weights && (opts.weights.source !== this.params || opts.weights.flat.dtype !== 'bfloat16' || this.act !== 'bfloat16')) {
+      throw new DTypeError('denoiser', 'ForwardOptions.weights must be this denoiser\'s castWeights(), with bfloat16 activations');
+    }
+    this.operands = opts.weights ?? null;
+    try {
+      return this.forwardPass(xt, t, opts);
+    } finally {
+      this.operands = null;
+    }
+  }
+
+  private forwardPass(xt: Tensor, t: readonly number[], opts: ForwardOptions): DenoiserCache {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -304,7 +342,7 @@ export class Denoiser {
       const pre = s.keep(be.empty([M, 4 * d], ac));
       const act = be.empty([M, 4 * d], ac);
       try {
-        be.matmul(act, h1, this.p(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
+        be.matmul(act, h1, this.w(`${p}.ffn.fc1.weight`), { transB: true, bias: this.p(`${p}.ffn.fc1.bias`), gelu: { pre } });
         const out = this.linear(s, act, `${p}.ffn.fc2`, M, d);
         return { out, cache: { kind: 'dense', pre } };
       } finally {
@@ -314,7 +352,7 @@ export class Denoiser {
     const E = c.ffn.experts;
     const f = expertHidden(c);
     const logits = s.keep(be.empty([M, E], dt));
-    be.matmul(logits, h1, this.p(`${p}.ffn.router.weight`), { transB: true });
+    be.matmul(logits, h1, this.w(`${p}.ffn.router.weight`), { transB: true });
     const routing = be.moeRoute(logits, {
       topK: c.ffn.topK,
       seqLen: S,
@@ -332,8 +370,8 @@ export class Denoiser {
       const xs = tmp.keep(be.empty([A, d], ac));
       be.moePermute(xs, h1, routing);
       const act = tmp.keep(be.empty([A, f], ac));
-      be.groupedMatmul(act, xs, this.p(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre } });
-      be.groupedMatmul(ys, act, this.p(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
+      be.groupedMatmul(act, xs, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre } });
+      be.groupedMatmul(ys, act, this.w(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
     } finally {
       tmp.dispose();
     }
@@ -341,9 +379,9 @@ export class Denoiser {
     be.moeCombine(out, ys, routing, false);
     const shared: { pre: Tensor; act: Tensor }[] = [];
     for (let j = 0; j < c.ffn.sharedExperts; j++) {
-      const w1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.weight`), j * f * d, [f, d]));
+      const w1 = s.keep(be.view(this.w(`${p}.ffn.shared.fc1.weight`), j * f * d, [f, d]));
       const b1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.bias`), j * f, [f]));
-      const w2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.weight`), j * d * f, [d, f]));
+      const w2 = s.keep(be.view(this.w(`${p}.ffn.shared.fc2.weight`), j * d * f, [d, f]));
       const b2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.bias`), j * d, [d]));
       const spre = s.keep(be.empty([M, f], ac));
       const sact = s.keep(be.empty([M, f], ac));
@@ -373,7 +411,7 @@ export class Denoiser {
     const spec = this.attentionSpec();
     // attention
     const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
-    be.matmul(qkv, x, this.params.span(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
+    be.matmul(qkv, x, this.wSpan(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
     const att = ls.keep(be.empty([B, S, d], ac));
     const lse = ls.keep(be.empty([B, c.heads, S], dt));
     be.attention(att, lse, qkv, spec);

@@ -5,7 +5,7 @@
  * are adjacent: q, k and v weights form one [3d, d] block and their biases one [3d] block, so the
  * attention input projection is a single matrix product.
  */
-import type { Backend, FloatDType, Tensor } from '../backend/backend.js';
+import type { Backend, DType, FloatDType, Tensor } from '../backend/backend.js';
 import { sizeOf } from '../backend/backend.js';
 import { expertHidden, type ModelConfig } from './config.js';
 
@@ -182,5 +182,37 @@ export class ParamStore {
   dispose(): void {
     this.flat.dispose();
     this.gradFlat?.dispose();
+  }
+  /**
+   * Every parameter converted to `dtype` now (one conversion of the flat buffer), viewed by name
+   * like the store. A snapshot: it does not follow later changes of the parameters. Dispose it.
+   */
+  copyAs(dtype: DType): ParamCopy {
+    const flat = this.backend.empty([this.total], dtype);
+    this.backend.copy(flat, this.flat);
+    return new ParamCopy(this, flat);
+  }
+}
+
+/** A converted snapshot of a {@link ParamStore} (ParamStore.copyAs): views by name, one allocation. */
+export class ParamCopy {
+  constructor(
+    /** The store it was copied from. */
+    readonly source: ParamStore,
+    readonly flat: Tensor,
+  ) {}
+  /** The copy of a parameter, shaped as in the store. */
+  get(name: string): Tensor {
+    const spec = this.source.spec(name);
+    return this.span(name, spec.shape);
+  }
+  /** A view of consecutive parameters starting at `first`, as one tensor of `shape` (as ParamStore.span). */
+  span(first: string, shape: readonly number[]): Tensor {
+    const off = this.source.offsets.get(first);
+    if (off === undefined) throw new Error(`no parameter named ${first}`);
+    return this.source.backend.view(this.flat, off, shape);
+  }
+  dispose(): void {
+    this.flat.dispose();
   }
 }

@@ -118,6 +118,9 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     // recording (whose cache holds its buffers) is replayed from then on
     let useGraph = (opts.graphs ?? process.env['MOE_DIFFUSEQ_GRAPHS'] === '1') && typeof be.capture === 'function';
     const temb = useGraph ? s.keep(be.empty([B, e], model.denoiser.activations)) : null;
+    // bf16 activations: the weights rounded once for every call, not once per product per call
+    const cast = model.denoiser.castWeights();
+    if (cast) s.keep(cast);
     let recorded: { cache: DenoiserCache; graph: Replayable } | null = null;
     let hPrev = 0;
     try {
@@ -130,7 +133,7 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
         const ts = new Array<number>(B).fill(t);
         if (temb) be.write(temb, model.denoiser.timestepInput(ts));
-        const denoise = () => model.denoiser.forward(x, ts, { train: false, ...(temb ? { timeEmbedding: temb } : {}) });
+        const denoise = () => model.denoiser.forward(x, ts, { train: false, ...(temb ? { timeEmbedding: temb } : {}), ...(cast ? { weights: cast } : {}) });
         if (useGraph && !recorded && k > 0) {
           recorded = record(be, denoise);
           useGraph = recorded !== null;

@@ -254,6 +254,7 @@ test('tensor-core attention kernels (mma) equal their slow twins (float32 tiles)
 
 test('grouped GEMM kernels (mma, one launch for all experts) equal the per-expert cuBLAS path', { skip }, () => {
   const mma = new CudaBackend({ grouped: 'mma' });
+  const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts
     for (const [K, N, counts] of [
@@ -286,7 +287,8 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
         return r;
       };
       const a = run(mma);
-      const b = run(G());
+      // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
+      const b = run(cublas);
       for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
         const err = relErrOf(a[k], b[k], `grouped mma vs cublas ${k} ${tag}`);
         assert.ok(err <= 1e-2, `grouped mma vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
@@ -320,6 +322,7 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
     routing.dispose();
   } finally {
     mma.close();
+    cublas.close();
   }
 });
 
@@ -341,6 +344,10 @@ test('bfloat16 activations: MoE permute, grouped matmul, combine and their backw
   const h = out([A, f]);
   both((be, s) => be.groupedMatmul(h[s], xs[s], w1[s], b1[s], r[s].counts, { gelu: { pre: pre[s] } }));
   close('groupedMatmul bias + GELU', h);
+  // the backward recomputes the GELU from pre: to the bit what the product's epilogue stored
+  const h2 = out([A, f]);
+  G().activation(h2.g, pre.g, 'gelu');
+  assert.deepEqual([...(G().toArray(h2.g) as Float32Array)], [...(G().toArray(h.g) as Float32Array)], 'activation(gelu) of bf16 equals the bias + GELU epilogue');
   const ys = out([A, d]);
   both((be, s) => be.groupedMatmul(ys[s], h[s], w2[s], null, r[s].counts));
   close('groupedMatmul', ys);
@@ -444,6 +451,13 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
     const graphed = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: true });
     assert.equal(recorded, 1, 'one recording, replayed for the steps after the first');
     assert.deepEqual([...graphed], [...plain]);
+    // the sampler's weights rounded once (castWeights) give a forward the numbers of the per-product rounding
+    const xt = be.fromArray(Float32Array.from({ length: B * N * cfg.embDim }, (_, i) => Math.sin(i * 0.37)), [B, N, cfg.embDim]);
+    const cast = model.denoiser.castWeights()!;
+    const a = model.denoiser.forward(xt, [5, 40], { train: false });
+    const b = model.denoiser.forward(xt, [5, 40], { train: false, weights: cast });
+    assert.deepEqual([...(be.toArray(b.x0) as Float32Array)], [...(be.toArray(a.x0) as Float32Array)], 'forward with cast weights');
+    for (const t of [a, b, cast, xt]) t.dispose();
     model.dispose();
   } finally {
     be.close();

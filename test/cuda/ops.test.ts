@@ -614,9 +614,11 @@ test('MoE: route and its backward, permute, combine, grouped matmul, all with th
   close('groupedMatmul with empty experts', o);
   const gw = rpair([5, 4, 7]);
   const gx = out([10, 7]);
-  both((be, s) => be.groupedMatmulBackward(gx[s], gw[s], null, o[s], x[s], w[s], counts));
+  const gb = rpair([5, 4]);
+  both((be, s) => be.groupedMatmulBackward(gx[s], gw[s], gb[s], o[s], x[s], w[s], counts));
   close('groupedMatmulBackward with empty experts dweight', gw);
   close('groupedMatmulBackward with empty experts dxs', gx);
+  close('groupedMatmulBackward with empty experts dbias', gb);
   freeAll();
 });
 

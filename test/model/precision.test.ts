@@ -34,3 +34,32 @@ test('precision: auto is float32 on the CPU; bf16 and unknown names are refused 
     be.close();
   }
 });
+
+test('castWeights: none without bfloat16 activations; forward refuses a copy it cannot use; copyAs views a snapshot by name', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    const m = Model.init(microConfig(), be, 1, 'float64');
+    assert.equal(m.denoiser.castWeights(), null, 'float activations round nothing');
+    const copy = m.params.copyAs('float32');
+    // every parameter's copy is its value rounded to float32, at the same name and shape
+    for (const spec of m.params.specs) {
+      const want = Float32Array.from(be.toArray(m.params.get(spec.name)));
+      const got = copy.get(spec.name);
+      assert.deepEqual(got.shape, spec.shape, spec.name);
+      assert.deepEqual([...(be.toArray(got) as Float32Array)], [...want], spec.name);
+    }
+    const q = m.params.specs.find((s) => s.name.endsWith('attn.q.weight'))!;
+    const d = q.shape[0]!;
+    assert.deepEqual([...(be.toArray(copy.span(q.name, [3 * d, d])) as Float32Array)].slice(0, d * d), [...(be.toArray(copy.get(q.name)) as Float32Array)]);
+    // a snapshot: a later change of the parameters does not reach it
+    const before = (be.toArray(copy.get(q.name)) as Float32Array)[0];
+    be.fill(m.params.get(q.name), 0.5);
+    assert.equal((be.toArray(copy.get(q.name)) as Float32Array)[0], before);
+    assert.throws(() => copy.get('no.such'), /no parameter named no.such/);
+    const xt = be.zeros([1, 4, microConfig().embDim], 'float64');
+    assert.throws(() => m.denoiser.forward(xt, [1], { train: false, weights: copy }), (e: unknown) => e instanceof DTypeError && /castWeights/.test(e.message));
+    for (const t of [xt, copy, m]) t.dispose();
+  } finally {
+    be.close();
+  }
+});

@@ -78,9 +78,12 @@ export interface CudaBackendOptions {
    * The MoE's grouped products on bf16 activations: `cublas` (default: one cuBLAS call per expert
    * and row chunk) or `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, for
    * the forward with its bias + GELU, the input gradient, and the weight + bias gradient). Default:
-   * MOE_DIFFUSEQ_GROUPED=mma selects mma. Not yet the default: written without a GPU at hand.
+   * `auto` (the default): mma for products of at most GROUPED_MMA_ROWS rows, where one launch and
+   * no read-back of the experts' counts win, cuBLAS above (H200: sampling one 2048-token document
+   * 129.5 -> 91.2 ms with mma; at 16 documents and in training cuBLAS is faster: the mma kernel
+   * runs at 145-180 TFLOP/s, cuBLAS at 260-410). MOE_DIFFUSEQ_GROUPED=mma or cublas forces one.
    */
-  grouped?: 'cublas' | 'mma';
+  grouped?: 'cublas' | 'mma' | 'auto';
 }
 
 /** The attention kernel families of the CUDA backend (see CudaBackendOptions.attention). */
@@ -125,11 +128,12 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
     'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
+    'gelu_bf16x2',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
-  'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_f32', 'adamw_f32'],
+  'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32'],
   'reduce.cu': [
-    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_finish_f32', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
@@ -178,6 +182,11 @@ function tiledAttentionShared(DH: number): { fwd: number; dq: number; dkdv: numb
 }
 /** A GEMM dimension for a profile key: exact when a multiple of 64, else rounded (expert row counts vary). */
 const roughDim = (x: number): string => (x % 64 === 0 ? String(x) : `~${x < 1000 ? Math.round(x / 100) * 100 : `${Math.round(x / 1000)}k`}`);
+/** Rows per chunk of a two-stage column sum: enough chunks to fill the card (a few thousand blocks), at least 64 rows each. */
+function colSumChunkRows(R: number, C: number): number {
+  const chunks = Math.max(1, Math.min(Math.ceil(R / 64), Math.ceil(4096 / Math.ceil(C / 32)), 65535));
+  return Math.max(1, Math.ceil(R / chunks));
+}
 /**
  * Row ranges [start, count] that cover n rows of one expert in GEMM shapes that recur: a multiple of
  * SHAPE_QUANTUM, then the rest. cuBLAS chooses an algorithm for every new shape on the host (0.12 ms
@@ -194,7 +203,21 @@ function shapeChunks(n: number): [number, number][] {
   if (n > bulk) out.push([bulk, n - bulk]);
   return out;
 }
+/**
+ * Row ranges [start, count] of the product of one expert's n rows that start at `row` of `total`:
+ * n rounded up to a multiple of SHAPE_QUANTUM in one call where the buffers have the rows, else
+ * shapeChunks. The rows past the expert's belong to the next experts, whose own products (later on
+ * the same stream) overwrite them: one call per expert in a shape that recurs, instead of a second
+ * call for the rest of fewer than 128 rows (3-5x slower per row than the bulk, and a new shape).
+ * For products whose output rows are the input's rows only (not a sum over rows).
+ */
+function expertChunks(row: number, n: number, total: number): [number, number][] {
+  const up = Math.ceil(n / SHAPE_QUANTUM) * SHAPE_QUANTUM;
+  return n > 0 && row + up <= total ? [[0, up]] : shapeChunks(n);
+}
 const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM'] ?? 128) || 128);
+/** The most rows of a grouped product that the `auto` grouped kernel choice gives to grouped_gemm.cu (see CudaBackendOptions.grouped). */
+const GROUPED_MMA_ROWS = 8192;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
 const SCORE_BLOCK = 1 << 25;
 /** Bytes of cuBLAS's workspace. */
@@ -235,7 +258,7 @@ export class CudaBackend implements Backend {
   /** Which attention kernels run (see CudaBackendOptions.attention). */
   readonly attentionKernel: AttentionKernels;
   /** Which grouped products run (see CudaBackendOptions.grouped). */
-  readonly groupedKernel: 'cublas' | 'mma';
+  readonly groupedKernel: 'cublas' | 'mma' | 'auto';
   private readonly sharedOptin: number;
   /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
   private readonly sharedAllowed = new Map<string, number>();
@@ -258,7 +281,8 @@ export class CudaBackend implements Backend {
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' ? envAttention : 'mma');
-    this.groupedKernel = opts.grouped ?? (process.env['MOE_DIFFUSEQ_GROUPED'] === 'mma' ? 'mma' : 'cublas');
+    const envGrouped = process.env['MOE_DIFFUSEQ_GROUPED'];
+    this.groupedKernel = opts.grouped ?? (envGrouped === 'mma' || envGrouped === 'cublas' ? envGrouped : 'auto');
     this.driver = Driver.get();
     // the libraries first: a missing one is reported before any device state is created
     this.nvrtc = Nvrtc.get();
@@ -294,7 +318,7 @@ export class CudaBackend implements Backend {
   }
 
   describe(): string {
-    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.groupedKernel === 'mma' ? ', mma grouped products' : ''}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
+    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'mma' ? ', mma grouped products' : ', mma grouped products up to ' + GROUPED_MMA_ROWS + ' rows'}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -806,8 +830,9 @@ export class CudaBackend implements Backend {
    * operand, with output width `nOut` and reduction `kRed`: the mma option, sizes multiples of 8,
    * 16-byte aligned bases.
    */
-  private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
-    return this.groupedKernel === 'mma' && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
+  private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {
+    const mma = this.groupedKernel === 'mma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
+    return mma && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
   }
   /**
    * The experts' row offsets [E + 1] on the device: a routing's own (`onDevice`), or made from the
@@ -883,19 +908,55 @@ export class CudaBackend implements Backend {
    * fixed-order sum of the chunks.
    */
   private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean, bf: number): void {
-    if (C <= 0) return;
     const ln = x !== 0;
-    const colBlocks = Math.ceil(C / 32);
-    // enough blocks to fill the card (a few thousand), at least 64 rows per chunk
-    const chunks = Math.max(1, Math.min(Math.ceil(R / 64), Math.ceil(4096 / colBlocks), 65535));
-    const rowsPerChunk = Math.max(1, Math.ceil(R / chunks));
+    this.chunkedColSums(R, C, outB, outA, ln, accumulate, (part, n, rowsPerChunk) =>
+      this.launch2('col_sums_partial_f32', [Math.ceil(C / 32), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]),
+    );
+  }
+  /**
+   * The two stages of a column sum over R rows and C columns: `partial` launches stage 1 (grid
+   * (C / 32, n) of (32, 8) blocks, chunks of rowsPerChunk rows, float64 partial[n][2][C]), then
+   * col_sums_finish_f32 adds the chunks in order into outB (and outA with ln).
+   */
+  private chunkedColSums(R: number, C: number, outB: number, outA: number, ln: boolean, accumulate: boolean, partial: (part: number, n: number, rowsPerChunk: number) => void): void {
+    if (C <= 0) return;
+    const rowsPerChunk = colSumChunkRows(R, C);
     const n = Math.ceil(R / rowsPerChunk);
     const part = this.scratch(Math.max(n, 1) * 2 * C * 8);
     try {
-      if (R > 0) this.launch2('col_sums_partial_f32', [colBlocks, n], [32, 8], [A(part.ptr), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]);
+      if (R > 0) partial(part.ptr, n, rowsPerChunk);
       this.launchN('col_sums_finish_f32', C, [A(outB), A(outA), A(part.ptr), L(R > 0 ? n : 0), L(C), B(ln), B(accumulate)]);
     } finally {
       part.free();
+    }
+  }
+  /**
+   * Expert bias gradients: out[e] += the column sums of dy's rows of expert e (counts in order), for
+   * every expert in one pair of launches over chunks that never straddle two experts.
+   */
+  private segmentColSums(out: number, dy: number, counts: readonly number[], C: number, bf: number): void {
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (C <= 0 || total === 0) return;
+    const rowsPerChunk = colSumChunkRows(total, C);
+    const chunks: number[] = [];
+    const first = new Int32Array(counts.length + 1);
+    let row = 0;
+    counts.forEach((n, e) => {
+      for (let r = 0; r < n; r += rowsPerChunk) chunks.push(row + r, row + Math.min(n, r + rowsPerChunk));
+      row += n;
+      first[e + 1] = chunks.length / 2;
+    });
+    const table = new Int32Array([...first, ...chunks]);
+    const dev = this.scratch(table.byteLength);
+    const part = this.scratch((chunks.length / 2) * C * 8);
+    try {
+      this.driver.memcpyHtoDAsync(dev.ptr, table, table.byteLength, this.stream);
+      const firstPtr = dev.ptr, chunksPtr = dev.ptr + first.byteLength;
+      this.launch2('col_sums_segments_partial', [Math.ceil(C / 32), chunks.length / 2], [32, 8], [A(part.ptr), A(dy), A(chunksPtr), L(C), I(bf)]);
+      this.launchN('col_sums_segments_finish', counts.length * C, [A(out), A(part.ptr), A(firstPtr), L(counts.length), L(C), I(1)]);
+    } finally {
+      part.free();
+      dev.free();
     }
   }
 
@@ -904,7 +965,12 @@ export class CudaBackend implements Backend {
     const op = `activation(${kind})`;
     floats(op, out, x);
     sameSize(op, out, x);
-    this.launchN('activation_f32', x.size, [P(cu(op, out)), P(cu(op, x)), L(x.size), I(actKind(kind)), BFM(out, x)]);
+    const [o, i] = [cu(op, out), cu(op, x)];
+    if (kind === 'gelu' && bf16Pairs(x.size, 1, o, i)) {
+      this.launchN('gelu_bf16x2', x.size / 2, [P(o), P(i), I(x.size / 2)]);
+      return;
+    }
+    this.launchN('activation_f32', x.size, [P(o), P(i), L(x.size), I(actKind(kind)), BFM(out, x)]);
   }
   activationBackward(dx: Tensor, dy: Tensor, x: Tensor, kind: Activation, accumulate: boolean): void {
     const op = `activationBackward(${kind})`;
@@ -1316,7 +1382,7 @@ export class CudaBackend implements Backend {
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
       // the mma option: every expert in one launch, the epilogue fused
-      if (this.groupedMma(x, wo, N, K)) {
+      if (this.groupedMma(x, wo, N, K, Acount)) {
         const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
         this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
@@ -1327,7 +1393,7 @@ export class CudaBackend implements Backend {
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
-        for (const [r0, m] of shapeChunks(n)) {
+        for (const [r0, m] of expertChunks(row, n, Acount)) {
           const at = row + r0;
           // out[rows] = xs[rows] W[e]^T, W[e] [N, K]
           this.gemm({ transA: false, transB: true, M: m, N, K, a: x.ptr + at * K * ES(x), lda: K, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: o.ptr + at * N * ES(o), ldc: N, strideC: 0, alpha: 1, beta: 0, batch: 1 }, x.dtype, wo.dtype, o.dtype);
@@ -1360,10 +1426,10 @@ export class CudaBackend implements Backend {
     try {
       // with the mma option, dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
       // the per-expert loop below does what they do not
-      const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N);
+      const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N, Acount);
       if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
-      const oneLaunchDw = gw.dtype === 'float32' && this.groupedMma(g, x, K, N);
+      const oneLaunchDw = gw.dtype === 'float32' && this.groupedMma(g, x, K, N, Acount);
       if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
         const offs = this.expertOffsets(groups, onDevice);
         try {
@@ -1377,16 +1443,23 @@ export class CudaBackend implements Backend {
       let row = 0;
       for (let e = 0; e < E; e++) {
         const n = counts[e]!;
-        for (const [r0, m] of shapeChunks(n)) {
-          const at = row + r0;
-          // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
-          if (gx && !oneLaunch) this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
-          // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K])
-          if (!oneLaunchDw) this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+        // dxs[rows] = dout[rows] W[e]  ([m, N] x [N, K])
+        if (gx && !oneLaunch) {
+          for (const [r0, m] of expertChunks(row, n, Acount)) {
+            const at = row + r0;
+            this.gemm({ transA: false, transB: false, M: m, N: K, K: N, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: wo.ptr + e * N * K * bytesOf(wo.dtype), ldb: K, strideB: 0, c: gx.ptr + at * K * ES(gx), ldc: K, strideC: 0, alpha: 1, beta: 0, batch: 1 }, g.dtype, wo.dtype, gx.dtype);
+          }
         }
-        if (n > 0 && gb && !oneLaunchDw) this.colSums(gb.ptr + e * N * 4, 0, g.ptr + row * N * ES(g), 0, 0, 0, n, N, true, bfMask(g));
+        // dW[e] += dout[rows]^T xs[rows]  ([N, m] x [m, K]): a sum over the expert's rows, exactly
+        if (!oneLaunchDw) {
+          for (const [r0, m] of shapeChunks(n)) {
+            const at = row + r0;
+            this.gemm({ transA: true, transB: false, M: N, N: K, K: m, a: g.ptr + at * N * ES(g), lda: N, strideA: 0, b: x.ptr + at * K * ES(x), ldb: K, strideB: 0, c: gw.ptr + e * N * K * 4, ldc: K, strideC: 0, alpha: 1, beta: 1, batch: 1 }, g.dtype, x.dtype, gw.dtype);
+          }
+        }
         row += n;
       }
+      if (gb && !oneLaunchDw) this.segmentColSums(gb.ptr, g.ptr, counts, N, bfMask(g));
     } finally {
       wo.free();
     }
@@ -1426,7 +1499,12 @@ export class CudaBackend implements Backend {
     const N = BN / Bn;
     const [d, a, im, rm] = [cu(op, dxt), cu(op, sa), cu(op, inputMask), cu(op, replaceMask)];
     this.launchN('qsample_backward_dz_f32', BN * e, [P(cu(op, dz0)), P(d), P(a), P(im), P(rm), B(!!dm), L(BN), L(N), L(e)]);
-    if (dm) this.launchN('qsample_backward_dm_f32', e, [P(cu(op, dm)), P(d), P(a), P(im), P(rm), L(BN), L(N), L(e)]);
+    if (dm) {
+      const g = cu(op, dm);
+      this.chunkedColSums(BN, e, g.ptr, 0, false, true, (part, n, rowsPerChunk) =>
+        this.launch2('qsample_backward_dm_partial', [Math.ceil(e / 32), n], [32, 8], [A(part), P(d), P(a), P(im), P(rm), L(BN), L(N), L(e), L(rowsPerChunk)]),
+      );
+    }
   }
   nearestRows(out: Tensor, x: Tensor, table: Tensor): void {
     // ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: argmax over v of x.t_v - ||t_v||^2 / 2

@@ -136,8 +136,10 @@ extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *b
     float v = ldx(c, i, BF(0));
     if (hasBias) v = v + bias[i % N];
     if (hasPre) {
+      // GELU of the stored pre-activation (rounded when bf16): the backward's recomputation from
+      // pre gives the same values
       stx(pre, i, v, BF(1));
-      v = (float)gelu_d((double)v);
+      v = (float)gelu_d((double)ldx(pre, i, BF(1)));
     }
     stx(c, i, v, BF(0));
   }
@@ -173,11 +175,22 @@ extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float 
       hi = hi + bias[col + 1];
     }
     if (hasPre) {
-      pre[i] = pack_bf2(lo, hi);
-      lo = gelu_f(lo);
-      hi = gelu_f(hi);
+      const u32 p = pack_bf2(lo, hi);
+      pre[i] = p;
+      lo = gelu_f(bf_lo(p));
+      hi = gelu_f(bf_hi(p));
     }
     c[i] = pack_bf2(lo, hi);
+  }
+}
+
+// GELU of bfloat16 x into out (may alias) for an even size below 2^31, pairwise, in the float32
+// arithmetic of bias_act_bf16x2 (the recomputed expert activations of the backward then equal the
+// forward's to the bit).
+extern "C" __global__ void gelu_bf16x2(u32 *out, const u32 *x, int pairs) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < pairs; i += gridDim.x * blockDim.x) {
+    const u32 v = x[i];
+    out[i] = pack_bf2(gelu_f(bf_lo(v)), gelu_f(bf_hi(v)));
   }
 }
 

@@ -8,7 +8,7 @@
 //   NT (the forward):      C[rows, :] = A[rows, :] W_e^T, W_e [Nc, Kr] row-major (W [E, Nc, Kr]);
 //   NN (the input grad):   C[rows, :] = A[rows, :] W_e,   W_e [Kr, Nc] row-major (W [E, Kr, Nc]);
 // C [rows, Nc] row-major, bf16 or float32. The forward's epilogue adds bias[e, col] (float32) and
-// with `pre` stores the pre-activation and GELU (erf) of it.
+// with `pre` stores the pre-activation and GELU (erf) of it (of the stored, rounded value).
 //
 // A block of 256 threads (8 warps, 2 x 4) computes a 128 x 128 tile of one expert's rows in steps of
 // 32 along Kr; each warp owns 64 x 32 (4 x 4 mma tiles). Tiles stream global -> shared with cp.async
@@ -172,9 +172,14 @@ __device__ void gg_body(void *C, const bf16_t *A, const bf16_t *W, const int *of
         }
         const i64 at = r * Nc + col;
         if (gelu) {
-          // the pre-activation has C's dtype
-          if (cbf) ((u32 *)pre)[at >> 1] = pack_bf2(v0, v1);
-          else {
+          // the pre-activation has C's dtype; GELU of the stored value (a recomputation from pre
+          // gives the same bits)
+          if (cbf) {
+            const u32 pv = pack_bf2(v0, v1);
+            ((u32 *)pre)[at >> 1] = pv;
+            v0 = bf_lo(pv);
+            v1 = bf_hi(pv);
+          } else {
             ((float *)pre)[at] = v0;
             ((float *)pre)[at + 1] = v1;
           }

@@ -1,5 +1,6 @@
-// Reductions: row kernels (one block per row, float64 sums), column sums (one thread per column,
-// rows in order), whole-tensor sums, and the row argmax of the nearest-embedding searches.
+// Reductions: row kernels (one block per row, float64 sums), column sums (float64 partial sums over
+// chunks of rows, then the chunks in a fixed order), whole-tensor sums, and the row argmax of the
+// nearest-embedding searches.
 
 // out[r] = sum_c (a[r, c] - b[r, c])^2 (b optional).
 extern "C" __global__ void row_sq_dist_f32(float *out, const float *a, const float *b, int hasB, i64 R, i64 C) {
@@ -70,6 +71,36 @@ extern "C" __global__ void col_sums_finish_f32(float *outB, float *outA, const d
     }
     outB[c] = (float)((accumulate ? (double)outB[c] : 0.0) + b);
     if (ln) outA[c] = (float)((accumulate ? (double)outA[c] : 0.0) + a);
+  }
+}
+
+// Column sums of row segments: dy [R, C] holds consecutive groups of rows (the experts' rows of a
+// grouped product) and out[e][c] (+)= the sum of group e's rows (expert bias gradients, one pair of
+// launches for every expert instead of a pair per expert). Stage 1 as col_sums_partial_f32 over
+// chunks that never straddle two groups: chunks[2 k], chunks[2 k + 1] = chunk k's first row and
+// its end, into partial[k][c]; stage 2 adds group e's chunks first[e] .. first[e + 1] - 1 in order.
+extern "C" __global__ void col_sums_segments_partial(double *partial, const void *dy, const int *chunks, i64 C, int bf) {
+  __shared__ double sh[8][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const i64 c = (i64)blockIdx.x * 32 + tx;
+  const i64 k = blockIdx.y;
+  const i64 r0 = chunks[2 * k], r1 = chunks[2 * k + 1];
+  double b = 0.0;
+  if (c < C)
+    for (i64 r = r0 + ty; r < r1; r += 8) b += ldx(dy, r * C + c, BF(0));
+  sh[ty][tx] = b;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    for (int y = 1; y < 8; y++) b += sh[y][tx];
+    partial[k * C + c] = b;
+  }
+}
+extern "C" __global__ void col_sums_segments_finish(float *out, const double *partial, const int *first, i64 E, i64 C, int accumulate) {
+  GRID_STRIDE(idx, E * C) {
+    const i64 e = idx / C, c = idx % C;
+    double b = 0.0;
+    for (i64 k = first[e]; k < first[e + 1]; k++) b += partial[k * C + c];
+    out[idx] = (float)((accumulate ? (double)out[idx] : 0.0) + b);
   }
 }
 
