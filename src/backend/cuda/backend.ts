@@ -143,7 +143,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
-  'attention_mma.cu': ['attn_fwd_mma64', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
+  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_split_mma64', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
 };
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
@@ -216,6 +216,8 @@ function expertChunks(row: number, n: number, total: number): [number, number][]
   return n > 0 && row + up <= total ? [[0, up]] : shapeChunks(n);
 }
 const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM'] ?? 128) || 128);
+/** Key tiles per run of the split forward of the global rows' tiles (about what a window tile walks). */
+const SPLIT_TILES = 8;
 /** The most rows of a grouped product that the `auto` grouped kernel choice gives to grouped_gemm.cu (see CudaBackendOptions.grouped). */
 const GROUPED_MMA_ROWS = 8192;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
@@ -1108,9 +1110,25 @@ export class CudaBackend implements Backend {
     expectShape(op, 'out', out, [g.B, g.S, g.H * g.dh]);
     expectSize(op, 'lse', lse, g.B * g.H * g.S);
     if (this.useMma(bf, g.dh)) {
-      this.launch('attn_fwd_mma64', Math.ceil(g.S / AT_T) * g.B * g.H, 128, [
-        P(cu(op, out)), P(cu(op, lse)), P(cu(op, qkv)), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale),
-      ]);
+      // sliding attention with globals: the global rows' tiles (which see every key) walk their
+      // keys in runs of about SPLIT_TILES tiles on separate blocks, merged after
+      const split = g.window >= 0 && g.G > 0;
+      const [o, l, x] = [cu(op, out), cu(op, lse), cu(op, qkv)];
+      this.launch('attn_fwd_mma64', Math.ceil(g.S / AT_T) * g.B * g.H, 128, [P(o), P(l), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), B(split)]);
+      if (split) {
+        const tiles = Math.ceil(g.G / AT_T);
+        const parts = Math.max(1, Math.ceil(Math.ceil(g.S / AT_T) / SPLIT_TILES));
+        const rows = g.B * g.H * tiles * AT_T * parts;
+        const partO = this.scratch(rows * AT_T * 4);
+        const partML = this.scratch(rows * 2 * 4);
+        try {
+          this.launch2('attn_fwd_split_mma64', [tiles * parts, g.B * g.H], [128, 1], [A(partO.ptr), A(partML.ptr), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), I(parts)]);
+          this.launch2('attn_fwd_combine', [Math.min(tiles * AT_T, g.S), g.B * g.H], [AT_T, 1], [P(o), P(l), A(partO.ptr), A(partML.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(parts)]);
+        } finally {
+          partML.free();
+          partO.free();
+        }
+      }
       return;
     }
     const tiled = this.tiledBucket(op, g.dh, bf);

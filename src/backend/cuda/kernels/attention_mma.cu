@@ -17,6 +17,7 @@
 #define AM_T 64
 #define AM_DH 64
 #define AM_LD (AM_DH + 8)
+#define AM_TS (AM_T * AM_LD)  // elements of one tile in shared memory
 #define AM_LOG2E 1.4426950408889634f
 #define AM_LN2 0.6931471805599453f
 
@@ -50,6 +51,35 @@ __device__ __forceinline__ void am_load(bf16_t *dst, const bf16_t *src, int t0, 
   }
 }
 
+// am_load through cp.async (16 bytes per copy, zero-filled past `end` and dh): the copies land while
+// the block computes on the other buffer; am_wait, then a barrier, makes them visible. Unaligned
+// slices fall back to am_load's element loads (visible after the barrier).
+__device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh);
+__device__ __forceinline__ void am_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// wait until at most `pending` (0 or 1) groups of this thread's copies are in flight
+__device__ __forceinline__ void am_wait(bool pending) {
+  if (pending) asm volatile("cp.async.wait_group 1;\n" ::);
+  else asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// The tiles of AM_T rows of the other side that a tile's rows see (at_ranges), numbered 0 .. total - 1
+// across its one or two ranges: tile k starts at row `start` and its range ends at `end`.
+struct AmTiles {
+  int lo[2], hi[2], n0, total;
+};
+__device__ __forceinline__ AmTiles am_tiles(int a0, int a1, int S, int G, int w, int r) {
+  AmTiles T;
+  const int nr = at_ranges(a0, a1, S, G, w, r, T.lo, T.hi);
+  T.n0 = T.hi[0] > T.lo[0] ? (T.hi[0] - T.lo[0] + AM_T - 1) / AM_T : 0;
+  T.total = T.n0 + (nr > 1 && T.hi[1] > T.lo[1] ? (T.hi[1] - T.lo[1] + AM_T - 1) / AM_T : 0);
+  return T;
+}
+__device__ __forceinline__ void am_tile(const AmTiles &T, int k, int &start, int &end) {
+  const int gi = k < T.n0 ? 0 : 1;
+  start = T.lo[gi] + (k - (gi ? T.n0 : 0)) * AM_T;
+  end = T.hi[gi];
+}
+
 // A fragments (AM_DH / 16 of them) of the warp's 16 rows of a tile in shared memory.
 __device__ __forceinline__ void am_afrags(u32 f[AM_DH / 16][4], const bf16_t *tile, int warp, int g, int t) {
 #pragma unroll
@@ -68,6 +98,20 @@ __device__ __forceinline__ u32 am_smem(const void *p) {
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
 }
+__device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
+  if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
+    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += blockDim.x) {
+      const int row = idx / (AM_DH / 8), x = (idx % (AM_DH / 8)) * 8;
+      const int g = t0 + row;
+      const bool ok = g < end && x < dh;
+      const bf16_t *from = ok ? src + (i64)g * stride + col + x : src;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(am_smem(dst + row * AM_LD + x)), "l"(from), "r"(ok ? 16 : 0));
+    }
+  } else {
+    am_load(dst, src, t0, end, stride, col, dh);
+  }
+}
+
 // Four 8 x 8 bf16 matrices from shared memory, lanes 8m..8m+7 addressing the rows of matrix m;
 // lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with .trans (rows 2 (L % 4), + 1,
 // column L / 4): the B fragments of m16n8k16 straight from row-major tiles.
@@ -165,84 +209,111 @@ __device__ __forceinline__ AmPlace am_place(int S, int H, int dh) {
   return p;
 }
 
-// Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
-// Grid: one block of 128 threads per (query tile, b h), tile fastest.
-extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
-                                                                 float scale) {
-  __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
-  const AmPlace P = am_place(S, H, dh);
-  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
-  const i64 stride = P.stride;
-  const bf16_t *base = qkv + (i64)b * S * stride;
-  am_load(Qs, base, q0, S, stride, h * dh, dh);
-  __syncthreads();
-  u32 qf[AM_DH / 16][4];
-  am_afrags(qf, Qs, warp, g, t);
-  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
-  const float sl2 = scale * AM_LOG2E;  // scores in log2 units: exp2 instead of exp
-  float o[AM_DH / 8][4];
+// The forward's walk over key tiles kBegin .. kEnd - 1 of T for the block's query tile (fragments qf
+// of the warp's rows i0, i1 = i0 + 8): o accumulates unnormalised, m (log2 units) and l (this
+// thread's share of the row sum; the quad adds its four) as online softmax. sm holds two (K, V)
+// buffers: the next tile's copies land while this one is used.
+__device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, const u32 qf[AM_DH / 16][4], bf16_t *sm,
+                                            const AmTiles &T, int kBegin, int kEnd, const bf16_t *base, i64 stride, int d, int h, int dh, int q0, int i0,
+                                            int i1, int S, int G, int w, int r, float sl2, int lane, int t) {
+  const auto fetch = [&](int k) {
+    int k0, end;
+    am_tile(T, k, k0, end);
+    bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
+    am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
+    am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
+    am_commit();
+  };
+  if (kBegin < kEnd) fetch(kBegin);
+  for (int k = kBegin; k < kEnd; k++) {
+    if (k + 1 < kEnd) fetch(k + 1);
+    am_wait(k + 1 < kEnd);
+    __syncthreads();  // tile k is in shared memory for every thread
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
+    float s[8][4];
+    am_scores(s, qf, Ks, lane);
+    const bool all = am_unmasked(q0, k0, S, end, G, w, r);
+    float t0 = NEG_INF_F, t1 = NEG_INF_F;
 #pragma unroll
-  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
-  int lo[2], hi[2];
-  const int nr = at_ranges(q0, q1, S, G, w, r, lo, hi);
-  for (int gi = 0; gi < nr; gi++) {
-    for (int k0 = lo[gi]; k0 < hi[gi]; k0 += AM_T) {
-      __syncthreads();  // the previous tile's readers are done
-      am_load(Ks, base, k0, hi[gi], stride, d + h * dh, dh);
-      am_load(Vs, base, k0, hi[gi], stride, 2 * d + h * dh, dh);
-      __syncthreads();
-      float s[8][4];
-      am_scores(s, qf, Ks, lane);
-      const bool all = am_unmasked(q0, k0, S, hi[gi], G, w, r);
-      float t0 = NEG_INF_F, t1 = NEG_INF_F;
+    for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-      for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
-          const bool ok = all || (i < S && j < hi[gi] && at_allowed(i, j, G, w, r));
-          s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF_F;
-        }
-        t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
-        t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
+      for (int e = 0; e < 4; e++) {
+        const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
+        const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
+        s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF_F;
       }
-      // the 4 threads of a quad share rows g and g + 8
-      t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 1));
-      t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
-      t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
-      t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
-      const float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
-      // a row that has seen nothing yet keeps m = -inf and contributes zeros (no inf - inf)
-      const float a0 = n0 == NEG_INF_F ? 1.0f : exp2f(m0 - n0), a1 = n1 == NEG_INF_F ? 1.0f : exp2f(m1 - n1);
-      m0 = n0;
-      m1 = n1;
-      float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < 8; nt++) {
-        s[nt][0] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][0] - n0);
-        s[nt][1] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][1] - n0);
-        s[nt][2] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][2] - n1);
-        s[nt][3] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][3] - n1);
-        ps0 += s[nt][0] + s[nt][1];
-        ps1 += s[nt][2] + s[nt][3];
-      }
-      l0 = l0 * a0 + ps0;  // this thread's share of the row sum (the quad is summed at the end)
-      l1 = l1 * a1 + ps1;
-#pragma unroll
-      for (int nt = 0; nt < AM_DH / 8; nt++) {
-        o[nt][0] *= a0;
-        o[nt][1] *= a0;
-        o[nt][2] *= a1;
-        o[nt][3] *= a1;
-      }
-      am_accumulate(o, s, Vs, lane);
+      t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
+      t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
     }
+    // the 4 threads of a quad share rows g and g + 8
+    t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 1));
+    t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
+    t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
+    t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
+    const float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
+    // a row that has seen nothing yet keeps m = -inf and contributes zeros (no inf - inf)
+    const float a0 = n0 == NEG_INF_F ? 1.0f : exp2f(m0 - n0), a1 = n1 == NEG_INF_F ? 1.0f : exp2f(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+      s[nt][0] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][0] - n0);
+      s[nt][1] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][1] - n0);
+      s[nt][2] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][2] - n1);
+      s[nt][3] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][3] - n1);
+      ps0 += s[nt][0] + s[nt][1];
+      ps1 += s[nt][2] + s[nt][3];
+    }
+    l0 = l0 * a0 + ps0;
+    l1 = l1 * a1 + ps1;
+#pragma unroll
+    for (int nt = 0; nt < AM_DH / 8; nt++) {
+      o[nt][0] *= a0;
+      o[nt][1] *= a0;
+      o[nt][2] *= a1;
+      o[nt][3] *= a1;
+    }
+    am_accumulate(o, s, Vs, lane);
+    __syncthreads();  // done with buffer k & 1 before tile k + 2 is fetched into it
   }
   l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
   l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
   l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
   l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+}
+
+// The start of a forward block: the query tile's fragments (sm then free for the (K, V) buffers).
+__device__ __forceinline__ void am_fwd_q(u32 qf[AM_DH / 16][4], bf16_t *sm, const bf16_t *base, int q0, int S, i64 stride, int h, int dh, int warp, int g, int t) {
+  am_load(sm, base, q0, S, stride, h * dh, dh);
+  __syncthreads();
+  am_afrags(qf, sm, warp, g, t);
+  __syncthreads();
+}
+
+// Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
+// Grid: one block of 128 threads per (query tile, b h), tile fastest. With `split`, the tiles that
+// hold global rows are left to attn_fwd_split_mma64 (their rows see every key: one block would
+// walk all S / 64 key tiles while the others walk a few, the tail of a batch-1 forward).
+extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+                                                                 float scale, int split) {
+  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
+  const AmPlace P = am_place(S, H, dh);
+  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
+  if (split && q0 < G) return;
+  const i64 stride = P.stride;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  u32 qf[AM_DH / 16][4];
+  am_fwd_q(qf, sm, base, q0, S, stride, h, dh, warp, g, t);
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+  float o[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
+  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
+  am_fwd_walk(o, m0, m1, l0, l1, qf, sm, T, 0, T.total, base, stride, d, h, dh, q0, i0, i1, S, G, w, r, scale * AM_LOG2E, lane, t);
   am_store(out, o, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f / l0, 1.0f / l1, d, h * dh, dh, t);
   if (t == 0) {
     if (i0 < S) lse[(i64)bh * S + i0] = m0 * AM_LN2 + logf(l0);
@@ -250,21 +321,85 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, fl
   }
 }
 
+// The forward of the R = ceil(G / 64) * 64 rows of the tiles that hold global rows, each tile's key
+// tiles cut into `parts` consecutive runs: block (tile * parts + part, b h) walks one run and stores
+// its unnormalised o (float32), m (log2 units) and l per row into part_o [BH][R][parts][AM_DH] and
+// part_ml [BH][R][parts][2]; attn_fwd_combine merges the runs.
+extern "C" __global__ void __launch_bounds__(128) attn_fwd_split_mma64(float *part_o, float *part_ml, const bf16_t *qkv, int S, int H, int dh, int G,
+                                                                       int w, int r, float scale, int parts) {
+  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tile = blockIdx.x / parts, part = blockIdx.x % parts, bh = blockIdx.y, b = bh / H, h = bh % H, d = H * dh;
+  const int R = (G + AM_T - 1) / AM_T * AM_T;
+  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  u32 qf[AM_DH / 16][4];
+  am_fwd_q(qf, sm, base, q0, S, stride, h, dh, warp, g, t);
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+  float o[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
+  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
+  const int per = (T.total + parts - 1) / parts;
+  am_fwd_walk(o, m0, m1, l0, l1, qf, sm, T, min(T.total, part * per), min(T.total, (part + 1) * per), base, stride, d, h, dh, q0, i0, i1, S, G, w, r,
+              scale * AM_LOG2E, lane, t);
+  const i64 row0 = ((i64)bh * R + i0) * parts + part, row1 = ((i64)bh * R + i1) * parts + part;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) {
+    const int x = nt * 8 + 2 * t;
+    part_o[row0 * AM_DH + x] = o[nt][0];
+    part_o[row0 * AM_DH + x + 1] = o[nt][1];
+    part_o[row1 * AM_DH + x] = o[nt][2];
+    part_o[row1 * AM_DH + x + 1] = o[nt][3];
+  }
+  if (t == 0) {
+    part_ml[row0 * 2] = m0;
+    part_ml[row0 * 2 + 1] = l0;
+    part_ml[row1 * 2] = m1;
+    part_ml[row1 * 2 + 1] = l1;
+  }
+}
+
+// Merges attn_fwd_split_mma64's runs: per row, M = max m, L = sum l 2^(m - M), out = sum o 2^(m - M) / L
+// (runs that saw no allowed key have m = -inf and weigh 0), lse = M ln 2 + ln L. Block (row, b h) of
+// AM_DH threads, one per head dimension.
+extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float *part_o, const float *part_ml, int S, int H, int dh, int G, int parts) {
+  const int R = (G + AM_T - 1) / AM_T * AM_T;
+  const int i = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, x = threadIdx.x;
+  if (i >= S) return;
+  const i64 row = (i64)bh * R + i;
+  float M = NEG_INF_F;
+  for (int p = 0; p < parts; p++) M = fmaxf(M, part_ml[(row * parts + p) * 2]);
+  float L = 0.0f, acc = 0.0f;
+  for (int p = 0; p < parts; p++) {
+    const float m = part_ml[(row * parts + p) * 2];
+    const float wgt = m == NEG_INF_F ? 0.0f : exp2f(m - M);
+    L += part_ml[(row * parts + p) * 2 + 1] * wgt;
+    acc += part_o[(row * parts + p) * AM_DH + x] * wgt;
+  }
+  if (x < dh) out[((i64)b * S + i) * (H * dh) + h * dh + x] = f2bf(acc / L);
+  if (x == 0) lse[(i64)bh * S + i] = M * AM_LN2 + logf(L);
+}
+
 // dQ: dq_i = scale sum_j p_ij (dout_i . v_j - D_i) k_j over the keys row i sees (D from
 // attn_bwd_dot_f32). Same grid as the forward.
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
                                                                     int S, int H, int dh, int G, int w, int r, float scale) {
-  __shared__ __align__(16) bf16_t Qs[AM_T * AM_LD], Os[AM_T * AM_LD], Ks[AM_T * AM_LD], Vs[AM_T * AM_LD];
+  // the Q and dout tiles, then two buffers of (K, V) tiles (as the forward)
+  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   const AmPlace P = am_place(S, H, dh);
   const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
-  am_load(Qs, base, q0, S, stride, h * dh, dh);
-  am_load(Os, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
+  am_load(sm, base, q0, S, stride, h * dh, dh);
+  am_load(sm + AM_TS, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
   __syncthreads();
   u32 qf[AM_DH / 16][4], of[AM_DH / 16][4];
-  am_afrags(qf, Qs, warp, g, t);
-  am_afrags(of, Os, warp, g, t);
+  am_afrags(qf, sm, warp, g, t);
+  am_afrags(of, sm + AM_TS, warp, g, t);
+  __syncthreads();
   const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
   const float sl2 = scale * AM_LOG2E;
   const float L0 = i0 < S ? lse[(i64)bh * S + i0] * AM_LOG2E : 0.0f, L1 = i1 < S ? lse[(i64)bh * S + i1] * AM_LOG2E : 0.0f;
@@ -272,29 +407,40 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv
   float dq[AM_DH / 8][4];
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
-  int lo[2], hi[2];
-  const int nr = at_ranges(q0, q1, S, G, w, r, lo, hi);
-  for (int gi = 0; gi < nr; gi++) {
-    for (int k0 = lo[gi]; k0 < hi[gi]; k0 += AM_T) {
+  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
+  const auto fetch = [&](int k) {
+    int k0, end;
+    am_tile(T, k, k0, end);
+    bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
+    am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
+    am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
+    am_commit();
+  };
+  if (T.total > 0) fetch(0);
+  for (int k = 0; k < T.total; k++) {
+    {
+      if (k + 1 < T.total) fetch(k + 1);
+      am_wait(k + 1 < T.total);
       __syncthreads();
-      am_load(Ks, base, k0, hi[gi], stride, d + h * dh, dh);
-      am_load(Vs, base, k0, hi[gi], stride, 2 * d + h * dh, dh);
-      __syncthreads();
+      int k0, end;
+      am_tile(T, k, k0, end);
+      const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
       float s[8][4], dp[8][4];
       am_scores(s, qf, Ks, lane);
       am_scores(dp, of, Vs, lane);
-      const bool all = am_unmasked(q0, k0, S, hi[gi], G, w, r);
+      const bool all = am_unmasked(q0, k0, S, end, G, w, r);
 #pragma unroll
       for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
-          const bool ok = all || (i < S && j < hi[gi] && at_allowed(i, j, G, w, r));
+          const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
           const float p = ok ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
           s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;  // dS
         }
       }
       am_accumulate(dq, s, Ks, lane);
+      __syncthreads();
     }
   }
   am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
@@ -304,54 +450,68 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv
 // rows that see key j. One block of 128 threads per (key tile, b h).
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
                                                                       const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
-  __shared__ __align__(16) bf16_t Ks[AM_T * AM_LD], Vs[AM_T * AM_LD], Qs[AM_T * AM_LD], Os[AM_T * AM_LD];
-  __shared__ float Ls[AM_T], Ds[AM_T];
+  // the K and V tiles, then two buffers of (Q, dout) tiles with their rows' lse and D
+  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
+  __shared__ float Ls[2][AM_T], Ds[2][AM_T];
   const AmPlace P = am_place(S, H, dh);
   const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, j0 = P.r0, j1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
   const bf16_t *obase = dout + (i64)b * S * d;
-  am_load(Ks, base, j0, S, stride, d + h * dh, dh);
-  am_load(Vs, base, j0, S, stride, 2 * d + h * dh, dh);
+  am_load(sm, base, j0, S, stride, d + h * dh, dh);
+  am_load(sm + AM_TS, base, j0, S, stride, 2 * d + h * dh, dh);
   __syncthreads();
   u32 kf[AM_DH / 16][4], vf[AM_DH / 16][4];
-  am_afrags(kf, Ks, warp, g, t);
-  am_afrags(vf, Vs, warp, g, t);
+  am_afrags(kf, sm, warp, g, t);
+  am_afrags(vf, sm + AM_TS, warp, g, t);
+  __syncthreads();
   const int jr0 = j0 + warp * 16 + g, jr1 = jr0 + 8;  // this thread's key rows
   const float sl2 = scale * AM_LOG2E;
   float dk[AM_DH / 8][4], dv[AM_DH / 8][4];
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) dk[nt][0] = dk[nt][1] = dk[nt][2] = dk[nt][3] = dv[nt][0] = dv[nt][1] = dv[nt][2] = dv[nt][3] = 0.0f;
-  int lo[2], hi[2];
-  const int nr = at_ranges(j0, j1, S, G, w, r, lo, hi);
-  for (int gi = 0; gi < nr; gi++) {
-    for (int q0 = lo[gi]; q0 < hi[gi]; q0 += AM_T) {
+  const AmTiles T = am_tiles(j0, j1, S, G, w, r);
+  const auto fetch = [&](int k) {
+    int q0, end;
+    am_tile(T, k, q0, end);
+    bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
+    am_load_async(buf, base, q0, end, stride, h * dh, dh);
+    am_load_async(buf + AM_TS, obase, q0, end, d, h * dh, dh);
+    am_commit();
+    if (threadIdx.x < AM_T) {
+      const int i = q0 + threadIdx.x;
+      Ls[k & 1][threadIdx.x] = i < end ? lse[(i64)bh * S + i] * AM_LOG2E : 0.0f;
+      Ds[k & 1][threadIdx.x] = i < end ? D[(i64)bh * S + i] : 0.0f;
+    }
+  };
+  if (T.total > 0) fetch(0);
+  for (int k = 0; k < T.total; k++) {
+    {
+      if (k + 1 < T.total) fetch(k + 1);
+      am_wait(k + 1 < T.total);
       __syncthreads();
-      am_load(Qs, base, q0, hi[gi], stride, h * dh, dh);
-      am_load(Os, obase, q0, hi[gi], d, h * dh, dh);
-      if (threadIdx.x < AM_T) {
-        const int i = q0 + threadIdx.x;
-        Ls[threadIdx.x] = i < hi[gi] ? lse[(i64)bh * S + i] * AM_LOG2E : 0.0f;
-        Ds[threadIdx.x] = i < hi[gi] ? D[(i64)bh * S + i] : 0.0f;
-      }
-      __syncthreads();
+      int q0, end;
+      am_tile(T, k, q0, end);
+      const bf16_t *Qs = sm + (k & 1) * 2 * AM_TS, *Os = Qs + AM_TS;
+      const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
       float s[8][4], dp[8][4];
       am_scores(s, kf, Qs, lane);  // s^T: keys x queries
       am_scores(dp, vf, Os, lane);
-      const bool all = am_unmasked(j0, q0, S, hi[gi], G, w, r);
+      const bool all = am_unmasked(j0, q0, S, end, G, w, r);
 #pragma unroll
       for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int qi = nt * 8 + 2 * t + (e & 1), i = q0 + qi, j = e < 2 ? jr0 : jr1;
-          const bool ok = all || (j < S && i < hi[gi] && at_allowed(i, j, G, w, r));
-          const float p = ok ? exp2f(s[nt][e] * sl2 - Ls[qi]) : 0.0f;
+          const bool ok = all || (j < S && i < end && at_allowed(i, j, G, w, r));
+          const float p = ok ? exp2f(s[nt][e] * sl2 - Lk[qi]) : 0.0f;
           s[nt][e] = p;
-          dp[nt][e] = p * (dp[nt][e] - Ds[qi]) * scale;  // dS^T
+          dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
         }
       }
       am_accumulate(dv, s, Os, lane);
       am_accumulate(dk, dp, Qs, lane);
+      __syncthreads();
     }
   }
   am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
