@@ -408,6 +408,41 @@ test('bf16 model: the base config loss and gradients follow the float32 CPU refe
   assert.ok(Math.abs(Math.sqrt(na / nb) - 1) < 0.05, `gradient norm ratio ${Math.sqrt(na / nb)}`);
 });
 
+test('bf16 model: the tied head (nll over the vocabulary, bf16 products) follows the float32 CPU reference where the nll matters', { skip }, () => {
+  // small embeddings: logits of order one, so the nll is near log V and sends real gradient into E
+  // (at the N(0, 1) initialisation it is ~0: the correct logit is ~e = 128 above the others)
+  const cfg = presetConfig('tiny', { dropout: 0, seqLen: 32, maxLen: 32, vocabSize: 700 });
+  const batch = microBatch(cfg, 3, 32, 5);
+  const noise = microNoise(cfg, batch, 6);
+  const run = (be: Backend, bf: boolean) => {
+    const m = Model.init(cfg, be, 1);
+    const E = m.params.get('word_embeddings.weight');
+    be.write(E, Float32Array.from(be.toArray(E), (v) => v * 0.05));
+    if (bf) m.precision = 'bf16';
+    m.params.zeroGrads();
+    const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
+    const dE = be.toArray(m.params.grad('word_embeddings.weight'));
+    m.dispose();
+    return { nll: r.terms.nll, dE };
+  };
+  const a = run(G(), true);
+  const b = run(C(), false);
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < b.dE.length; i++) {
+    dot += a.dE[i]! * b.dE[i]!;
+    na += a.dE[i]! ** 2;
+    nb += b.dE[i]! ** 2;
+  }
+  const cos = dot / Math.sqrt(na * nb);
+  const rel = Math.abs(a.nll - b.nll) / Math.abs(b.nll);
+  process.stderr.write(`tied head bf16: nll ${a.nll} vs ${b.nll} (rel ${rel.toExponential(2)}); dE cosine ${cos.toFixed(5)}\n`);
+  assert.ok(b.nll > 1, `the nll matters here (${b.nll})`);
+  assert.ok(rel < 1e-2, `nll ${a.nll} vs ${b.nll}`);
+  assert.ok(cos > 0.99, `dE cosine ${cos}`);
+});
+
 test('bf16 training: 300 steps of the tiny preset on the GPU follow the float32 CPU curve', { skip }, async () => {
   const t = tempDir();
   try {
