@@ -33,8 +33,9 @@ export interface SampleOptions {
   /**
    * Record the denoiser call as a device graph after the first step and replay it for the others
    * (backends with Backend.capture; default: MOE_DIFFUSEQ_GRAPHS=1). Falls back to plain calls when
-   * the recording fails (on a GPU it needs the grouped kernels, MOE_DIFFUSEQ_GROUPED=mma, so that the
-   * routing is never read back). Same numbers either way.
+   * the recording fails (on a GPU it needs the grouped kernels, so that the routing is never read
+   * back: the default for at most 8192 expert rows, or MOE_DIFFUSEQ_GROUPED=mma). Same numbers
+   * either way.
    */
   graphs?: boolean;
 }
