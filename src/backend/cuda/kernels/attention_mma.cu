@@ -209,6 +209,16 @@ __device__ __forceinline__ AmPlace am_place(int S, int H, int dh) {
   return p;
 }
 
+// Starts the copies of key tile k of T (K and V of head h) into buffer k & 1 of sm (two tiles each).
+__device__ __forceinline__ void am_fetch_kv(bf16_t *sm, const AmTiles &T, int k, const bf16_t *base, i64 stride, int d, int h, int dh) {
+  int k0, end;
+  am_tile(T, k, k0, end);
+  bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
+  am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
+  am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
+  am_commit();
+}
+
 // The forward's walk over key tiles kBegin .. kEnd - 1 of T for the block's query tile (fragments qf
 // of the warp's rows i0, i1 = i0 + 8): o accumulates unnormalised, m (log2 units) and l (this
 // thread's share of the row sum; the quad adds its four) as online softmax. sm holds two (K, V)
@@ -216,14 +226,7 @@ __device__ __forceinline__ AmPlace am_place(int S, int H, int dh) {
 __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, const u32 qf[AM_DH / 16][4], bf16_t *sm,
                                             const AmTiles &T, int kBegin, int kEnd, const bf16_t *base, i64 stride, int d, int h, int dh, int q0, int i0,
                                             int i1, int S, int G, int w, int r, float sl2, int lane, int t) {
-  const auto fetch = [&](int k) {
-    int k0, end;
-    am_tile(T, k, k0, end);
-    bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
-    am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
-    am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
-    am_commit();
-  };
+  const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
   if (kBegin < kEnd) fetch(kBegin);
   for (int k = kBegin; k < kEnd; k++) {
     if (k + 1 < kEnd) fetch(k + 1);
@@ -408,40 +411,31 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
   const AmTiles T = am_tiles(q0, q1, S, G, w, r);
-  const auto fetch = [&](int k) {
-    int k0, end;
-    am_tile(T, k, k0, end);
-    bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
-    am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
-    am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
-    am_commit();
-  };
+  const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
-    {
-      if (k + 1 < T.total) fetch(k + 1);
-      am_wait(k + 1 < T.total);
-      __syncthreads();
-      int k0, end;
-      am_tile(T, k, k0, end);
-      const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
-      float s[8][4], dp[8][4];
-      am_scores(s, qf, Ks, lane);
-      am_scores(dp, of, Vs, lane);
-      const bool all = am_unmasked(q0, k0, S, end, G, w, r);
+    if (k + 1 < T.total) fetch(k + 1);
+    am_wait(k + 1 < T.total);
+    __syncthreads();
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
+    float s[8][4], dp[8][4];
+    am_scores(s, qf, Ks, lane);
+    am_scores(dp, of, Vs, lane);
+    const bool all = am_unmasked(q0, k0, S, end, G, w, r);
 #pragma unroll
-      for (int nt = 0; nt < 8; nt++) {
+    for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
-          const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
-          const float p = ok ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
-          s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;  // dS
-        }
+      for (int e = 0; e < 4; e++) {
+        const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
+        const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
+        const float p = ok ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
+        s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;  // dS
       }
-      am_accumulate(dq, s, Ks, lane);
-      __syncthreads();
     }
+    am_accumulate(dq, s, Ks, lane);
+    __syncthreads();
   }
   am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
 }
@@ -486,33 +480,31 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
   };
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
-    {
-      if (k + 1 < T.total) fetch(k + 1);
-      am_wait(k + 1 < T.total);
-      __syncthreads();
-      int q0, end;
-      am_tile(T, k, q0, end);
-      const bf16_t *Qs = sm + (k & 1) * 2 * AM_TS, *Os = Qs + AM_TS;
-      const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
-      float s[8][4], dp[8][4];
-      am_scores(s, kf, Qs, lane);  // s^T: keys x queries
-      am_scores(dp, vf, Os, lane);
-      const bool all = am_unmasked(j0, q0, S, end, G, w, r);
+    if (k + 1 < T.total) fetch(k + 1);
+    am_wait(k + 1 < T.total);
+    __syncthreads();
+    int q0, end;
+    am_tile(T, k, q0, end);
+    const bf16_t *Qs = sm + (k & 1) * 2 * AM_TS, *Os = Qs + AM_TS;
+    const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
+    float s[8][4], dp[8][4];
+    am_scores(s, kf, Qs, lane);  // s^T: keys x queries
+    am_scores(dp, vf, Os, lane);
+    const bool all = am_unmasked(j0, q0, S, end, G, w, r);
 #pragma unroll
-      for (int nt = 0; nt < 8; nt++) {
+    for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int qi = nt * 8 + 2 * t + (e & 1), i = q0 + qi, j = e < 2 ? jr0 : jr1;
-          const bool ok = all || (j < S && i < end && at_allowed(i, j, G, w, r));
-          const float p = ok ? exp2f(s[nt][e] * sl2 - Lk[qi]) : 0.0f;
-          s[nt][e] = p;
-          dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
-        }
+      for (int e = 0; e < 4; e++) {
+        const int qi = nt * 8 + 2 * t + (e & 1), i = q0 + qi, j = e < 2 ? jr0 : jr1;
+        const bool ok = all || (j < S && i < end && at_allowed(i, j, G, w, r));
+        const float p = ok ? exp2f(s[nt][e] * sl2 - Lk[qi]) : 0.0f;
+        s[nt][e] = p;
+        dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
       }
-      am_accumulate(dv, s, Os, lane);
-      am_accumulate(dk, dp, Qs, lane);
-      __syncthreads();
     }
+    am_accumulate(dv, s, Os, lane);
+    am_accumulate(dk, dp, Qs, lane);
+    __syncthreads();
   }
   am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
   am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
