@@ -55,3 +55,17 @@ export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): { err: nu
   }
   return { err: maxRef > 0 ? maxDiff / maxRef : maxDiff, at };
 }
+
+/** The cosine of the angle between two vectors, and the ratio of their norms |a| / |b| (gradients against a reference). */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): { cos: number; normRatio: number } {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < b.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! ** 2;
+    nb += b[i]! ** 2;
+  }
+  return { cos: dot / Math.sqrt(na * nb), normRatio: Math.sqrt(na / nb) };
+}
