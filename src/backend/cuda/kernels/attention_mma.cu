@@ -288,12 +288,30 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
   l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
 }
 
-// The start of a forward block: the query tile's fragments (sm then free for the (K, V) buffers).
-__device__ __forceinline__ void am_fwd_q(u32 qf[AM_DH / 16][4], bf16_t *sm, const bf16_t *base, int q0, int S, i64 stride, int h, int dh, int warp, int g, int t) {
+// The forward of query tile q0 (head h of sequence b) over run `part` of `parts` equal runs of the
+// key tiles its rows see: loads the tile's fragments (sm is then free for the (K, V) buffers),
+// zeroes the state and walks the run. This thread's rows are i0 and i1 = i0 + 8.
+__device__ __forceinline__ void am_fwd_tile(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, int &i0, int &i1, bf16_t *sm,
+                                            const bf16_t *qkv, int q0, int b, int h, int H, int dh, int S, int G, int w, int r, float scale, int part,
+                                            int parts) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, d = H * dh;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
   am_load(sm, base, q0, S, stride, h * dh, dh);
   __syncthreads();
+  u32 qf[AM_DH / 16][4];
   am_afrags(qf, sm, warp, g, t);
   __syncthreads();
+  i0 = q0 + warp * 16 + g;
+  i1 = i0 + 8;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  m0 = m1 = NEG_INF_F;
+  l0 = l1 = 0.0f;
+  const AmTiles T = am_tiles(q0, min(S, q0 + AM_T) - 1, S, G, w, r);
+  const int per = (T.total + parts - 1) / parts;
+  am_fwd_walk(o, m0, m1, l0, l1, qf, sm, T, min(T.total, part * per), min(T.total, (part + 1) * per), base, stride, d, h, dh, q0, i0, i1, S, G, w, r,
+              scale * AM_LOG2E, lane, t);
 }
 
 // Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
@@ -304,19 +322,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, fl
                                                                  float scale, int split) {
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   const AmPlace P = am_place(S, H, dh);
-  const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
+  const int t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0;
   if (split && q0 < G) return;
-  const i64 stride = P.stride;
-  const bf16_t *base = qkv + (i64)b * S * stride;
-  u32 qf[AM_DH / 16][4];
-  am_fwd_q(qf, sm, base, q0, S, stride, h, dh, warp, g, t);
-  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
-  float o[AM_DH / 8][4];
-#pragma unroll
-  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
-  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
-  am_fwd_walk(o, m0, m1, l0, l1, qf, sm, T, 0, T.total, base, stride, d, h, dh, q0, i0, i1, S, G, w, r, scale * AM_LOG2E, lane, t);
+  float o[AM_DH / 8][4], m0, m1, l0, l1;
+  int i0, i1;
+  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, 0, 1);
   am_store(out, o, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f / l0, 1.0f / l1, d, h * dh, dh, t);
   if (t == 0) {
     if (i0 < S) lse[(i64)bh * S + i0] = m0 * AM_LN2 + logf(l0);
@@ -331,23 +341,12 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, fl
 extern "C" __global__ void __launch_bounds__(128) attn_fwd_split_mma64(float *part_o, float *part_ml, const bf16_t *qkv, int S, int H, int dh, int G,
                                                                        int w, int r, float scale, int parts) {
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int tile = blockIdx.x / parts, part = blockIdx.x % parts, bh = blockIdx.y, b = bh / H, h = bh % H, d = H * dh;
+  const int t = threadIdx.x & 3;
+  const int part = blockIdx.x % parts, bh = blockIdx.y;
   const int R = (G + AM_T - 1) / AM_T * AM_T;
-  const int q0 = tile * AM_T, q1 = min(S, q0 + AM_T) - 1;
-  const i64 stride = 3 * (i64)d;
-  const bf16_t *base = qkv + (i64)b * S * stride;
-  u32 qf[AM_DH / 16][4];
-  am_fwd_q(qf, sm, base, q0, S, stride, h, dh, warp, g, t);
-  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
-  float o[AM_DH / 8][4];
-#pragma unroll
-  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-  float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
-  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
-  const int per = (T.total + parts - 1) / parts;
-  am_fwd_walk(o, m0, m1, l0, l1, qf, sm, T, min(T.total, part * per), min(T.total, (part + 1) * per), base, stride, d, h, dh, q0, i0, i1, S, G, w, r,
-              scale * AM_LOG2E, lane, t);
+  float o[AM_DH / 8][4], m0, m1, l0, l1;
+  int i0, i1;
+  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, (blockIdx.x / parts) * AM_T, bh / H, bh % H, H, dh, S, G, w, r, scale, part, parts);
   const i64 row0 = ((i64)bh * R + i0) * parts + part, row1 = ((i64)bh * R + i1) * parts + part;
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) {
