@@ -75,11 +75,11 @@ export interface CudaBackendOptions {
    */
   attention?: AttentionKernels;
   /**
-   * The MoE's grouped products on bf16 activations: `cublas` (default: one cuBLAS call per expert
-   * and row chunk) or `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, for
-   * the forward with its bias + GELU, the input gradient, and the weight + bias gradient). Default:
-   * `auto` (the default): mma for products of at most GROUPED_MMA_ROWS rows, where one launch and
-   * no read-back of the experts' counts win, cuBLAS above (H200: sampling one 2048-token document
+   * The MoE's grouped products on bf16 activations: `cublas` (one cuBLAS call per expert, see
+   * expertChunks), `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, for the
+   * forward with its bias + GELU, the input gradient, and the weight + bias gradient) or `auto`
+   * (the default): mma for products of at most GROUPED_MMA_ROWS rows, where one launch and no
+   * read-back of the experts' counts win, cuBLAS above (H200: sampling one 2048-token document
    * 129.5 -> 91.2 ms with mma; at 16 documents and in training cuBLAS is faster: the mma kernel
    * runs at 145-180 TFLOP/s, cuBLAS at 260-410). MOE_DIFFUSEQ_GROUPED=mma or cublas forces one.
    */
@@ -828,9 +828,9 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Whether grouped_gemm.cu serves a grouped product of activations `a` (bf16) and the bf16 weight
-   * operand, with output width `nOut` and reduction `kRed`: the mma option, sizes multiples of 8,
-   * 16-byte aligned bases.
+   * Whether grouped_gemm.cu serves a grouped product of `rows` rows of activations `a` (bf16) and
+   * the bf16 weight operand, with output width `nOut` and reduction `kRed`: the grouped option
+   * (mma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases.
    */
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {
     const mma = this.groupedKernel === 'mma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
@@ -1399,14 +1399,14 @@ export class CudaBackend implements Backend {
     const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
-      // the mma option: every expert in one launch, the epilogue fused
+      // grouped_gemm.cu: every expert in one launch, the epilogue fused
       if (this.groupedMma(x, wo, N, K, Acount)) {
         const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
         this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }
-      // else cuBLAS calls per expert, its rows cut into shapes that recur (see shapeChunks), and the
-      // epilogue once per expert
+      // else a cuBLAS call per expert in a shape that recurs (see expertChunks), and the epilogue
+      // once per expert
       const counts = countsOf(groups);
       let row = 0;
       for (let e = 0; e < E; e++) {
@@ -1442,7 +1442,7 @@ export class CudaBackend implements Backend {
     // the weight is only an operand of dxs
     const wo = gx ? this.weightOperand(w, g.dtype === 'bfloat16' || gx.dtype === 'bfloat16') : { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
     try {
-      // with the mma option, dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
+      // with grouped_gemm.cu (groupedMma), dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
       // the per-expert loop below does what they do not
       const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N, Acount);
       if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
