@@ -196,15 +196,20 @@ export class ParamStore {
 
 /** A converted snapshot of a {@link ParamStore} (ParamStore.copyAs): views by name, one allocation. */
 export class ParamCopy {
+  private readonly views = new Map<string, Tensor>();
   constructor(
     /** The store it was copied from. */
     readonly source: ParamStore,
     readonly flat: Tensor,
   ) {}
-  /** The copy of a parameter, shaped as in the store. */
+  /** The copy of a parameter, shaped as in the store (one view per name, made on first use). */
   get(name: string): Tensor {
-    const spec = this.source.spec(name);
-    return this.span(name, spec.shape);
+    let v = this.views.get(name);
+    if (!v) {
+      v = this.span(name, this.source.get(name).shape);
+      this.views.set(name, v);
+    }
+    return v;
   }
   /** A view of consecutive parameters starting at `first`, as one tensor of `shape` (as ParamStore.span). */
   span(first: string, shape: readonly number[]): Tensor {
