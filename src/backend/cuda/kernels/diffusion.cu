@@ -1,5 +1,6 @@
-// Forward noising (SPEC section 3) and its backward, and the AdamW step. Elementwise, float64
-// arithmetic in the CPU reference's order.
+// Forward noising (SPEC section 3) and its backward, and the AdamW step. Elementwise in float64
+// arithmetic in the CPU reference's order, except dm (a sum over positions: float64 partial sums,
+// so it agrees with the CPU's sequential float32 sum to rounding, not to the bit).
 
 // Per position i of [B, N] (b = i / N), per channel c < e:
 // x_t = z0 on sources (inputMask 0); m where replaceMask (and m given); else sa[b] (z0 - m) + sb[b] eps + m.
