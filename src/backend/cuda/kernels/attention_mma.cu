@@ -20,6 +20,7 @@
 #define AM_TS (AM_T * AM_LD)  // elements of one tile in shared memory
 #define AM_LOG2E 1.4426950408889634f
 #define AM_LN2 0.6931471805599453f
+#define AM_THREADS 128  // every kernel here runs 4 warps per block: the load loops unroll on it
 
 // c += a b on the tensor cores (m16n8k16, bf16 x bf16 -> f32)
 __device__ __forceinline__ void am_mma(float *c, const u32 *a, u32 b0, u32 b1) {
@@ -35,7 +36,8 @@ __device__ __forceinline__ u32 am_ld2(const bf16_t *p) { return *(const u32 *)p;
 // is 16-byte aligned (dh a multiple of 8 and an aligned base), else element by element.
 __device__ __forceinline__ void am_load(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
   if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
-    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += blockDim.x) {
+#pragma unroll
+    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += AM_THREADS) {
       const int row = idx / (AM_DH / 8), x = (idx % (AM_DH / 8)) * 8;
       const int g = t0 + row;
       uint4 v = make_uint4(0u, 0u, 0u, 0u);
@@ -43,7 +45,7 @@ __device__ __forceinline__ void am_load(bf16_t *dst, const bf16_t *src, int t0, 
       *(uint4 *)(dst + row * AM_LD + x) = v;
     }
   } else {
-    for (int idx = threadIdx.x; idx < AM_T * AM_DH; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < AM_T * AM_DH; idx += AM_THREADS) {
       const int row = idx / AM_DH, x = idx % AM_DH;
       const int g = t0 + row;
       dst[row * AM_LD + x] = (g < end && x < dh) ? src[(i64)g * stride + col + x] : (bf16_t)0;
@@ -65,19 +67,24 @@ __device__ __forceinline__ void am_wait(bool pending) {
 // The tiles of AM_T rows of the other side that a tile's rows see (at_ranges), numbered 0 .. total - 1
 // across its one or two ranges: tile k starts at row `start` and its range ends at `end`.
 struct AmTiles {
-  int lo[2], hi[2], n0, total;
+  int lo0, hi0, lo1, hi1, n0, total;  // scalars: a run-time index into arrays put them in local memory
 };
 __device__ __forceinline__ AmTiles am_tiles(int a0, int a1, int S, int G, int w, int r) {
+  int lo[2], hi[2];
+  const int nr = at_ranges(a0, a1, S, G, w, r, lo, hi);
   AmTiles T;
-  const int nr = at_ranges(a0, a1, S, G, w, r, T.lo, T.hi);
-  T.n0 = T.hi[0] > T.lo[0] ? (T.hi[0] - T.lo[0] + AM_T - 1) / AM_T : 0;
-  T.total = T.n0 + (nr > 1 && T.hi[1] > T.lo[1] ? (T.hi[1] - T.lo[1] + AM_T - 1) / AM_T : 0);
+  T.lo0 = lo[0];
+  T.hi0 = hi[0];
+  T.lo1 = nr > 1 ? lo[1] : 0;
+  T.hi1 = nr > 1 ? hi[1] : 0;
+  T.n0 = T.hi0 > T.lo0 ? (T.hi0 - T.lo0 + AM_T - 1) / AM_T : 0;
+  T.total = T.n0 + (T.hi1 > T.lo1 ? (T.hi1 - T.lo1 + AM_T - 1) / AM_T : 0);
   return T;
 }
 __device__ __forceinline__ void am_tile(const AmTiles &T, int k, int &start, int &end) {
-  const int gi = k < T.n0 ? 0 : 1;
-  start = T.lo[gi] + (k - (gi ? T.n0 : 0)) * AM_T;
-  end = T.hi[gi];
+  const bool first = k < T.n0;
+  start = first ? T.lo0 + k * AM_T : T.lo1 + (k - T.n0) * AM_T;
+  end = first ? T.hi0 : T.hi1;
 }
 
 // A fragments (AM_DH / 16 of them) of the warp's 16 rows of a tile in shared memory.
@@ -100,7 +107,8 @@ __device__ __forceinline__ u32 am_smem(const void *p) {
 }
 __device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
   if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
-    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += blockDim.x) {
+#pragma unroll
+    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += AM_THREADS) {
       const int row = idx / (AM_DH / 8), x = (idx % (AM_DH / 8)) * 8;
       const int g = t0 + row;
       const bool ok = g < end && x < dh;
@@ -165,6 +173,59 @@ __device__ __forceinline__ bool am_unmasked(int a0, int b0, int S, int bend, int
   if (a0 + AM_T > S || b0 + AM_T > bend) return false;
   if (w < 0 || a0 + AM_T <= G || b0 + AM_T <= G) return true;
   return a0 >= G && b0 >= G && r == 1 && max(b0 - a0, a0 - b0) + AM_T - 1 <= w;
+}
+
+// The columns row i (valid below S) may pair with, of those below `end`: lo <= c <= hi or c < ge.
+// Dilation 1 (or full attention) only; the pattern is symmetric, so rows may be queries or keys.
+struct AmBounds {
+  int lo, hi, ge;
+};
+__device__ __forceinline__ AmBounds am_bounds(int i, int S, int end, int G, int w) {
+  AmBounds b;
+  if (i >= S) {
+    b.lo = 1;
+    b.hi = 0;
+    b.ge = 0;
+  } else if (w < 0 || i < G) {
+    b.lo = 0;
+    b.hi = end - 1;
+    b.ge = 0;
+  } else {
+    b.lo = i - w;
+    b.hi = min(end - 1, i + w);
+    b.ge = min(G, end);
+  }
+  return b;
+}
+
+// Sets this thread's scores of forbidden pairs to -infinity (exp2 of them is then 0): s is the
+// accumulator-layout 16 x 64 block of rows ra (elements 0, 1) and rb (2, 3) of one side, valid below
+// S, against columns c0 + nt * 8 + (e & 1) of the other, valid below end. Without dilation a
+// column test is three comparisons against the row's bounds; with it, at_allowed per pair.
+__device__ __forceinline__ void am_mask(float s[8][4], int ra, int rb, int c0, int S, int end, int G, int w, int r) {
+  if (w < 0 || r == 1) {
+    const AmBounds A = am_bounds(ra, S, end, G, w), B = am_bounds(rb, S, end, G, w);
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = c0 + nt * 8 + (e & 1);
+        const AmBounds &X = e < 2 ? A : B;
+        const bool ok = ((c >= X.lo) & (c <= X.hi)) | (c < X.ge);
+        s[nt][e] = ok ? s[nt][e] : NEG_INF_F;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = c0 + nt * 8 + (e & 1), i = e < 2 ? ra : rb;
+        const bool ok = (i < S) & (c < end) && at_allowed(i, c, G, w, r);
+        s[nt][e] = ok ? s[nt][e] : NEG_INF_F;
+      }
+    }
+  }
 }
 
 // Stores the warp's 16 x AM_DH accumulator rows (row0 and row0 + 8 of this thread) times `mul`
@@ -237,16 +298,10 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
     const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
     float s[8][4];
     am_scores(s, qf, Ks, lane);
-    const bool all = am_unmasked(q0, k0, S, end, G, w, r);
+    if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
     float t0 = NEG_INF_F, t1 = NEG_INF_F;
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
-        const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
-        s[nt][e] = ok ? s[nt][e] * sl2 : NEG_INF_F;
-      }
       t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
       t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
     }
@@ -255,18 +310,21 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
     t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
     t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
     t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
-    const float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
-    // a row that has seen nothing yet keeps m = -inf and contributes zeros (no inf - inf)
-    const float a0 = n0 == NEG_INF_F ? 1.0f : exp2f(m0 - n0), a1 = n1 == NEG_INF_F ? 1.0f : exp2f(m1 - n1);
+    // running maxima in log2 units (the scale is positive: the max of the scaled scores); a row
+    // that has seen nothing yet keeps m = -inf and subtracts 0 instead (its scores are all -inf,
+    // so its probabilities and its correction factor are 0, no inf - inf)
+    const float n0 = fmaxf(m0, t0 * sl2), n1 = fmaxf(m1, t1 * sl2);
+    const float z0 = n0 == NEG_INF_F ? 0.0f : n0, z1 = n1 == NEG_INF_F ? 0.0f : n1;
+    const float a0 = exp2f(m0 - z0), a1 = exp2f(m1 - z1);
     m0 = n0;
     m1 = n1;
     float ps0 = 0.0f, ps1 = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
-      s[nt][0] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][0] - n0);
-      s[nt][1] = n0 == NEG_INF_F ? 0.0f : exp2f(s[nt][1] - n0);
-      s[nt][2] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][2] - n1);
-      s[nt][3] = n1 == NEG_INF_F ? 0.0f : exp2f(s[nt][3] - n1);
+      s[nt][0] = exp2f(fmaf(s[nt][0], sl2, -z0));
+      s[nt][1] = exp2f(fmaf(s[nt][1], sl2, -z0));
+      s[nt][2] = exp2f(fmaf(s[nt][2], sl2, -z1));
+      s[nt][3] = exp2f(fmaf(s[nt][3], sl2, -z1));
       ps0 += s[nt][0] + s[nt][1];
       ps1 += s[nt][2] + s[nt][3];
     }
@@ -318,7 +376,7 @@ __device__ __forceinline__ void am_fwd_tile(float o[AM_DH / 8][4], float &m0, fl
 // Grid: one block of 128 threads per (query tile, b h), tile fastest. With `split`, the tiles that
 // hold global rows are left to attn_fwd_split_mma64 (their rows see every key: one block would
 // walk all S / 64 key tiles while the others walk a few, the tail of a batch-1 forward).
-extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
                                                                  float scale, int split) {
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   const AmPlace P = am_place(S, H, dh);
@@ -338,7 +396,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma64(bf16_t *out, fl
 // tiles cut into `parts` consecutive runs: block (tile * parts + part, b h) walks one run and stores
 // its unnormalised o (float32), m (log2 units) and l per row into part_o [BH][R][parts][AM_DH] and
 // part_ml [BH][R][parts][2]; attn_fwd_combine merges the runs.
-extern "C" __global__ void __launch_bounds__(128) attn_fwd_split_mma64(float *part_o, float *part_ml, const bf16_t *qkv, int S, int H, int dh, int G,
+extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_split_mma64(float *part_o, float *part_ml, const bf16_t *qkv, int S, int H, int dh, int G,
                                                                        int w, int r, float scale, int parts) {
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   const int t = threadIdx.x & 3;
@@ -387,7 +445,7 @@ extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float
 
 // dQ: dq_i = scale sum_j p_ij (dout_i . v_j - D_i) k_j over the keys row i sees (D from
 // attn_bwd_dot_f32). Same grid as the forward.
-extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
+extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
                                                                     int S, int H, int dh, int G, int w, int r, float scale) {
   // the Q and dout tiles, then two buffers of (K, V) tiles (as the forward)
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
@@ -422,15 +480,13 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dq_mma64(bf16_t *dqkv
     float s[8][4], dp[8][4];
     am_scores(s, qf, Ks, lane);
     am_scores(dp, of, Vs, lane);
-    const bool all = am_unmasked(q0, k0, S, end, G, w, r);
+    if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        const int i = e < 2 ? i0 : i1, j = k0 + nt * 8 + 2 * t + (e & 1);
-        const bool ok = all || (i < S && j < end && at_allowed(i, j, G, w, r));
-        const float p = ok ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
-        s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;  // dS
+        const float p = exp2f(fmaf(s[nt][e], sl2, -(e < 2 ? L0 : L1)));  // 0 where masked
+        s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;            // dS
       }
     }
     am_accumulate(dq, s, Ks, lane);
@@ -489,14 +545,14 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
     float s[8][4], dp[8][4];
     am_scores(s, kf, Qs, lane);  // s^T: keys x queries
     am_scores(dp, vf, Os, lane);
-    const bool all = am_unmasked(j0, q0, S, end, G, w, r);
+    // rows are this thread's keys, columns the tile's queries (the pattern is symmetric)
+    if (!am_unmasked(j0, q0, S, end, G, w, r)) am_mask(s, jr0, jr1, q0 + 2 * t, S, end, G, w, r);
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        const int qi = nt * 8 + 2 * t + (e & 1), i = q0 + qi, j = e < 2 ? jr0 : jr1;
-        const bool ok = all || (j < S && i < end && at_allowed(i, j, G, w, r));
-        const float p = ok ? exp2f(s[nt][e] * sl2 - Lk[qi]) : 0.0f;
+        const int qi = nt * 8 + 2 * t + (e & 1);
+        const float p = exp2f(fmaf(s[nt][e], sl2, -Lk[qi]));  // 0 where masked
         s[nt][e] = p;
         dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
       }
