@@ -127,7 +127,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
-    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
+    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
     'gelu_bf16x2',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
@@ -137,7 +137,8 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
-  'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32'],
+  'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32', 'moe_permute_bf16v',
+    'moe_permute_backward_bf16v', 'moe_combine_bf16v', 'moe_combine_backward_bf16v'],
   'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
   'attention_tiled.cu': [
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
@@ -169,6 +170,14 @@ const ES = (t: Tensor): number => bytesOf(t.dtype);
 const MAX_ARGS = 32;
 const BLOCK = 256;
 const MAX_GRID = 65535;
+/** Whether n elements at these addresses can go four at a time (16-byte float32, 8-byte bf16 groups). */
+const byFours = (n: number, ...ptrs: number[]): boolean => n % 4 === 0 && ptrs.every((p) => p % 16 === 0);
+/**
+ * Whether bfloat16 rows of d elements at these addresses can go as 16-byte vectors of eight
+ * (moe.cu's `_bf16v` kernels): d a multiple of 8, aligned bases, `rows` x d / 8 below 2^31.
+ */
+const byVectors = (tensors: readonly CudaTensor[], rows: number, d: number): boolean =>
+  d % 8 === 0 && tensors.every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0) && rows * (d / 8) < 2 ** 31;
 /** Warps per block of the attention kernels and the largest head size their shared memory holds. */
 const ATTN_WARPS = 4;
 const ATTN_MAX_DH = 1024;
@@ -552,7 +561,7 @@ export class CudaBackend implements Backend {
     const s = cu('copy', src);
     sameSize('copy', d, s);
     if ((d.dtype === 'int32') !== (s.dtype === 'int32')) throw new ShapeError('copy', `cannot copy ${s.dtype} into ${d.dtype}`);
-    if (d.dtype !== s.dtype) this.launchN('convert_float', d.size, [P(d), P(s), L(d.size), BFM(d, s)]);
+    if (d.dtype !== s.dtype) this.convert(d.ptr, s.ptr, d.size, bfMask(d, s));
     else if (d.size && d.ptr !== s.ptr) this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * ES(d), this.stream);
   }
   fill(t: Tensor, value: number): void {
@@ -614,7 +623,11 @@ export class CudaBackend implements Backend {
     const ys = y ? cu(op, y) : null;
     floats(op, out, x, y);
     sameSize(op, out, x, ...(y ? [y] : []));
-    this.launchN('axpby_f32', o.size, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size), BFM(o, xs, ys)]);
+    if (byFours(o.size, o.ptr, xs.ptr, ys ? ys.ptr : 0)) {
+      this.launchN('axpby_x4', o.size / 4, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size / 4), BFM(o, xs, ys)]);
+    } else {
+      this.launchN('axpby_f32', o.size, [P(o), P(xs), P(ys), B(!!ys), D(alpha), D(beta), L(o.size), BFM(o, xs, ys)]);
+    }
   }
   mul(out: Tensor, x: Tensor, y: Tensor): void {
     const op = 'mul';
@@ -812,8 +825,13 @@ export class CudaBackend implements Backend {
   /** n float32 values at `ptr` rounded to bfloat16 into scratch (freed by the caller). */
   private bf16Copy(ptr: number, n: number): { ptr: number; free: () => void } {
     const t = this.scratch(n * 2);
-    this.launchN('convert_float', n, [A(t.ptr), A(ptr), L(n), I(1)]); // bit 0: the destination is bf16
+    this.convert(t.ptr, ptr, n, 1); // bit 0: the destination is bf16
     return t;
+  }
+  /** n floats from src to dst between float32 and bfloat16 (mask bit 0: dst is bf16, bit 1: src). */
+  private convert(dst: number, src: number, n: number, bf: number): void {
+    if (byFours(n, dst, src)) this.launchN('convert_float_x4', n / 4, [A(dst), A(src), L(n / 4), I(bf)]);
+    else this.launchN('convert_float', n, [A(dst), A(src), L(n), I(bf)]);
   }
 
   /**
@@ -927,7 +945,7 @@ export class CudaBackend implements Backend {
     const part = this.scratch(Math.max(n, 1) * 2 * C * 8);
     try {
       if (R > 0) partial(part.ptr, n, rowsPerChunk);
-      this.launchN('col_sums_finish_f32', C, [A(outB), A(outA), A(part.ptr), L(R > 0 ? n : 0), L(C), B(ln), B(accumulate)]);
+      this.launch2('col_sums_finish_f32', [Math.ceil(C / 32), 1], [32, 32], [A(outB), A(outA), A(part.ptr), L(R > 0 ? n : 0), L(C), B(ln), B(accumulate)]);
     } finally {
       part.free();
     }
@@ -1347,7 +1365,12 @@ export class CudaBackend implements Backend {
     const Acount = routing.order.size;
     expectSize(op, 'x', x, routing.tokens * d);
     expectSize(op, 'xs', xs, Acount * d);
-    this.launchN('moe_permute_f32', Acount * d, [P(cu(op, xs)), P(cu(op, x)), P(cu(op, routing.order)), L(Acount), L(d), L(routing.topK), BFM(xs, x)]);
+    const [o, i] = [cu(op, xs), cu(op, x)];
+    if (byVectors([o, i], Math.max(Acount, routing.tokens), d)) {
+      this.launchN('moe_permute_bf16v', (Acount * d) / 8, [P(o), P(i), P(cu(op, routing.order)), I(Acount), I(d / 8), I(routing.topK)]);
+      return;
+    }
+    this.launchN('moe_permute_f32', Acount * d, [P(o), P(i), P(cu(op, routing.order)), L(Acount), L(d), L(routing.topK), BFM(xs, x)]);
   }
   moePermuteBackward(dx: Tensor, dxs: Tensor, routing: MoeRouting, accumulate: boolean): void {
     const op = 'moePermuteBackward';
@@ -1355,7 +1378,12 @@ export class CudaBackend implements Backend {
     const d = lastDim(dx);
     expectSize(op, 'dx', dx, routing.tokens * d);
     expectSize(op, 'dxs', dxs, routing.order.size * d);
-    this.launchN('moe_permute_backward_f32', routing.tokens * d, [P(cu(op, dx)), P(cu(op, dxs)), P(cu(op, routing.slot)), L(routing.tokens), L(d), L(routing.topK), B(accumulate), BFM(dx, dxs)]);
+    const [g, gs] = [cu(op, dx), cu(op, dxs)];
+    if (byVectors([g, gs], Math.max(routing.order.size, routing.tokens), d)) {
+      this.launchN('moe_permute_backward_bf16v', (routing.tokens * d) / 8, [P(g), P(gs), P(cu(op, routing.slot)), I(routing.tokens), I(d / 8), I(routing.topK), B(accumulate)]);
+      return;
+    }
+    this.launchN('moe_permute_backward_f32', routing.tokens * d, [P(g), P(gs), P(cu(op, routing.slot)), L(routing.tokens), L(d), L(routing.topK), B(accumulate), BFM(dx, dxs)]);
   }
   moeCombine(y: Tensor, ys: Tensor, routing: MoeRouting, accumulate: boolean): void {
     const op = 'moeCombine';
@@ -1364,7 +1392,12 @@ export class CudaBackend implements Backend {
     const { tokens: M, topK: k } = routing;
     expectSize(op, 'y', y, M * d);
     expectSize(op, 'ys', ys, routing.order.size * d);
-    this.launchN('moe_combine_f32', M * d, [P(cu(op, y)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), B(accumulate), BFM(y, ys)]);
+    const [o, i] = [cu(op, y), cu(op, ys)];
+    if (byVectors([o, i], Math.max(M, routing.order.size), d)) {
+      this.launchN('moe_combine_bf16v', (M * d) / 8, [P(o), P(i), P(cu(op, routing.gates)), P(cu(op, routing.slot)), I(M), I(d / 8), I(k), B(accumulate)]);
+      return;
+    }
+    this.launchN('moe_combine_f32', M * d, [P(o), P(i), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), B(accumulate), BFM(y, ys)]);
   }
   moeCombineBackward(dys: Tensor, dgates: Tensor, dy: Tensor, ys: Tensor, routing: MoeRouting): void {
     const op = 'moeCombineBackward';
@@ -1378,7 +1411,13 @@ export class CudaBackend implements Backend {
     expectSize(op, 'dgates', dgates, M * k);
     const warps = M * k;
     if (!warps) return;
-    this.launch('moe_combine_backward_f32', Math.min(Math.ceil(warps / (BLOCK / 32)), MAX_GRID), BLOCK, [
+    const grid = Math.min(Math.ceil(warps / (BLOCK / 32)), MAX_GRID);
+    const [gs, g, i] = [cu(op, dys), cu(op, dy), cu(op, ys)];
+    if (byVectors([gs, g, i], Math.max(M, routing.order.size), d)) {
+      this.launch('moe_combine_backward_bf16v', grid, BLOCK, [P(gs), P(cu(op, dgates)), P(g), P(i), P(cu(op, routing.gates)), P(cu(op, routing.slot)), I(M), I(d / 8), I(k)]);
+      return;
+    }
+    this.launch('moe_combine_backward_f32', grid, BLOCK, [
       P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), BFM(dys, dy, ys),
     ]);
   }

@@ -50,6 +50,42 @@ __device__ __forceinline__ void stx(void *p, i64 i, float v, int bf) {
   else ((float *)p)[i] = v;
 }
 #define BF(j) ((bf >> (j)) & 1)
+// Four consecutive elements 4i .. 4i + 3 of a float32 (16-byte loads) or bfloat16 (8-byte) array,
+// converted as ldx / stx convert one: the vector forms of the elementwise kernels.
+__device__ __forceinline__ void ld4x(float v[4], const void *p, i64 i, int bf) {
+  if (bf) {
+    const uint2 w = ((const uint2 *)p)[i];
+    v[0] = bf_lo(w.x);
+    v[1] = bf_hi(w.x);
+    v[2] = bf_lo(w.y);
+    v[3] = bf_hi(w.y);
+  } else {
+    const float4 f = ((const float4 *)p)[i];
+    v[0] = f.x;
+    v[1] = f.y;
+    v[2] = f.z;
+    v[3] = f.w;
+  }
+}
+__device__ __forceinline__ void st4x(void *p, i64 i, const float v[4], int bf) {
+  if (bf) ((uint2 *)p)[i] = make_uint2((u32)f2bf(v[0]) | ((u32)f2bf(v[1]) << 16), (u32)f2bf(v[2]) | ((u32)f2bf(v[3]) << 16));
+  else ((float4 *)p)[i] = make_float4(v[0], v[1], v[2], v[3]);
+}
+// The eight bfloat16 of a 16-byte vector as floats, and back (f2bf each: stx's rounding).
+__device__ __forceinline__ void unpack8(float v[8], uint4 w) {
+  const u32 u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    v[2 * j] = bf_lo(u[j]);
+    v[2 * j + 1] = bf_hi(u[j]);
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float v[8]) {
+  u32 u[4];
+#pragma unroll
+  for (int j = 0; j < 4; j++) u[j] = (u32)f2bf(v[2 * j]) | ((u32)f2bf(v[2 * j + 1]) << 16);
+  return make_uint4(u[0], u[1], u[2], u[3]);
+}
 // p advanced by `off` elements of its type
 __device__ __forceinline__ const void *offx(const void *p, i64 off, int bf) { return bf ? (const void *)((const bf16_t *)p + off) : (const void *)((const float *)p + off); }
 __device__ __forceinline__ void *offx(void *p, i64 off, int bf) { return bf ? (void *)((bf16_t *)p + off) : (void *)((float *)p + off); }

@@ -9,6 +9,18 @@ extern "C" __global__ void axpby_f32(void *out, const void *x, const void *y, in
   }
 }
 
+// axpby_f32 over n4 groups of four elements (aligned as convert_float_x4), the same arithmetic.
+extern "C" __global__ void axpby_x4(void *out, const void *x, const void *y, int hasY, double alpha, double beta, i64 n4, int bf) {
+  GRID_STRIDE(i, n4) {
+    float a[4], b[4] = {0.0f, 0.0f, 0.0f, 0.0f}, o[4];
+    ld4x(a, x, i, BF(1));
+    if (hasY) ld4x(b, y, i, BF(2));
+#pragma unroll
+    for (int j = 0; j < 4; j++) o[j] = (float)(hasY ? alpha * (double)a[j] + beta * (double)b[j] : alpha * (double)a[j]);
+    st4x(out, i, o, BF(0));
+  }
+}
+
 extern "C" __global__ void mul_f32(float *out, const float *x, const float *y, i64 n) {
   GRID_STRIDE(i, n) out[i] = (float)((double)x[i] * (double)y[i]);
 }
@@ -149,6 +161,15 @@ extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *b
 // operands of the bf16 matrix products).
 extern "C" __global__ void convert_float(void *dst, const void *src, i64 n, int bf) {
   GRID_STRIDE(i, n) stx(dst, i, ldx(src, i, BF(1)), BF(0));
+}
+// convert_float over n4 groups of four elements (16-byte aligned float32 sides, 8-byte bf16): the
+// same values with a quarter of the memory instructions (it ran at a tenth of the bandwidth).
+extern "C" __global__ void convert_float_x4(void *dst, const void *src, i64 n4, int bf) {
+  GRID_STRIDE(i, n4) {
+    float v[4];
+    ld4x(v, src, i, BF(1));
+    st4x(dst, i, v, BF(0));
+  }
 }
 
 // c = beta c (beta 0 writes zeros, never reading c): a product with an empty inner dimension.
