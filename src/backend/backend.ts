@@ -241,7 +241,8 @@ export interface Backend {
   embeddingBackward(dtable: Tensor, ids: Tensor, dout: Tensor): void;
   /**
    * Fused softmax + cross-entropy over rows: loss[m] = logsumexp(logits[m]) - logits[m, target[m]];
-   * if dlogits is given, dlogits[m] = weight[m] (softmax(logits[m]) - onehot(target[m])).
+   * if dlogits is given, dlogits[m] = weight[m] (softmax(logits[m]) - onehot(target[m])). A backend
+   * that holds bfloat16 accepts bfloat16 dlogits beside float32 logits (the gradient rounded once).
    */
   crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void;
   /** Attention over qkv [B, S, 3d] -> out [B, S, d], lse [B, H, S] (SPEC section 2). */

@@ -243,44 +243,45 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     const head = new Scope();
     try {
       const chunk = Math.max(1, Math.min(R, nllChunk(V)));
+      const bf = model.denoiser.activations === 'bfloat16';
       const logits = head.keep(be.empty([chunk, V], dt));
-      const dlogits = opts.backward ? head.keep(be.empty([chunk, V], dt)) : null;
-      const ce = head.keep(be.empty([chunk], dt));
+      // under bf16 the gradient of the logits is written in bf16 straight away (the operand of the
+      // head's backward products), never as a float32 chunk
+      const dlogits = opts.backward ? head.keep(be.empty([chunk, V], bf ? 'bfloat16' : dt)) : null;
+      // every row's nll and loss weight in one buffer each: one upload, one read-back (a read-back
+      // per chunk drained the stream about 30 times a base 16 x 2048 step)
+      const ce = head.keep(be.empty([Math.max(R, 1)], dt));
+      const wAll = opts.backward && R ? head.keep(be.fromArray(rowsUsed.map((i) => g[i]!), [R], dt)) : null;
       // mixed precision: the tied head's products in bf16 like the denoiser's (float32 accumulation
       // and logits), with E, the rows and each chunk's dlogits rounded once (in float32 they ran on
       // the CUDA cores: about 7 ms of a base 16 x 2048 step)
-      const bf = model.denoiser.activations === 'bfloat16';
       const E16 = bf ? head.keep(be.empty([V, e], 'bfloat16')) : null;
       const zr16 = bf ? head.keep(be.empty(zr.shape, 'bfloat16')) : null;
       if (E16 && zr16) {
         be.copy(E16, E);
         be.copy(zr16, zr);
       }
-      const dl16 = bf && dlogits ? head.keep(be.empty([chunk, V], 'bfloat16')) : null;
       for (let r0 = 0; r0 < R; r0 += chunk) {
         const n = Math.min(chunk, R - r0);
         const zc = be.view(zr16 ?? zr, r0 * e, [n, e]);
         const lg = be.view(logits, 0, [n, V]);
         be.matmul(lg, zc, E16 ?? E, { transB: true });
         const idr = be.view(idsUsed, r0, [n]);
-        const cer = be.view(ce, 0, [n]);
+        const cer = be.view(ce, r0, [n]);
         const dl = dlogits ? be.view(dlogits, 0, [n, V]) : null;
-        const wr = dl ? be.fromArray(rowsUsed.slice(r0, r0 + n).map((i) => g[i]!), [n], dt) : null;
+        const wr = dl && wAll ? be.view(wAll, r0, [n]) : null;
         be.crossEntropy(cer, dl, lg, idr, wr);
-        const ceh = be.toArray(cer);
-        for (let i = 0; i < n; i++) {
-          const row = rowsUsed[r0 + i]!;
-          const b = Math.floor(row / N);
-          nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
-        }
         if (dl && dzr && dE) {
-          const dlo = dl16 ? be.view(dl16, 0, [n, V]) : dl;
-          if (dlo !== dl) be.copy(dlo, dl);
-          be.matmul(be.view(dzr, r0 * e, [n, e]), dlo, E16 ?? E, { beta: 1 });
-          be.matmul(dE, dlo, zc, { transA: true, beta: 1 });
-          if (dlo !== dl) dlo.dispose();
+          be.matmul(be.view(dzr, r0 * e, [n, e]), dl, E16 ?? E, { beta: 1 });
+          be.matmul(dE, dl, zc, { transA: true, beta: 1 });
         }
         [zc, lg, idr, cer, dl, wr].forEach((t) => t?.dispose());
+      }
+      const ceh = R ? be.toArray(ce) : new Float32Array(0);
+      for (let i = 0; i < R; i++) {
+        const row = rowsUsed[i]!;
+        const b = Math.floor(row / N);
+        nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
       }
     } finally {
       head.dispose();

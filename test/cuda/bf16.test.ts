@@ -129,6 +129,37 @@ test('bfloat16 tensors: round trips, fill, zeros, views, conversions by copy; CP
   for (const x of [t, f, b, z]) x.dispose();
 });
 
+test('crossEntropy: bfloat16 dlogits are the float32 gradient rounded once; the one-pass max and sum follow the CPU', { skip }, () => {
+  const g = G();
+  for (const [M, V] of [[3, 7], [37, 1001], [5, 30522]] as const) {
+    const logits = randn(M * V, 3);
+    // row 0 rises along the row: every thread's running max grows at each of its logits (the rescaling)
+    for (let c = 0; c < V; c++) logits[c] = -20 + (40 * c) / V;
+    const targets = Int32Array.from({ length: M }, () => rng.int(V));
+    const weights = Float32Array.from(rng.uniform(M));
+    const run = (be: Backend, dtype: DType) => {
+      const lg = be.fromArray(logits, [M, V]);
+      const t = be.fromArray(targets, [M], 'int32');
+      const w = be.fromArray(weights, [M]);
+      const loss = be.empty([M]);
+      const dl = be.empty([M, V], dtype);
+      be.crossEntropy(loss, dl, lg, t, w);
+      const r = { loss: be.toArray(loss), dl: be.toArray(dl) };
+      for (const x of [lg, t, w, loss, dl]) x.dispose();
+      return r;
+    };
+    const f32 = run(g, 'float32');
+    const b16 = run(g, 'bfloat16');
+    const ref = run(C(), 'float32');
+    assert.deepEqual([...b16.loss], [...f32.loss], `loss ${M}x${V}: the same with either dlogits dtype`);
+    assert.deepEqual([...b16.dl], [...fromBf16Bits(toBf16Bits(f32.dl))], `dlogits ${M}x${V}: bf16 = float32 rounded once`);
+    for (const k of ['loss', 'dl'] as const) {
+      const { err, at } = maxRelErr(f32[k], ref[k]);
+      assert.ok(err <= 1e-5, `${k} ${M}x${V}: rel err ${err} against the CPU at ${at} (seed ${SEED})`);
+    }
+  }
+});
+
 test('bfloat16 activations: elementwise, broadcasts, copies, activations, dropout, layerNorm, biasBackward', { skip }, () => {
   const x = act([6, 50]);
   const y = act([6, 50]);

@@ -133,7 +133,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32'],
   'reduce.cu': [
-    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
@@ -830,8 +830,12 @@ export class CudaBackend implements Backend {
   }
   /** n floats from src to dst between float32 and bfloat16 (mask bit 0: dst is bf16, bit 1: src). */
   private convert(dst: number, src: number, n: number, bf: number): void {
-    if (byFours(n, dst, src)) this.launchN('convert_float_x4', n / 4, [A(dst), A(src), L(n / 4), I(bf)]);
-    else this.launchN('convert_float', n, [A(dst), A(src), L(n), I(bf)]);
+    // groups of four over the aligned front, element by element for the last n % 4
+    const n4 = byFours(0, dst, src) ? Math.floor(n / 4) : 0;
+    if (n4) this.launchN('convert_float_x4', n4, [A(dst), A(src), L(n4), I(bf)]);
+    const done = 4 * n4;
+    const es = (bit: number): number => ((bf >> bit) & 1 ? 2 : 4);
+    if (done < n) this.launchN('convert_float', n - done, [A(dst + done * es(0)), A(src + done * es(1)), L(n - done), I(bf)]);
   }
 
   /**
@@ -929,8 +933,12 @@ export class CudaBackend implements Backend {
    */
   private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean, bf: number): void {
     const ln = x !== 0;
+    // pairs of columns where C is even and the rows start on a pair's alignment
+    const pairs = C % 2 === 0 && [dy, ln ? x : 0].every((p) => p % 8 === 0);
     this.chunkedColSums(R, C, outB, outA, ln, accumulate, (part, n, rowsPerChunk) =>
-      this.launch2('col_sums_partial_f32', [Math.ceil(C / 32), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]),
+      pairs
+        ? this.launch2('col_sums_partial_x2', [Math.ceil(C / 64), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)])
+        : this.launch2('col_sums_partial_f32', [Math.ceil(C / 32), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]),
     );
   }
   /**
@@ -1090,7 +1098,8 @@ export class CudaBackend implements Backend {
   }
   crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void {
     const op = 'crossEntropy';
-    sameFloat(op, loss, dlogits, logits, weights);
+    sameFloat(op, loss, logits, weights);
+    floats(op, dlogits); // bfloat16 dlogits: the gradient rounded once for bf16 products
     expectDtype(op, 'targets', targets, 'int32');
     const V = lastDim(logits);
     const R = rowsOf(logits);
@@ -1102,6 +1111,7 @@ export class CudaBackend implements Backend {
     this.checkIndices(op, t, V, (v, r) => `target ${v} at row ${r} is outside [0, ${V})`);
     this.launchRows('cross_entropy_f32', R, [
       P(cu(op, loss)), P(dlogits ? cu(op, dlogits) : null), B(!!dlogits), P(cu(op, logits)), P(t), P(weights ? cu(op, weights) : null), B(!!weights), L(R), L(V),
+      B(dlogits?.dtype === 'bfloat16'),
     ]);
   }
 

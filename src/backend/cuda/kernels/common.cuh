@@ -71,6 +71,18 @@ __device__ __forceinline__ void st4x(void *p, i64 i, const float v[4], int bf) {
   if (bf) ((uint2 *)p)[i] = make_uint2((u32)f2bf(v[0]) | ((u32)f2bf(v[1]) << 16), (u32)f2bf(v[2]) | ((u32)f2bf(v[3]) << 16));
   else ((float4 *)p)[i] = make_float4(v[0], v[1], v[2], v[3]);
 }
+// Elements 2i and 2i + 1 of a float32 (8-byte loads) or bfloat16 (4-byte) array.
+__device__ __forceinline__ void ld2x(float &v0, float &v1, const void *p, i64 i, int bf) {
+  if (bf) {
+    const u32 w = ((const u32 *)p)[i];
+    v0 = bf_lo(w);
+    v1 = bf_hi(w);
+  } else {
+    const float2 f = ((const float2 *)p)[i];
+    v0 = f.x;
+    v1 = f.y;
+  }
+}
 // The eight bfloat16 of a 16-byte vector as floats, and back (f2bf each: stx's rounding).
 __device__ __forceinline__ void unpack8(float v[8], uint4 w) {
   const u32 u[4] = {w.x, w.y, w.z, w.w};

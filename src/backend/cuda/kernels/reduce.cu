@@ -62,6 +62,51 @@ extern "C" __global__ void col_sums_partial_f32(double *partial, const void *dy,
     partial[(chunk * 2 + 1) * C + c] = a;
   }
 }
+// col_sums_partial_f32 with two adjacent columns per thread (C even, dy and x aligned to a pair):
+// block (32, 8) covers 64 columns, each warp reads whole 128-byte (bf16) rows of them, and four rows'
+// loads are in flight per thread. The same float64 terms in the same order per column.
+extern "C" __global__ void col_sums_partial_x2(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
+                                               i64 rowsPerChunk, int ln, int bf) {
+  __shared__ double sb[8][65], sa[8][65];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const i64 c = (i64)blockIdx.x * 64 + 2 * tx;
+  const i64 chunk = blockIdx.y;
+  const i64 r0 = chunk * rowsPerChunk, r1 = min(R, r0 + rowsPerChunk);
+  double b0 = 0.0, b1 = 0.0, a0 = 0.0, a1 = 0.0;
+  if (c < C) {
+#pragma unroll 4
+    for (i64 r = r0 + ty; r < r1; r += 8) {
+      float d0, d1;
+      ld2x(d0, d1, dy, (r * C + c) >> 1, BF(0));
+      b0 += (double)d0;
+      b1 += (double)d1;
+      if (ln) {
+        float x0, x1;
+        ld2x(x0, x1, x, (r * C + c) >> 1, BF(1));
+        const double mu = mean[r], rs = rstd[r];
+        a0 += (double)d0 * (((double)x0 - mu) * rs);
+        a1 += (double)d1 * (((double)x1 - mu) * rs);
+      }
+    }
+  }
+  sb[ty][2 * tx] = b0;
+  sb[ty][2 * tx + 1] = b1;
+  sa[ty][2 * tx] = a0;
+  sa[ty][2 * tx + 1] = a1;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    for (int y = 1; y < 8; y++) {
+      b0 += sb[y][2 * tx];
+      b1 += sb[y][2 * tx + 1];
+      a0 += sa[y][2 * tx];
+      a1 += sa[y][2 * tx + 1];
+    }
+    partial[(chunk * 2) * C + c] = b0;
+    partial[(chunk * 2) * C + c + 1] = b1;
+    partial[(chunk * 2 + 1) * C + c] = a0;
+    partial[(chunk * 2 + 1) * C + c + 1] = a1;
+  }
+}
 // out_b[c] (+)= sum_chunk partial[chunk][0][c]; with ln also out_a[c] (+)= the dy * xhat sums.
 // Blocks of (32, 32) threads: 32 columns, the chunks strided over threadIdx.y and added in shared
 // memory (one thread per column walked every chunk serially: 60 us a call on an H200).
@@ -192,31 +237,40 @@ extern "C" __global__ void layernorm_backward_dx_f32(void *dx, const void *dy, c
   }
 }
 
-// Fused softmax cross-entropy per row of V logits: loss = lse - x[t]; with dlogits,
-// dx = w (softmax(x) - onehot(t)). The exponentials in float32 (exp2f of the float64 difference
-// times log2 e: within about 2e-6 relative of the float64 exp), the sums in float64: a float64 exp
-// per logit, twice, held this kernel at a fifth of its memory traffic's speed.
-extern "C" __global__ void cross_entropy_f32(float *loss, float *dlogits, int hasD, const float *logits, const int *targets, const float *weights, int hasW,
-                                             i64 R, i64 V) {
+// Fused softmax cross-entropy per row of V logits: loss = lse - x[t]; with dlogits (float32, or
+// bfloat16 with dbf: the gradient rounded once, for bf16 products), dx = w (softmax(x) - onehot(t)).
+// Two passes over the row: an online max and sum (each thread rescales its float64 sum by a float64
+// exp when its max grows, a few times per row), then the gradient. Exponentials per logit in
+// float32 (exp2f of the float64 difference times log2 e: within about 2e-6 relative of the float64
+// exp). The kernel moves its logits about three times: it is memory-bound.
+extern "C" __global__ void cross_entropy_f32(float *loss, void *dlogits, int hasD, const float *logits, const int *targets, const float *weights, int hasW,
+                                             i64 R, i64 V, int dbf) {
   __shared__ double sh[32];
   const double LOG2E = 1.4426950408889634;
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const float *xr = logits + r * V;
-    float mx = NEG_INF_F;
-    for (i64 c = threadIdx.x; c < V; c += blockDim.x) mx = fmaxf(mx, xr[c]);
-    const double m = block_max_d((double)mx, sh);
-    double s = 0.0;
-    for (i64 c = threadIdx.x; c < V; c += blockDim.x) s += (double)exp2f((float)(((double)xr[c] - m) * LOG2E));
-    s = block_sum_d(s, sh);
-    const double lse = m + log(s);
+    float m = NEG_INF_F;
+    double sum = 0.0;
+#pragma unroll 4
+    for (i64 c = threadIdx.x; c < V; c += blockDim.x) {
+      const float x = xr[c];
+      if (x > m) {
+        sum = m == NEG_INF_F ? 0.0 : sum * exp((double)m - (double)x);
+        m = x;
+      }
+      sum += (double)exp2f((float)(((double)x - (double)m) * LOG2E));
+    }
+    const double M = block_max_d((double)m, sh);
+    const double lse = M + log(block_sum_d(m == NEG_INF_F ? 0.0 : sum * exp((double)m - M), sh));
     const int t = targets[r];
     if (threadIdx.x == 0) loss[r] = (float)(lse - (double)xr[t]);
     if (hasD) {
       const double w = hasW ? (double)weights[r] : 1.0;
+#pragma unroll 4
       for (i64 c = threadIdx.x; c < V; c += blockDim.x) {
         float g = (float)(w * (double)exp2f((float)(((double)xr[c] - lse) * LOG2E)));
         if (c == t) g = (float)((double)g - w);
-        dlogits[r * V + c] = g;
+        stx(dlogits, r * V + c, g, dbf);
       }
     }
   }
