@@ -188,6 +188,43 @@ test('errors: driver failures are CudaErrors naming the call; NVRTC errors carry
   [table, ids, o, qkv, ao, al].forEach((t) => t.dispose());
 });
 
+test('ids the host knows skip the read-back, and every write it cannot bound brings it back: bad ids still throw', { skip }, () => {
+  const g = G();
+  const made: Tensor[] = [];
+  const up = (v: number[], shape: number[], dtype: DType = 'float32') => {
+    const t = g.fromArray(v, shape, dtype);
+    made.push(t);
+    return t;
+  };
+  const add = (dst: Tensor, src: Tensor) => g.stridedCopy(dst, src, { count: 1, length: dst.size, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: 0, accumulate: true });
+  const table = up([...randn(10 * 3)], [10, 3]);
+  const o = g.empty([4, 3]);
+  made.push(o);
+  const bad = (ids: Tensor, what: string) => assert.throws(() => g.embedding(o, table, ids), IndexError, what);
+  const ids = up([0, 3, 9, 2], [4], 'int32');
+  g.embedding(o, table, ids); // an upload: known, in range
+  g.write(g.view(ids, 1, [1]), [10]);
+  bad(ids, 'a host write into a view widens the bound past the table');
+  g.fill(ids, 4);
+  g.embedding(o, table, ids);
+  add(ids, up([7, 7, 7, 7], [4], 'int32'));
+  bad(ids, 'accumulated ids (4 + 7) are unknown to the host: read back and refused');
+  // a row argmax over a 10-row table lies in [0, 10): fine for that table, read back for a 5-row one
+  const big = up(Array.from({ length: 30 }, (_v, i) => (Math.floor(i / 3) === 7 ? 1 : 0)), [10, 3]);
+  const near = g.empty([4], 'int32');
+  made.push(near);
+  g.argmaxDot(near, up(Array.from({ length: 12 }, () => 1), [4, 3]), big);
+  assert.deepEqual([...g.toArray(near)], [7, 7, 7, 7]);
+  g.embedding(o, table, near);
+  assert.throws(() => g.embedding(o, up([...randn(5 * 3)], [5, 3]), near), IndexError, 'row 7 of a 5-row table');
+  // a copy of a buffer the host cannot bound makes the destination unknown again
+  const sum = up([5, 5, 5, 5], [4], 'int32');
+  add(sum, near); // 12s
+  g.copy(ids, sum);
+  bad(ids, 'copied from a buffer the host cannot bound');
+  made.forEach((t) => t.dispose());
+});
+
 // ---- randomness ------------------------------------------------------------------------------------
 test('Philox: uniform bit for bit, normal within one float32 ulp, dropout masks identical (forward and backward)', { skip }, () => {
   for (const [n, seed, offset] of [[1, 0, 0], [3, 12345, 5], [1000, 2 ** 40 + 7, 2 ** 33 + 3], [4097, 99, 1]] as const) {

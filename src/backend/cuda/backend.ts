@@ -45,6 +45,7 @@ import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
 import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, CudaError, Driver } from './driver.js';
+import { IntRanges, rangeOf } from './int-ranges.js';
 import { koffi } from './libs.js';
 import { kernelSource, Nvrtc } from './nvrtc.js';
 
@@ -106,6 +107,10 @@ export class CudaTensor implements Tensor {
   get isView(): boolean {
     return this.parent !== null;
   }
+  /** The allocation this tensor is (a view's parent's, transitively). */
+  get root(): CudaTensor {
+    return this.parent ? this.parent.root : this;
+  }
   get disposed(): boolean {
     return this._disposed || (this.parent !== null && this.parent.disposed);
   }
@@ -115,6 +120,9 @@ export class CudaTensor implements Tensor {
     this.release?.();
   }
 }
+
+/** Whether a tensor covers all of its allocation. */
+const isWhole = (t: CudaTensor): boolean => t.ptr === t.root.ptr && t.size === t.root.size;
 
 /** Narrows a Tensor to a live CudaTensor (the CUDA backend only accepts its own tensors). */
 function cu(op: string, t: Tensor): CudaTensor {
@@ -261,6 +269,13 @@ export class CudaBackend implements Backend {
   private readonly deviceName: string;
   private readonly totalMem: number;
   private readonly syncEachLaunch: boolean;
+  /**
+   * What the host knows of int32 buffers' values (checks of ids without a read-back); a graph
+   * replay forgets it all (the recorded kernels write again, with the values of that moment).
+   */
+  private ints = new IntRanges();
+  /** Inside capture(): int32 writes recorded now run again at replays, with whatever values then. */
+  private recording = false;
   private readonly launchTimes: Map<string, [number, number]> | null;
   /** Device address of cuBLAS's workspace (0: none, cuBLAS's default pool). */
   private readonly cublasWorkspace: number;
@@ -435,14 +450,17 @@ export class CudaBackend implements Backend {
       }
     };
     this.driver.beginCapture(this.stream);
+    this.recording = true;
     try {
       work();
     } catch (e) {
+      this.recording = false;
       const g = end();
       if (g) this.driver.graphDestroy(g);
       if (e instanceof CudaError) return null;
       throw e;
     }
+    this.recording = false;
     const graph = end();
     if (!graph) return null;
     let exec: bigint;
@@ -458,6 +476,7 @@ export class CudaBackend implements Backend {
       replay: () => {
         if (!live) throw new DeviceError('capture: the graph was disposed');
         this.driver.graphLaunch(exec, this.stream);
+        this.ints = new IntRanges();
       },
       dispose: () => {
         if (!live) return;
@@ -503,6 +522,7 @@ export class CudaBackend implements Backend {
     if (t.size) {
       if (dtype === 'bfloat16') this.driver.memsetD16Async(t.ptr, 0, t.size, this.stream);
       else this.driver.memsetD32Async(t.ptr, 0, t.size, this.stream);
+      this.wroteInts(t, [0, 0]);
     }
     return t;
   }
@@ -547,6 +567,7 @@ export class CudaBackend implements Backend {
     // ordered on the stream without waiting for the device (the driver stages the host bytes before
     // it returns): a synchronous copy would drain the queue, once per denoiser call in sampling
     if (c.size) this.driver.memcpyHtoDAsync(c.ptr, host, host.byteLength, this.stream);
+    if (host instanceof Int32Array) this.wroteInts(c, rangeOf(host));
   }
   view(t: Tensor, offset: number, shape: readonly number[]): Tensor {
     const c = cu('view', t);
@@ -562,7 +583,10 @@ export class CudaBackend implements Backend {
     sameSize('copy', d, s);
     if ((d.dtype === 'int32') !== (s.dtype === 'int32')) throw new ShapeError('copy', `cannot copy ${s.dtype} into ${d.dtype}`);
     if (d.dtype !== s.dtype) this.convert(d.ptr, s.ptr, d.size, bfMask(d, s));
-    else if (d.size && d.ptr !== s.ptr) this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * ES(d), this.stream);
+    else if (d.size && d.ptr !== s.ptr) {
+      this.driver.memcpyDtoDAsync(d.ptr, s.ptr, d.size * ES(d), this.stream);
+      this.wroteInts(d, this.ints.get(s.root));
+    }
   }
   fill(t: Tensor, value: number): void {
     const c = cu('fill', t);
@@ -571,6 +595,7 @@ export class CudaBackend implements Backend {
     // the 32-bit pattern the CPU's typed-array fill would store
     const bits = new Uint32Array(c.dtype === 'int32' ? new Int32Array([value]).buffer : new Float32Array([value]).buffer)[0]!;
     this.driver.memsetD32Async(c.ptr, bits, c.size, this.stream);
+    this.wroteInts(c, [value, value]);
   }
   memory(): MemoryStats {
     return { liveBytes: this.live, peakBytes: this.peak, liveTensors: this.liveCount };
@@ -668,6 +693,8 @@ export class CudaBackend implements Backend {
       throw new ShapeError(op, `block copy of ${count} x ${length} reaches past its operands (src ${s.size}, dst ${d.size} elements)`, [s.shape, d.shape]);
     }
     const sfx = d.dtype === 'int32' ? 'i32' : 'f32';
+    // copied ids keep the source's bound; added ones have none the host knows
+    this.wroteInts(d, p.accumulate ? null : this.ints.get(s.root));
     // the float kernels take the dtype mask last (either side float32 or bfloat16)
     const bfArg: Arg[] = sfx === 'f32' ? [BFM(d, s)] : [];
     const acc = !!p.accumulate;
@@ -1068,13 +1095,23 @@ export class CudaBackend implements Backend {
 
   // ---- embedding, cross-entropy ---------------------------------------------------------------
   /** Reads int32 indices back and throws IndexError for the first one outside [0, n). */
+  /**
+   * Throws an IndexError naming the first value of int32 `t` outside [0, n). Values the host knows
+   * (IntRanges) are not read back; the ones it reads back and finds valid become known.
+   */
   private checkIndices(op: string, t: CudaTensor, n: number, what: (v: number, i: number) => string): void {
-    if (!t.size) return;
+    if (!t.size || this.ints.within(t.root, n)) return;
     const host = this.toArray(t) as Int32Array;
     for (let i = 0; i < host.length; i++) {
       const v = host[i]!;
       if (v < 0 || v >= n) throw new IndexError(op, what(v, i));
     }
+    if (isWhole(t)) this.ints.wrote(t.root, true, [0, n - 1]);
+  }
+  /** int32 `t` was written with values within `range` (null: values the host cannot bound). */
+  private wroteInts(t: CudaTensor, range: readonly [number, number] | null): void {
+    if (t.dtype !== 'int32' || !t.size) return;
+    this.ints.wrote(t.root, isWhole(t), this.recording ? null : range);
   }
   embedding(out: Tensor, table: Tensor, ids: Tensor): void {
     const op = 'embedding';
@@ -1593,6 +1630,7 @@ export class CudaBackend implements Backend {
     const tb = cu(op, table);
     const xx = cu(op, x);
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
+    this.wroteInts(o, [0, V - 1]); // row indices of the table
     const half = nearest ? this.scratch(V * 8) : null;
     // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
     // 30k vocabulary; the earlier 16 MiB made 15 small GEMMs and argmaxes for 2,048 rows)
