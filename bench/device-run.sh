@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One call of the GPU machine's time, in the order a session needs it (see ../shared/GPU.md for
+# .device/ and the device tool): run from the repository root there, with `carry: [".device",
+# "dist"]` (and ".peer" for `bench`), after `node scripts/build.mjs` here.
+#
+#   bash bench/device-run.sh tests            the GPU test suite (~190 s on an H200)
+#   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
+#                                             Compute, summed by kernel (~60 s)
+#   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
+#   bash bench/device-run.sh tests profile    several, in that order; `bench` runs only if the
+#                                             tests (when asked for) passed
+#
+# Everything worth keeping goes to $OUT (the device tool brings it back).
+set -uo pipefail
+source .device/setup.sh
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+ok=1
+for what in "$@"; do
+  case "$what" in
+    tests)
+      timeout 300 node --test --test-concurrency=1 dist/test/cuda/ > "$OUT/tests.log" 2>&1
+      grep -E "^# (tests|pass|fail)|^not ok|rel err" "$OUT/tests.log" | head -30
+      grep -q "^# fail 0" "$OUT/tests.log" || ok=0
+      ;;
+    profile)
+      timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+        node dist/bench/gpu.js --items kernels --configs base --peer none --out /tmp/kernels.json > /tmp/step.csv 2> "$OUT/profile.err"
+      # --items kernels runs the step twice (warm-up, profiled): halve to one step
+      node dist/bench/ncu-sum.js /tmp/step.csv --runs 2 --top 60 | tee "$OUT/profile.txt"
+      ;;
+    bench)
+      if [ "$ok" = 1 ]; then
+        timeout 420 node dist/bench/gpu.js --peer .peer --peer-deadline 230 --out "$OUT/gpu.json" > "$OUT/gpu.log" 2>&1
+        tail -40 "$OUT/gpu.log"
+      else
+        echo "bench skipped: the GPU tests failed (see $OUT/tests.log)"
+      fi
+      ;;
+    *)
+      echo "unknown step '$what' (tests, profile, bench)" >&2
+      exit 2
+      ;;
+  esac
+done
