@@ -237,6 +237,8 @@ const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM
 const SPLIT_TILES = 8;
 /** The most rows of a grouped product that the `auto` grouped kernel choice gives to grouped_gemm.cu (see CudaBackendOptions.grouped). */
 const GROUPED_MMA_ROWS = 8192;
+/** Dynamic shared memory of grouped_gemm.cu's NT and NN kernels (GG_SHARED there: 4 stages of two 128 x 40 bf16 tiles). */
+const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
 const SCORE_BLOCK = 1 << 25;
 /** Bytes of cuBLAS's workspace. */
@@ -879,11 +881,14 @@ export class CudaBackend implements Backend {
   /**
    * Whether grouped_gemm.cu serves a grouped product of `rows` rows of activations `a` (bf16) and
    * the bf16 weight operand, with output width `nOut` and reduction `kRed`: the grouped option
-   * (mma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases.
+   * (mma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases, and
+   * a card that gives a block GROUPED_SHARED bytes of shared memory.
    */
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {
     const mma = this.groupedKernel === 'mma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
-    return mma && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
+    return (
+      mma && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0 && this.sharedOptin >= GROUPED_SHARED
+    );
   }
   /**
    * The experts' row offsets [E + 1] on the device: a routing's own (`onDevice`), or made from the
@@ -909,7 +914,7 @@ export class CudaBackend implements Backend {
     const tiles = onDevice ? Math.ceil(rows / 128) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / 128), 0);
     const offs = this.expertOffsets(groups, onDevice);
     try {
-      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)]);
+      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], GROUPED_SHARED);
     } finally {
       offs.free();
     }
