@@ -300,6 +300,15 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   const uneven = [12000, 4000, 9001, 7003, 8100, 7999, 9947];
   uneven.push(2 * rows - uneven.reduce((a, b) => a + b, 0));
   time('grouped fc1 +b gelu, uneven counts', gflop, () => be.groupedMatmul(h, xs, w1, b1, uneven, { gelu: { pre } }));
+  // the grouped products of a batch-1 sampling call (2 x 2064 rows: the one-launch kernel under `auto`)
+  const sRows = 2 * (2048 + 16);
+  const sCounts = Array.from({ length: E }, () => sRows / E);
+  const [hs, xss, ps] = [be.view(h, 0, [sRows, f]), be.view(xs, 0, [sRows, d]), be.view(pre, 0, [sRows, f])];
+  const w2g = rnd([E, d, f], 'float32');
+  const sflop = 2 * sRows * d * f;
+  time('grouped fc1 +b gelu, sampling 8 x [516,768]', sflop, () => be.groupedMatmul(hs, xss, w1, b1, sCounts, { gelu: { pre: ps } }));
+  time('grouped fc2 +b, sampling 8 x [516,1536]', sflop, () => be.groupedMatmul(xss, hs, w2g, null, sCounts));
+  for (const t of [hs, xss, ps, w2g]) t.dispose();
   const w2 = rnd([d, f], 'float32');
   // the first M rows of h and xs as an fc2-shaped product
   const fc2 = (M: number) => {
