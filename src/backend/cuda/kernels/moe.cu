@@ -173,6 +173,17 @@ extern "C" __global__ void moe_permute_f32(void *xs, const void *x, const int *o
   }
 }
 
+// The smallest of token m's k slots above `prev` (-1: none left): its kept assignments in increasing
+// expert-order row, one selection pass per step (k is small).
+__device__ __forceinline__ int moe_next_slot(const int *slot, i64 m, int k, int prev) {
+  int nxt = -1;
+  for (int r = 0; r < k; r++) {
+    const int a = slot[m * k + r];
+    if (a > prev && (nxt < 0 || a < nxt)) nxt = a;
+  }
+  return nxt;
+}
+
 // dx[m] (+)= sum of dxs over m's kept assignments, added in increasing expert-order row (the CPU's
 // order, float32 rounding per step). One thread per element of dx; no atomics.
 // bf: dx 0, dxs 1.
@@ -180,18 +191,8 @@ extern "C" __global__ void moe_permute_backward_f32(void *dx, const void *dxs, c
   GRID_STRIDE(i, M * d) {
     const i64 m = i / d, c = i % d;
     float g = accumulate ? ldx(dx, i, BF(0)) : 0.0f;
-    int prev = -1;
-    for (i64 n = 0; n < k; n++) {
-      // the next larger slot of this token (k is small: a selection pass per step)
-      int nxt = -1;
-      for (i64 r = 0; r < k; r++) {
-        const int a = slot[m * k + r];
-        if (a > prev && (nxt < 0 || a < nxt)) nxt = a;
-      }
-      if (nxt < 0) break;
-      g = (float)((double)g + (double)ldx(dxs, (i64)nxt * d + c, BF(1)));
-      prev = nxt;
-    }
+    for (int a = moe_next_slot(slot, m, (int)k, -1); a >= 0; a = moe_next_slot(slot, m, (int)k, a))
+      g = (float)((double)g + (double)ldx(dxs, (i64)a * d + c, BF(1)));
     stx(dx, i, g, BF(0));
   }
 }
@@ -242,6 +243,13 @@ extern "C" __global__ void moe_combine_backward_f32(void *dys, float *dgates, co
 // arithmetic per element, so the same results. The element kernels' 64-bit division per element
 // made them several times slower than their memory traffic (H200 ncu: 0.27 ms a permute of a base
 // layer at 16 x 2048, about 0.05 ms of traffic).
+// The eight floats an output vector starts from: its current values with `accumulate`, else zeros.
+__device__ __forceinline__ void moe_start8(float v[8], const uint4 *p, int i, int accumulate) {
+  if (accumulate) unpack8(v, p[i]);
+  else
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = 0.0f;
+}
 extern "C" __global__ void moe_permute_bf16v(uint4 *xs, const uint4 *x, const int *order, int A, int dv, int k) {
   const int n = A * dv;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -254,23 +262,12 @@ extern "C" __global__ void moe_permute_backward_bf16v(uint4 *dx, const uint4 *dx
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int m = i / dv, c = i - m * dv;
     float g[8];
-    if (accumulate) unpack8(g, dx[i]);
-    else
-#pragma unroll
-      for (int j = 0; j < 8; j++) g[j] = 0.0f;
-    int prev = -1;
-    for (int n2 = 0; n2 < k; n2++) {
-      int nxt = -1;
-      for (int r = 0; r < k; r++) {
-        const int a = slot[(i64)m * k + r];
-        if (a > prev && (nxt < 0 || a < nxt)) nxt = a;
-      }
-      if (nxt < 0) break;
+    moe_start8(g, dx, i, accumulate);
+    for (int a = moe_next_slot(slot, m, k, -1); a >= 0; a = moe_next_slot(slot, m, k, a)) {
       float v[8];
-      unpack8(v, dxs[(i64)nxt * dv + c]);
+      unpack8(v, dxs[(i64)a * dv + c]);
 #pragma unroll
       for (int j = 0; j < 8; j++) g[j] = (float)((double)g[j] + (double)v[j]);
-      prev = nxt;
     }
     dx[i] = pack8(g);
   }
@@ -280,10 +277,7 @@ extern "C" __global__ void moe_combine_bf16v(uint4 *y, const uint4 *ys, const fl
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int m = i / dv, c = i - m * dv;
     float o[8];
-    if (accumulate) unpack8(o, y[i]);
-    else
-#pragma unroll
-      for (int j = 0; j < 8; j++) o[j] = 0.0f;
+    moe_start8(o, y, i, accumulate);
     for (int r = 0; r < k; r++) {
       const int a = slot[(i64)m * k + r];
       if (a < 0) continue;

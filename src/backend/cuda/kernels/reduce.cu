@@ -29,83 +29,70 @@ extern "C" __global__ void sum_partials(double *partials, const void *x, i64 n, 
 }
 
 // Column sums of dy [R, C] in two parallel stages (bias gradients, LayerNorm weight gradients: one
-// thread per column would leave most of the GPU idle when C is a model width and R a batch of tokens). Stage 1: block
-// (32, 8) sums 32 columns over one chunk of rows, in float64, into partial[chunk][k][c] (k = 0: dy,
-// k = 1 with ln: dy * xhat, xhat = (x - mean[r]) rstd[r], the LayerNorm weight gradient).
-// Stage 2 adds the chunks in a fixed order (deterministic) and rounds once to float32.
-// bf: dy 0, x 1.
-extern "C" __global__ void col_sums_partial_f32(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
-                                                i64 rowsPerChunk, int ln, int bf) {
-  __shared__ double sb[8][33], sa[8][33];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const i64 c = (i64)blockIdx.x * 32 + tx;
-  const i64 chunk = blockIdx.y;
-  const i64 r0 = chunk * rowsPerChunk, r1 = min(R, r0 + rowsPerChunk);
-  double b = 0.0, a = 0.0;
-  if (c < C) {
-#pragma unroll 4
-    for (i64 r = r0 + ty; r < r1; r += 8) {
-      const double d = ldx(dy, r * C + c, BF(0));
-      b += d;
-      if (ln) a += d * (((double)ldx(x, r * C + c, BF(1)) - (double)mean[r]) * (double)rstd[r]);
-    }
-  }
-  sb[ty][tx] = b;
-  sa[ty][tx] = a;
-  __syncthreads();
-  if (ty == 0 && c < C) {
-    for (int y = 1; y < 8; y++) {
-      b += sb[y][tx];
-      a += sa[y][tx];
-    }
-    partial[(chunk * 2) * C + c] = b;
-    partial[(chunk * 2 + 1) * C + c] = a;
-  }
+// thread per column would leave most of the GPU idle when C is a model width and R a batch of tokens).
+// Stage 1: block (32, 8) sums 32 W columns over one chunk of rows, W adjacent columns per thread, in
+// float64, into partial[chunk][k][c] (k = 0: dy, k = 1 with ln: dy * xhat, xhat = (x - mean[r])
+// rstd[r], the LayerNorm weight gradient). Stage 2 adds the chunks in a fixed order (deterministic)
+// and rounds once to float32. bf: dy 0, x 1.
+// W = 2 (C even, dy and x aligned to a pair): each warp reads whole 128-byte bf16 rows of its
+// columns; the same float64 terms in the same order per column as W = 1.
+template <int W>
+__device__ __forceinline__ void ldw(float v[W], const void *p, i64 at, int bf) {
+  if (W == 1) v[0] = ldx(p, at, bf);
+  else ld2x(v[0], v[W - 1], p, at >> 1, bf);
 }
-// col_sums_partial_f32 with two adjacent columns per thread (C even, dy and x aligned to a pair):
-// block (32, 8) covers 64 columns, each warp reads whole 128-byte (bf16) rows of them, and four rows'
-// loads are in flight per thread. The same float64 terms in the same order per column.
-extern "C" __global__ void col_sums_partial_x2(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
-                                               i64 rowsPerChunk, int ln, int bf) {
-  __shared__ double sb[8][65], sa[8][65];
+template <int W>
+__device__ void col_sums_partial(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C, i64 rowsPerChunk,
+                                 int ln, int bf) {
+  __shared__ double sb[8][32 * W + 1], sa[8][32 * W + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const i64 c = (i64)blockIdx.x * 64 + 2 * tx;
+  const i64 c = (i64)blockIdx.x * 32 * W + W * tx;
   const i64 chunk = blockIdx.y;
   const i64 r0 = chunk * rowsPerChunk, r1 = min(R, r0 + rowsPerChunk);
-  double b0 = 0.0, b1 = 0.0, a0 = 0.0, a1 = 0.0;
+  double b[W], a[W];
+#pragma unroll
+  for (int j = 0; j < W; j++) b[j] = a[j] = 0.0;
   if (c < C) {
 #pragma unroll 4
     for (i64 r = r0 + ty; r < r1; r += 8) {
-      float d0, d1;
-      ld2x(d0, d1, dy, (r * C + c) >> 1, BF(0));
-      b0 += (double)d0;
-      b1 += (double)d1;
+      float d[W];
+      ldw<W>(d, dy, r * C + c, BF(0));
+#pragma unroll
+      for (int j = 0; j < W; j++) b[j] += (double)d[j];
       if (ln) {
-        float x0, x1;
-        ld2x(x0, x1, x, (r * C + c) >> 1, BF(1));
+        float xv[W];
+        ldw<W>(xv, x, r * C + c, BF(1));
         const double mu = mean[r], rs = rstd[r];
-        a0 += (double)d0 * (((double)x0 - mu) * rs);
-        a1 += (double)d1 * (((double)x1 - mu) * rs);
+#pragma unroll
+        for (int j = 0; j < W; j++) a[j] += (double)d[j] * (((double)xv[j] - mu) * rs);
       }
     }
   }
-  sb[ty][2 * tx] = b0;
-  sb[ty][2 * tx + 1] = b1;
-  sa[ty][2 * tx] = a0;
-  sa[ty][2 * tx + 1] = a1;
+#pragma unroll
+  for (int j = 0; j < W; j++) {
+    sb[ty][W * tx + j] = b[j];
+    sa[ty][W * tx + j] = a[j];
+  }
   __syncthreads();
   if (ty == 0 && c < C) {
-    for (int y = 1; y < 8; y++) {
-      b0 += sb[y][2 * tx];
-      b1 += sb[y][2 * tx + 1];
-      a0 += sa[y][2 * tx];
-      a1 += sa[y][2 * tx + 1];
+#pragma unroll
+    for (int j = 0; j < W; j++) {
+      for (int y = 1; y < 8; y++) {
+        b[j] += sb[y][W * tx + j];
+        a[j] += sa[y][W * tx + j];
+      }
+      partial[(chunk * 2) * C + c + j] = b[j];
+      partial[(chunk * 2 + 1) * C + c + j] = a[j];
     }
-    partial[(chunk * 2) * C + c] = b0;
-    partial[(chunk * 2) * C + c + 1] = b1;
-    partial[(chunk * 2 + 1) * C + c] = a0;
-    partial[(chunk * 2 + 1) * C + c + 1] = a1;
   }
+}
+extern "C" __global__ void col_sums_partial_f32(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
+                                                i64 rowsPerChunk, int ln, int bf) {
+  col_sums_partial<1>(partial, dy, x, mean, rstd, R, C, rowsPerChunk, ln, bf);
+}
+extern "C" __global__ void col_sums_partial_x2(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
+                                               i64 rowsPerChunk, int ln, int bf) {
+  col_sums_partial<2>(partial, dy, x, mean, rstd, R, C, rowsPerChunk, ln, bf);
 }
 // out_b[c] (+)= sum_chunk partial[chunk][0][c]; with ln also out_a[c] (+)= the dy * xhat sums.
 // Blocks of (32, 32) threads: 32 columns, the chunks strided over threadIdx.y and added in shared
