@@ -974,8 +974,8 @@ export class CudaBackend implements Backend {
     );
   }
   /**
-   * The two stages of a column sum over R rows and C columns: `partial` launches stage 1 (grid
-   * (C / 32, n) of (32, 8) blocks, chunks of rowsPerChunk rows, float64 partial[n][2][C]), then
+   * The two stages of a column sum over R rows and C columns: `partial` launches stage 1 (n chunks
+   * of rowsPerChunk rows on the y axis of the grid, float64 partial[n][2][C]), then
    * col_sums_finish_f32 adds the chunks in order into outB (and outA with ln).
    */
   private chunkedColSums(R: number, C: number, outB: number, outA: number, ln: boolean, accumulate: boolean, partial: (part: number, n: number, rowsPerChunk: number) => void): void {
