@@ -287,10 +287,12 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
   const mma = new CudaBackend({ grouped: 'mma' });
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
-    // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts
+    // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
+    // the last with thousands of rows per expert (many steps of the TN kernel's pipeline)
     for (const [K, N, counts] of [
       [72, 136, [0, 5, 300, 129]],
       [256, 64, [128, 1, 0, 0, 255]],
+      [72, 200, [0, 9001, 7383, 130]],
     ] as [number, number, number[]][]) {
       const E = counts.length;
       const A = counts.reduce((a, b) => a + b, 0);

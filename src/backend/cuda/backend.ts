@@ -239,6 +239,8 @@ const SPLIT_TILES = 8;
 const GROUPED_MMA_ROWS = 8192;
 /** Dynamic shared memory of grouped_gemm.cu's NT and NN kernels (GG_SHARED there: 4 stages of two 128 x 40 bf16 tiles). */
 const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
+/** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
+const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
 const SCORE_BLOCK = 1 << 25;
 /** Bytes of cuBLAS's workspace. */
@@ -909,12 +911,12 @@ export class CudaBackend implements Backend {
    * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
    * the host counts (with the exact grid).
    */
-  private groupedGemm(kernel: string, c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
+  private groupedGemm(op: 'nt' | 'nn', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
     const tiles = onDevice ? Math.ceil(rows / 128) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / 128), 0);
     const offs = this.expertOffsets(groups, onDevice);
     try {
-      this.launch(kernel, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], GROUPED_SHARED);
+      this.launch(`grouped_gemm_${op}_bf16`, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], GROUPED_SHARED);
     } finally {
       offs.free();
     }
@@ -1493,7 +1495,7 @@ export class CudaBackend implements Backend {
       // grouped_gemm.cu: every expert in one launch, the epilogue fused
       if (this.groupedMma(x, wo, N, K, Acount)) {
         const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
-        this.groupedGemm('grouped_gemm_nt_bf16', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
+        this.groupedGemm('nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }
       // else a cuBLAS call per expert in a shape that recurs (see expertChunks), and the epilogue
@@ -1536,13 +1538,13 @@ export class CudaBackend implements Backend {
       // with grouped_gemm.cu (groupedMma), dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
       // the per-expert loop below does what they do not
       const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N, Acount);
-      if (oneLaunch) this.groupedGemm('grouped_gemm_nn_bf16', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
+      if (oneLaunch) this.groupedGemm('nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
       const oneLaunchDw = gw.dtype === 'float32' && this.groupedMma(g, x, K, N, Acount);
       if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
         const offs = this.expertOffsets(groups, onDevice);
         try {
-          this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)]);
+          this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)], GROUPED_TN_SHARED);
         } finally {
           offs.free();
         }

@@ -107,40 +107,50 @@ __device__ __forceinline__ u32 am_smem(const void *p) {
 }
 __device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
   if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
+    // thread T copies columns x = 8 (T % 8) .. + 7 of rows T / 8 + 16 j: one shared-space conversion
+    // and one 64-bit product per call, constant steps per copy
+    constexpr int ROWS = AM_THREADS / (AM_DH / 8);
+    const int row = threadIdx.x / (AM_DH / 8), x = (threadIdx.x % (AM_DH / 8)) * 8;
+    const u32 to = am_smem(dst) + (u32)(row * AM_LD + x) * 2;
+    const bf16_t *from = src + (i64)(t0 + row) * stride + col + x;
 #pragma unroll
-    for (int idx = threadIdx.x; idx < AM_T * (AM_DH / 8); idx += AM_THREADS) {
-      const int row = idx / (AM_DH / 8), x = (idx % (AM_DH / 8)) * 8;
-      const int g = t0 + row;
-      const bool ok = g < end && x < dh;
-      const bf16_t *from = ok ? src + (i64)g * stride + col + x : src;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(am_smem(dst + row * AM_LD + x)), "l"(from), "r"(ok ? 16 : 0));
+    for (int j = 0; j < AM_T / ROWS; j++) {
+      const bool ok = t0 + row + ROWS * j < end && x < dh;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to + (u32)(ROWS * j * AM_LD * 2)), "l"(ok ? from + ROWS * j * stride : src),
+                   "r"(ok ? 16 : 0));
     }
   } else {
     am_load(dst, src, t0, end, stride, col, dh);
   }
 }
 
-// Four 8 x 8 bf16 matrices from shared memory, lanes 8m..8m+7 addressing the rows of matrix m;
-// lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with .trans (rows 2 (L % 4), + 1,
-// column L / 4): the B fragments of m16n8k16 straight from row-major tiles.
-__device__ __forceinline__ void am_ldsm4(u32 r[4], const bf16_t *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(am_smem(p)));
+// Four 8 x 8 bf16 matrices from shared memory (a shared-space address), lanes 8m..8m+7 addressing
+// the rows of matrix m; lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with .trans
+// (rows 2 (L % 4), + 1, column L / 4): the B fragments of m16n8k16 straight from row-major tiles.
+__device__ __forceinline__ void am_ldsm4(u32 r[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
-__device__ __forceinline__ void am_ldsm4t(u32 r[4], const bf16_t *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(am_smem(p)));
+__device__ __forceinline__ void am_ldsm4t(u32 r[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
+// The lane's byte offsets in a tile for am_scores and am_accumulate (taken once per kernel: each
+// ldmatrix then addresses its tile's shared-space base plus this plus a constant; converting a
+// generic pointer per ldmatrix cost a 64-bit address computation each, ncu on the H200)
+__device__ __forceinline__ u32 am_scores_lane(int lane) { return (u32)((lane & 7) * AM_LD + (lane >> 3) * 8) * 2; }
+__device__ __forceinline__ u32 am_acc_lane(int lane) { return (u32)((((lane >> 3) & 1) * 8 + (lane & 7)) * AM_LD + (lane >> 4) * 8) * 2; }
 
 // s[nt] = A C^T over the 64 rows of tile C (n-tiles of 8 rows): the warp's 16 rows (fragments a)
 // against every row of C, contracted over the head dimension. One ldmatrix gives the B fragments of
-// two k-steps: lane L addresses row nt * 8 + L % 8, columns from kk * 16 + (L / 8) * 8.
-__device__ __forceinline__ void am_scores(float s[8][4], const u32 a[AM_DH / 16][4], const bf16_t *C, int lane) {
+// two k-steps: lane L addresses row nt * 8 + L % 8, columns from kk * 16 + (L / 8) * 8 (`c`: the
+// tile's shared address plus am_scores_lane).
+__device__ __forceinline__ void am_scores(float s[8][4], const u32 a[AM_DH / 16][4], u32 c) {
 #pragma unroll
   for (int nt = 0; nt < 8; nt++) {
     s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < AM_DH / 16; kk += 2) {
       u32 b[4];
-      am_ldsm4(b, C + (nt * 8 + (lane & 7)) * AM_LD + kk * 16 + (lane >> 3) * 8);
+      am_ldsm4(b, c + (u32)(nt * 8 * AM_LD + kk * 16) * 2);
       am_mma(s[nt], a[kk], b[0], b[1]);
       am_mma(s[nt], a[kk + 1], b[2], b[3]);
     }
@@ -150,8 +160,8 @@ __device__ __forceinline__ void am_scores(float s[8][4], const u32 a[AM_DH / 16]
 // acc[nt] += P R over the 64 rows of tile R: P (the warp's 16 x 64 accumulator-layout values, as
 // bf16 A fragments) times R [64, AM_DH] (n-tiles of 8 head dimensions). One transposing ldmatrix
 // gives the B fragments of two n-tiles: lane L addresses row kk * 16 + ((L / 8) % 2) * 8 + L % 8,
-// columns from (nt + L / 16) * 8.
-__device__ __forceinline__ void am_accumulate(float acc[AM_DH / 8][4], const float p[8][4], const bf16_t *R, int lane) {
+// columns from (nt + L / 16) * 8 (`rt`: the tile's shared address plus am_acc_lane).
+__device__ __forceinline__ void am_accumulate(float acc[AM_DH / 8][4], const float p[8][4], u32 rt) {
 #pragma unroll
   for (int kk = 0; kk < 4; kk++) {
     const u32 a[4] = {pack_bf2(p[2 * kk][0], p[2 * kk][1]), pack_bf2(p[2 * kk][2], p[2 * kk][3]), pack_bf2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
@@ -159,7 +169,7 @@ __device__ __forceinline__ void am_accumulate(float acc[AM_DH / 8][4], const flo
 #pragma unroll
     for (int nt = 0; nt < AM_DH / 8; nt += 2) {
       u32 b[4];
-      am_ldsm4t(b, R + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * AM_LD + (nt + (lane >> 4)) * 8);
+      am_ldsm4t(b, rt + (u32)(kk * 16 * AM_LD + nt * 8) * 2);
       am_mma(acc[nt], a, b[0], b[1]);
       am_mma(acc[nt + 1], a, b[2], b[3]);
     }
@@ -288,6 +298,7 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
                                             const AmTiles &T, int kBegin, int kEnd, const bf16_t *base, i64 stride, int d, int h, int dh, int q0, int i0,
                                             int i1, int S, int G, int w, int r, float sl2, int lane, int t) {
   const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
+  const u32 sK = am_smem(sm) + am_scores_lane(lane), sV = am_smem(sm) + AM_TS * 2 + am_acc_lane(lane);
   if (kBegin < kEnd) fetch(kBegin);
   for (int k = kBegin; k < kEnd; k++) {
     if (k + 1 < kEnd) fetch(k + 1);
@@ -295,9 +306,9 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
     __syncthreads();  // tile k is in shared memory for every thread
     int k0, end;
     am_tile(T, k, k0, end);
-    const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
+    const u32 buf = (k & 1) * 2 * AM_TS * 2;  // bytes to buffer k & 1
     float s[8][4];
-    am_scores(s, qf, Ks, lane);
+    am_scores(s, qf, sK + buf);
     if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
     float t0 = NEG_INF_F, t1 = NEG_INF_F;
 #pragma unroll
@@ -337,7 +348,7 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
       o[nt][2] *= a1;
       o[nt][3] *= a1;
     }
-    am_accumulate(o, s, Vs, lane);
+    am_accumulate(o, s, sV + buf);
     __syncthreads();  // done with buffer k & 1 before tile k + 2 is fetched into it
   }
   l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
@@ -472,6 +483,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
   for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
   const AmTiles T = am_tiles(q0, q1, S, G, w, r);
   const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
+  const u32 sm0 = am_smem(sm), sc = am_scores_lane(lane);
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
     if (k + 1 < T.total) fetch(k + 1);
@@ -479,10 +491,10 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
     __syncthreads();
     int k0, end;
     am_tile(T, k, k0, end);
-    const bf16_t *Ks = sm + (k & 1) * 2 * AM_TS, *Vs = Ks + AM_TS;
+    const u32 Ks = sm0 + (k & 1) * 2 * AM_TS * 2, Vs = Ks + AM_TS * 2;
     float s[8][4], dp[8][4];
-    am_scores(s, qf, Ks, lane);
-    am_scores(dp, of, Vs, lane);
+    am_scores(s, qf, Ks + sc);
+    am_scores(dp, of, Vs + sc);
     if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
@@ -492,7 +504,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
         s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;            // dS
       }
     }
-    am_accumulate(dq, s, Ks, lane);
+    am_accumulate(dq, s, Ks + am_acc_lane(lane));
     __syncthreads();
   }
   am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
@@ -536,6 +548,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
       Ds[k & 1][threadIdx.x] = i < end ? D[(i64)bh * S + i] : 0.0f;
     }
   };
+  const u32 sm0 = am_smem(sm), sc = am_scores_lane(lane), ac = am_acc_lane(lane);
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
     if (k + 1 < T.total) fetch(k + 1);
@@ -543,11 +556,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
     __syncthreads();
     int q0, end;
     am_tile(T, k, q0, end);
-    const bf16_t *Qs = sm + (k & 1) * 2 * AM_TS, *Os = Qs + AM_TS;
+    const u32 Qs = sm0 + (k & 1) * 2 * AM_TS * 2, Os = Qs + AM_TS * 2;
     const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
     float s[8][4], dp[8][4];
-    am_scores(s, kf, Qs, lane);  // s^T: keys x queries
-    am_scores(dp, vf, Os, lane);
+    am_scores(s, kf, Qs + sc);  // s^T: keys x queries
+    am_scores(dp, vf, Os + sc);
     // rows are this thread's keys, columns the tile's queries (the pattern is symmetric)
     if (!am_unmasked(j0, q0, S, end, G, w, r)) am_mask(s, jr0, jr1, q0 + 2 * t, S, end, G, w, r);
 #pragma unroll
@@ -560,8 +573,8 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
         dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
       }
     }
-    am_accumulate(dv, s, Os, lane);
-    am_accumulate(dk, dp, Qs, lane);
+    am_accumulate(dv, s, Os + ac);
+    am_accumulate(dk, dp, Qs + ac);
     __syncthreads();
   }
   am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
