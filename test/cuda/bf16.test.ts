@@ -283,8 +283,10 @@ test('tensor-core attention kernels (mma) equal their slow twins (float32 tiles)
   }
 });
 
-test('grouped GEMM kernels (mma, one launch for all experts) equal the per-expert cuBLAS path', { skip }, () => {
+test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the per-expert cuBLAS path', { skip }, () => {
   const mma = new CudaBackend({ grouped: 'mma' });
+  // the forward by grouped_wgmma.cu on sm_90 cards (elsewhere the same kernels as mma)
+  const wgmma = new CudaBackend({ grouped: 'wgmma' });
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -319,12 +321,14 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
         for (const t of [x, wt, bt, g, h, pre, y32, dx, dw, db]) t.dispose();
         return r;
       };
-      const a = run(mma);
       // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
       const b = run(cublas);
-      for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
-        const err = relErrOf(a[k], b[k], `grouped mma vs cublas ${k} ${tag}`);
-        assert.ok(err <= 1e-2, `grouped mma vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
+      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma]] as const) {
+        const a = run(be);
+        for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
+          const err = relErrOf(a[k], b[k], `grouped ${kind} vs cublas ${k} ${tag}`);
+          assert.ok(err <= 1e-2, `grouped ${kind} vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
+        }
       }
     }
     // with the routing itself (no capacity factor): the experts' offsets stay on the device and
@@ -355,6 +359,7 @@ test('grouped GEMM kernels (mma, one launch for all experts) equal the per-exper
     routing.dispose();
   } finally {
     mma.close();
+    wgmma.close();
     cublas.close();
   }
 });

@@ -77,14 +77,15 @@ export interface CudaBackendOptions {
   attention?: AttentionKernels;
   /**
    * The MoE's grouped products on bf16 activations: `cublas` (one cuBLAS call per expert, see
-   * expertChunks), `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores, for the
-   * forward with its bias + GELU, the input gradient, and the weight + bias gradient) or `auto`
-   * (the default): mma for products of at most GROUPED_MMA_ROWS rows, where one launch and no
-   * read-back of the experts' counts win, cuBLAS above (H200: sampling one 2048-token document
-   * 129.5 -> 91.2 ms with mma; at 16 documents and in training cuBLAS is faster: the mma kernel
-   * runs at 145-180 TFLOP/s, cuBLAS at 260-410). MOE_DIFFUSEQ_GROUPED=mma or cublas forces one.
+   * expertChunks), `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores with
+   * mma.sync, for the forward with its bias + GELU, the input gradient, and the weight + bias
+   * gradient), `wgmma` (as mma, but the forward by grouped_wgmma.cu: Hopper's warpgroup
+   * instructions, sm_90 only) or `auto` (the default): the forward by wgmma where the card has it,
+   * else mma up to GROUPED_MMA_ROWS rows; the backward by mma up to GROUPED_MMA_ROWS rows, where one
+   * launch and no read-back of the experts' counts win, cuBLAS above (mma.sync runs at about 240
+   * TFLOP/s on an H200, cuBLAS at 400-550). MOE_DIFFUSEQ_GROUPED=mma, wgmma or cublas forces one.
    */
-  grouped?: 'cublas' | 'mma' | 'auto';
+  grouped?: 'cublas' | 'mma' | 'wgmma' | 'auto';
 }
 
 /** The attention kernel families of the CUDA backend (see CudaBackendOptions.attention). */
@@ -154,7 +155,10 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_split_mma64', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16'],
 };
+/** Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a, loaded only on sm_90. */
+const SM90A_FILES = new Set(['grouped_wgmma.cu']);
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
 /** A kernel argument: its C type and value (device addresses are `ptr`). */
@@ -239,6 +243,8 @@ const SPLIT_TILES = 8;
 const GROUPED_MMA_ROWS = 8192;
 /** Dynamic shared memory of grouped_gemm.cu's NT and NN kernels (GG_SHARED there: 4 stages of two 128 x 40 bf16 tiles). */
 const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
+/** Dynamic shared memory of grouped_wgmma.cu's kernel (GW_SHARED there: 3 stages of two 128 x 64 bf16 tiles, and 1 KiB to align them). */
+const GROUPED_WGMMA_SHARED = 3 * 2 * 128 * 64 * 2 + 1024;
 /** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
 const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
@@ -288,7 +294,7 @@ export class CudaBackend implements Backend {
   /** Which attention kernels run (see CudaBackendOptions.attention). */
   readonly attentionKernel: AttentionKernels;
   /** Which grouped products run (see CudaBackendOptions.grouped). */
-  readonly groupedKernel: 'cublas' | 'mma' | 'auto';
+  readonly groupedKernel: 'cublas' | 'mma' | 'wgmma' | 'auto';
   private readonly sharedOptin: number;
   /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
   private readonly sharedAllowed = new Map<string, number>();
@@ -312,7 +318,7 @@ export class CudaBackend implements Backend {
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' ? envAttention : 'mma');
     const envGrouped = process.env['MOE_DIFFUSEQ_GROUPED'];
-    this.groupedKernel = opts.grouped ?? (envGrouped === 'mma' || envGrouped === 'cublas' ? envGrouped : 'auto');
+    this.groupedKernel = opts.grouped ?? (envGrouped === 'mma' || envGrouped === 'wgmma' || envGrouped === 'cublas' ? envGrouped : 'auto');
     this.driver = Driver.get();
     // the libraries first: a missing one is reported before any device state is created
     this.nvrtc = Nvrtc.get();
@@ -348,7 +354,9 @@ export class CudaBackend implements Backend {
   }
 
   describe(): string {
-    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'mma' ? ', mma grouped products' : ', mma grouped products up to ' + GROUPED_MMA_ROWS + ' rows'}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
+    const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
+    const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
+    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -365,7 +373,7 @@ export class CudaBackend implements Backend {
     if (!file) throw new DeviceError(`no CUDA kernel named ${name}`);
     let mod = this.modules.get(file);
     if (mod === undefined) {
-      const img = this.nvrtc.compile(file, kernelSource(file), this.arch);
+      const img = this.nvrtc.compile(file, kernelSource(file), this.arch, SM90A_FILES.has(file) ? 'a' : '');
       const image = img.format === 'ptx' ? Buffer.concat([img.image, Buffer.from([0])]) : img.image;
       mod = this.driver.moduleLoadData(image, `${file} (${img.format} for sm_${this.arch}${img.cached ? ', cached' : ''})`);
       this.modules.set(file, mod);
@@ -887,9 +895,20 @@ export class CudaBackend implements Backend {
    * a card that gives a block GROUPED_SHARED bytes of shared memory.
    */
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {
-    const mma = this.groupedKernel === 'mma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
+    const mma = this.groupedKernel === 'mma' || this.groupedKernel === 'wgmma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
     return (
       mma && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0 && this.sharedOptin >= GROUPED_SHARED
+    );
+  }
+  /**
+   * Whether grouped_wgmma.cu serves a grouped forward product (`auto` or `wgmma`, at any row count):
+   * an sm_90 card (the kernel is built for sm_90a), grouped_gemm.cu's operand conditions, and
+   * GROUPED_WGMMA_SHARED bytes of shared memory per block.
+   */
+  private groupedWgmma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
+    return (
+      (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 &&
+      kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0 && this.sharedOptin >= GROUPED_WGMMA_SHARED
     );
   }
   /**
@@ -911,12 +930,13 @@ export class CudaBackend implements Backend {
    * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
    * the host counts (with the exact grid).
    */
-  private groupedGemm(op: 'nt' | 'nn', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
+  private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
     const tiles = onDevice ? Math.ceil(rows / 128) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / 128), 0);
     const offs = this.expertOffsets(groups, onDevice);
     try {
-      this.launch(`grouped_gemm_${op}_bf16`, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], GROUPED_SHARED);
+      const [name, shared] = op === 'wgmma_nt' ? ['grouped_wgmma_nt_bf16', GROUPED_WGMMA_SHARED] : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED];
+      this.launch(name, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
     } finally {
       offs.free();
     }
@@ -1492,9 +1512,13 @@ export class CudaBackend implements Backend {
     const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
-      // grouped_gemm.cu: every expert in one launch, the epilogue fused
+      // grouped_wgmma.cu or grouped_gemm.cu: every expert in one launch, the epilogue fused
+      const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
+      if (this.groupedWgmma(x, wo, N, K)) {
+        this.groupedGemm('wgmma_nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
+        return;
+      }
       if (this.groupedMma(x, wo, N, K, Acount)) {
-        const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
         this.groupedGemm('nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }

@@ -117,12 +117,13 @@ export class Nvrtc {
   }
 
   /**
-   * Compiles `source` (named `name` in messages) for compute capability `arch` (e.g. 90), or returns
-   * the cached image. A compile error throws a CudaError carrying NVRTC's log.
+   * Compiles `source` (named `name` in messages) for compute capability `arch` (e.g. 90; with
+   * `suffix` 'a' its architecture-specific variant, sm_90a), or returns the cached image. A compile error throws a CudaError carrying NVRTC's log.
    */
-  compile(name: string, source: string, arch: number): ModuleImage {
+  compile(name: string, source: string, arch: number, suffix: '' | 'a' = ''): ModuleImage {
     const archs = this.supportedArchs();
-    const target = archs.includes(arch) ? `sm_${arch}` : `compute_${Math.max(...archs.filter((a) => a <= arch), archs[0] ?? 52)}`;
+    // `suffix` 'a': the architecture-specific target (sm_90a: wgmma), which has no PTX fallback
+    const target = archs.includes(arch) ? `sm_${arch}${suffix}` : `compute_${Math.max(...archs.filter((a) => a <= arch), archs[0] ?? 52)}`;
     const format = target.startsWith('sm_') ? 'cubin' : 'ptx';
     const options = [`--gpu-architecture=${target}`, ...OPTIONS];
     const key = createHash('sha256').update(source).update('\0').update(`${arch}\0${target}\0${this.version}\0${options.join(' ')}`).digest('hex');

@@ -1,0 +1,163 @@
+// The forward grouped product (NT) on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a):
+// every expert's C[rows, :] = A[rows, :] W_e^T (+ bias, GELU with the pre-activation saved) in one
+// launch, as grouped_gemm.cu's grouped_gemm_nt_bf16 (same arguments, same epilogue, its twin in the
+// tests), at the throughput mma.sync cannot reach on this card (about half of it: grouped_gemm.cu
+// measured 242 TFLOP/s against cuBLAS's ~550 on fc1 of base, H200).
+//
+// A block of 256 threads (two warpgroups) computes a 128 x 128 tile of one expert's rows; warpgroup
+// g owns rows 64 g .. 64 g + 63 and issues wgmma m64n128k16 (64 float32 accumulators per thread).
+// Both operands are K-major in shared memory with the 128-byte swizzle: a tile row is 64 bf16 (one
+// step of K), 16-byte chunk c of row r sits at chunk c ^ (r % 8) of its 128 bytes, and the matrix
+// descriptors say so (stride 1024 bytes between groups of 8 rows; a k16 step moves the start 32
+// bytes). Tiles arrive with cp.async GW_STAGES steps ahead; after a step's copies land, a proxy fence
+// and a barrier make them visible to the tensor cores' (async) proxy.
+//
+// The grid and the experts' offsets are grouped_gemm.cu's; requires Kr and Nc multiples of 8 and
+// 16-byte aligned bases (the host checks).
+
+#define GW_BM 128
+#define GW_BN 128
+#define GW_BK 64
+#define GW_THREADS 256
+#define GW_STAGES 3
+#define GW_TILE_BYTES (GW_BM * GW_BK * 2)  // 16 KiB: one A or B tile of a stage
+#define GW_SHARED (GW_STAGES * 2 * GW_TILE_BYTES + 1024)  // + alignment of the swizzled tiles to 1024 bytes (99,328)
+
+__device__ __forceinline__ u32 gw_smem(const void *p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void gw_cp16(u32 dst, const void *src, u32 bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+// A wgmma shared-memory descriptor: start address, leading byte offset 16 (unused by swizzled K-major
+// layouts), stride byte offset 1024 (eight 128-byte rows), 128-byte swizzle
+__device__ __forceinline__ u64 gw_desc(u32 addr) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+__device__ __forceinline__ void gw_mma(float d[64], u64 a, u64 b, int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// One thread's four 16-byte chunks of a 128-row x 64-column tile per stage: rows t / 8 + 32 j,
+// chunk t % 8 of the row (stored at chunk (t % 8) ^ (row % 8): the swizzle; row % 8 is the same
+// for the thread's four rows).
+struct GwChunks {
+  const bf16_t *src[4];
+  bool ok[4];
+  u32 dst;  // byte offset of chunk 0's row in the stage; row j adds 32 j * 128
+  int k;    // the chunk's first column
+};
+__device__ __forceinline__ GwChunks gw_rows(const bf16_t *M, i64 r0, i64 rEnd, int ld) {
+  GwChunks c;
+  const int t = threadIdx.x, row = t >> 3, chunk = t & 7;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    c.src[j] = M + (r0 + row + 32 * j) * ld + chunk * 8;
+    c.ok[j] = r0 + row + 32 * j < rEnd;
+  }
+  c.dst = (u32)(row * 128 + ((chunk ^ (row & 7)) * 16));
+  c.k = chunk * 8;
+  return c;
+}
+__device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEnd, const bf16_t *any) {
+  const bool kin = c.k + k0 < kEnd;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const bool v = c.ok[j] && kin;
+    gw_cp16(stage + c.dst + j * 32 * 128, v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
+    c.src[j] += GW_BK;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
+                                                                       int Nc, const float *bias, void *pre, int flags) {
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  const u32 base = (gw_smem(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesN = (Nc + GW_BN - 1) / GW_BN;
+  int t = blockIdx.x, e = 0;
+  for (; e < E; e++) {
+    const int tiles = (off[e + 1] - off[e] + GW_BM - 1) / GW_BM * tilesN;
+    if (t < tiles) break;
+    t -= tiles;
+  }
+  if (e == E) return;
+  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * GW_BM, rEnd = off[e + 1];
+  const int n0 = (t % tilesN) * GW_BN;
+  const bf16_t *We = W + (i64)e * Kr * Nc;
+  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
+  GwChunks la = gw_rows(A, r0, rEnd, Kr), lb = gw_rows(We, n0, Nc, Kr);
+  float d[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) d[i] = 0.0f;
+  const int steps = (Kr + GW_BK - 1) / GW_BK;
+  int kLoad = 0;
+  auto load = [&](int stage) {
+    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, Kr, A);
+    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, Kr, W);
+    kLoad += GW_BK;
+  };
+#pragma unroll
+  for (int p = 0; p < GW_STAGES - 1; p++) {
+    if (p < steps) load(p);
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  for (int s = 0; s < steps; s++) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(GW_STAGES - 2));
+    // the copies (generic proxy) are to be read by wgmma (async proxy)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::);
+    __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
+    if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
+    asm volatile("cp.async.commit_group;\n" ::);
+    const u32 a = sA + (s % GW_STAGES) * GW_TILE_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32), 1);
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+  // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
+  // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4;
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    if (r >= rEnd) continue;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int col = n0 + j * 8 + 2 * tq;
+      if (col >= Nc) continue;  // Nc is even: col + 1 < Nc too
+      float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+      if (hasBias) {
+        v0 = v0 + bias[(i64)e * Nc + col];
+        v1 = v1 + bias[(i64)e * Nc + col + 1];
+      }
+      const i64 at = r * Nc + col;
+      if (gelu) {
+        if (cbf) {
+          const u32 pv = pack_bf2(v0, v1);
+          ((u32 *)pre)[at >> 1] = pv;
+          v0 = bf_lo(pv);
+          v1 = bf_hi(pv);
+        } else {
+          ((float *)pre)[at] = v0;
+          ((float *)pre)[at + 1] = v1;
+        }
+        v0 = gelu_f(v0);
+        v1 = gelu_f(v1);
+      }
+      if (cbf) ((u32 *)C)[at >> 1] = pack_bf2(v0, v1);
+      else {
+        ((float *)C)[at] = v0;
+        ((float *)C)[at + 1] = v1;
+      }
+    }
+  }
+}
