@@ -22,7 +22,8 @@
 // constants (a generic pointer converted per ldmatrix / cp.async cost ~470 integer instructions per
 // 32 mma per warp: 171 TFLOP/s); 256-row tiles by 512 threads (a quarter less L2 traffic) were
 // slower (208). mma.sync reaches about half of Hopper's tensor throughput; cuBLAS's kernels use
-// wgmma, which this kernel does not (yet): training keeps cuBLAS per expert (`auto`).
+// wgmma, as grouped_wgmma.cu does for the forward on sm_90 cards (410 TFLOP/s): under `auto` these
+// kernels serve the backward of small products and every product on other cards.
 //
 // Blocks: for each expert ceil(count / 128) row tiles x ceil(Nc / 128) column tiles, experts in
 // order; a block finds its expert by walking off[] (E is small). The grid is an upper bound (the
