@@ -3,7 +3,8 @@
 # .device/ and the device tool): run from the repository root there, with `carry: [".device",
 # "dist"]` (and ".peer" for `bench`), after `node scripts/build.mjs` here.
 #
-#   bash bench/device-run.sh tests            the GPU test suite (~190 s on an H200)
+#   bash bench/device-run.sh tests            the GPU test suite (~200 s on an H200)
+#   bash bench/device-run.sh ops              the hot ops alone, default kernels and mma.sync (~10 s)
 #   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
 #                                             Compute, summed by kernel (~60 s)
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
@@ -23,6 +24,10 @@ for what in "$@"; do
       grep -E "^# (tests|pass|fail)|^not ok|rel err" "$OUT/tests.log" | head -30
       grep -q "^# fail 0" "$OUT/tests.log" || ok=0
       ;;
+    ops)
+      timeout 120 node dist/bench/gpu.js --items ops --configs base --peer none --out "$OUT/ops.json" > "$OUT/ops.log" 2>&1
+      grep -vE "^\s*$" "$OUT/ops.log" | head -40
+      ;;
     profile)
       timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
         node dist/bench/gpu.js --items kernels --configs base --peer none --out /tmp/kernels.json > /tmp/step.csv 2> "$OUT/profile.err"
@@ -38,7 +43,7 @@ for what in "$@"; do
       fi
       ;;
     *)
-      echo "unknown step '$what' (tests, profile, bench)" >&2
+      echo "unknown step '$what' (tests, ops, profile, bench)" >&2
       exit 2
       ;;
   esac
