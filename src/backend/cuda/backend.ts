@@ -891,7 +891,7 @@ export class CudaBackend implements Backend {
   /**
    * Whether grouped_gemm.cu serves a grouped product of `rows` rows of activations `a` (bf16) and
    * the bf16 weight operand, with output width `nOut` and reduction `kRed`: the grouped option
-   * (mma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases, and
+   * (mma or wgmma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases, and
    * a card that gives a block GROUPED_SHARED bytes of shared memory.
    */
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {

@@ -9,8 +9,10 @@
 // Both operands are K-major in shared memory with the 128-byte swizzle: a tile row is 64 bf16 (one
 // step of K), 16-byte chunk c of row r sits at chunk c ^ (r % 8) of its 128 bytes, and the matrix
 // descriptors say so (stride 1024 bytes between groups of 8 rows; a k16 step moves the start 32
-// bytes). Tiles arrive with cp.async GW_STAGES steps ahead; after a step's copies land, a proxy fence
-// and a barrier make them visible to the tensor cores' (async) proxy.
+// bytes). Tiles arrive with cp.async GW_STAGES - 1 steps ahead; after a step's copies land, a proxy
+// fence and a barrier make them visible to the tensor cores' (async) proxy. Each step's wgmma are
+// waited for before the next barrier (its stage is refilled after it), so the tensor cores idle at
+// the step boundaries unless the SM's other block fills them.
 //
 // The grid and the experts' offsets are grouped_gemm.cu's; requires Kr and Nc multiples of 8 and
 // 16-byte aligned bases (the host checks).
