@@ -22,12 +22,6 @@
 #define AM_LN2 0.6931471805599453f
 #define AM_THREADS 128  // every kernel here runs 4 warps per block: the load loops unroll on it
 
-// c += a b on the tensor cores (m16n8k16, bf16 x bf16 -> f32)
-__device__ __forceinline__ void am_mma(float *c, const u32 *a, u32 b0, u32 b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 // two consecutive bf16 (a 4-byte aligned pair)
 __device__ __forceinline__ u32 am_ld2(const bf16_t *p) { return *(const u32 *)p; }
 
@@ -57,11 +51,10 @@ __device__ __forceinline__ void am_load(bf16_t *dst, const bf16_t *src, int t0, 
 // the block computes on the other buffer; am_wait, then a barrier, makes them visible. Unaligned
 // slices fall back to am_load's element loads (visible after the barrier).
 __device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh);
-__device__ __forceinline__ void am_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // wait until at most `pending` (0 or 1) groups of this thread's copies are in flight
 __device__ __forceinline__ void am_wait(bool pending) {
-  if (pending) asm volatile("cp.async.wait_group 1;\n" ::);
-  else asm volatile("cp.async.wait_group 0;\n" ::);
+  if (pending) cp_async_wait<1>();
+  else cp_async_wait<0>();
 }
 
 // The tiles of AM_T rows of the other side that a tile's rows see (at_ranges), numbered 0 .. total - 1
@@ -99,40 +92,25 @@ __device__ __forceinline__ void am_afrags(u32 f[AM_DH / 16][4], const bf16_t *ti
   }
 }
 
-// Shared-memory address of a generic pointer into shared memory (for ldmatrix).
-__device__ __forceinline__ u32 am_smem(const void *p) {
-  u32 a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
 __device__ __forceinline__ void am_load_async(bf16_t *dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
   if ((dh & 7) == 0 && (((u64)src) & 15) == 0) {
     // thread T copies columns x = 8 (T % 8) .. + 7 of rows T / 8 + 16 j: one shared-space conversion
     // and one 64-bit product per call, constant steps per copy
     constexpr int ROWS = AM_THREADS / (AM_DH / 8);
     const int row = threadIdx.x / (AM_DH / 8), x = (threadIdx.x % (AM_DH / 8)) * 8;
-    const u32 to = am_smem(dst) + (u32)(row * AM_LD + x) * 2;
+    const u32 to = smem_addr(dst) + (u32)(row * AM_LD + x) * 2;
     const bf16_t *from = src + (i64)(t0 + row) * stride + col + x;
 #pragma unroll
     for (int j = 0; j < AM_T / ROWS; j++) {
       const bool ok = t0 + row + ROWS * j < end && x < dh;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to + (u32)(ROWS * j * AM_LD * 2)), "l"(ok ? from + ROWS * j * stride : src),
-                   "r"(ok ? 16 : 0));
+      cp_async16(to + (u32)(ROWS * j * AM_LD * 2), ok ? from + ROWS * j * stride : src, ok ? 16u : 0u);
     }
   } else {
     am_load(dst, src, t0, end, stride, col, dh);
   }
 }
 
-// Four 8 x 8 bf16 matrices from shared memory (a shared-space address), lanes 8m..8m+7 addressing
-// the rows of matrix m; lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with .trans
-// (rows 2 (L % 4), + 1, column L / 4): the B fragments of m16n8k16 straight from row-major tiles.
-__device__ __forceinline__ void am_ldsm4(u32 r[4], u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void am_ldsm4t(u32 r[4], u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
+// B fragments of m16n8k16 straight from row-major tiles: ldsm_x4 / ldsm_x4_t (common.cuh).
 // The lane's byte offsets in a tile for am_scores and am_accumulate (taken once per kernel: each
 // ldmatrix then addresses its tile's shared-space base plus this plus a constant; converting a
 // generic pointer per ldmatrix cost a 64-bit address computation each, ncu on the H200)
@@ -150,9 +128,9 @@ __device__ __forceinline__ void am_scores(float s[8][4], const u32 a[AM_DH / 16]
 #pragma unroll
     for (int kk = 0; kk < AM_DH / 16; kk += 2) {
       u32 b[4];
-      am_ldsm4(b, c + (u32)(nt * 8 * AM_LD + kk * 16) * 2);
-      am_mma(s[nt], a[kk], b[0], b[1]);
-      am_mma(s[nt], a[kk + 1], b[2], b[3]);
+      ldsm_x4(b, c + (u32)(nt * 8 * AM_LD + kk * 16) * 2);
+      mma_bf16(s[nt], a[kk], b[0], b[1]);
+      mma_bf16(s[nt], a[kk + 1], b[2], b[3]);
     }
   }
 }
@@ -169,9 +147,9 @@ __device__ __forceinline__ void am_accumulate(float acc[AM_DH / 8][4], const flo
 #pragma unroll
     for (int nt = 0; nt < AM_DH / 8; nt += 2) {
       u32 b[4];
-      am_ldsm4t(b, rt + (u32)(kk * 16 * AM_LD + nt * 8) * 2);
-      am_mma(acc[nt], a, b[0], b[1]);
-      am_mma(acc[nt + 1], a, b[2], b[3]);
+      ldsm_x4_t(b, rt + (u32)(kk * 16 * AM_LD + nt * 8) * 2);
+      mma_bf16(acc[nt], a, b[0], b[1]);
+      mma_bf16(acc[nt + 1], a, b[2], b[3]);
     }
   }
 }
@@ -287,7 +265,7 @@ __device__ __forceinline__ void am_fetch_kv(bf16_t *sm, const AmTiles &T, int k,
   bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
   am_load_async(buf, base, k0, end, stride, d + h * dh, dh);
   am_load_async(buf + AM_TS, base, k0, end, stride, 2 * d + h * dh, dh);
-  am_commit();
+  cp_async_commit();
 }
 
 // The forward's walk over key tiles kBegin .. kEnd - 1 of T for the block's query tile (fragments qf
@@ -298,7 +276,7 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
                                             const AmTiles &T, int kBegin, int kEnd, const bf16_t *base, i64 stride, int d, int h, int dh, int q0, int i0,
                                             int i1, int S, int G, int w, int r, float sl2, int lane, int t) {
   const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
-  const u32 sK = am_smem(sm) + am_scores_lane(lane), sV = am_smem(sm) + AM_TS * 2 + am_acc_lane(lane);
+  const u32 sK = smem_addr(sm) + am_scores_lane(lane), sV = smem_addr(sm) + AM_TS * 2 + am_acc_lane(lane);
   if (kBegin < kEnd) fetch(kBegin);
   for (int k = kBegin; k < kEnd; k++) {
     if (k + 1 < kEnd) fetch(k + 1);
@@ -483,7 +461,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
   for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
   const AmTiles T = am_tiles(q0, q1, S, G, w, r);
   const auto fetch = [&](int k) { am_fetch_kv(sm, T, k, base, stride, d, h, dh); };
-  const u32 sm0 = am_smem(sm), sc = am_scores_lane(lane);
+  const u32 sm0 = smem_addr(sm), sc = am_scores_lane(lane);
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
     if (k + 1 < T.total) fetch(k + 1);
@@ -541,14 +519,14 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
     bf16_t *buf = sm + (k & 1) * 2 * AM_TS;
     am_load_async(buf, base, q0, end, stride, h * dh, dh);
     am_load_async(buf + AM_TS, obase, q0, end, d, h * dh, dh);
-    am_commit();
+    cp_async_commit();
     if (threadIdx.x < AM_T) {
       const int i = q0 + threadIdx.x;
       Ls[k & 1][threadIdx.x] = i < end ? lse[(i64)bh * S + i] * AM_LOG2E : 0.0f;
       Ds[k & 1][threadIdx.x] = i < end ? D[(i64)bh * S + i] : 0.0f;
     }
   };
-  const u32 sm0 = am_smem(sm), sc = am_scores_lane(lane), ac = am_acc_lane(lane);
+  const u32 sm0 = smem_addr(sm), sc = am_scores_lane(lane), ac = am_acc_lane(lane);
   if (T.total > 0) fetch(0);
   for (int k = 0; k < T.total; k++) {
     if (k + 1 < T.total) fetch(k + 1);

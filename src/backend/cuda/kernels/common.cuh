@@ -211,3 +211,61 @@ __device__ __forceinline__ double gelu_d(double x) { return 0.5 * x * (1.0 + erf
 __device__ __forceinline__ double gelu_grad_d(double x) {
   return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
 }
+
+// ---- tensor cores and asynchronous copies (sm_80+: the mma attention and grouped GEMM kernels) ---
+// The shared-space address of a pointer into shared memory: take it once per kernel and address
+// shared memory as it plus constants (a conversion per ldmatrix / cp.async cost a 64-bit address
+// computation each: half the grouped GEMM's instructions, ncu on the H200).
+__device__ __forceinline__ u32 smem_addr(const void *p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+// 16 bytes global -> shared, the bytes past `bytes` (0 or 16) zero-filled
+__device__ __forceinline__ void cp_async16(u32 dst, const void *src, u32 bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// until at most N of this thread's newest copy groups are in flight
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// Four 8 x 8 bf16 matrices from shared memory (a shared-space address), lanes 8m..8m+7 addressing
+// the rows of matrix m; lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with the
+// transposing form (rows 2 (L % 4), + 1, column L / 4).
+__device__ __forceinline__ void ldsm_x4(u32 r[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(u32 r[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+// c += a b on the tensor cores (mma.sync m16n8k16, bf16 x bf16 -> f32)
+__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// The grouped products' store of two adjacent outputs v0, v1 (bias added) at element `at` (even) of
+// C, bf16 (`cbf`) or float32: with `gelu`, the pre-activation goes to `pre` in C's dtype and C gets
+// GELU of the stored value (so a recomputation from pre gives the same bits).
+__device__ __forceinline__ void store_pair_act(void *C, void *pre, i64 at, float v0, float v1, bool cbf, bool gelu) {
+  if (gelu) {
+    if (cbf) {
+      const u32 pv = pack_bf2(v0, v1);
+      ((u32 *)pre)[at >> 1] = pv;
+      v0 = bf_lo(pv);
+      v1 = bf_hi(pv);
+    } else {
+      ((float *)pre)[at] = v0;
+      ((float *)pre)[at + 1] = v1;
+    }
+    v0 = gelu_f(v0);
+    v1 = gelu_f(v1);
+  }
+  if (cbf) ((u32 *)C)[at >> 1] = pack_bf2(v0, v1);
+  else {
+    ((float *)C)[at] = v0;
+    ((float *)C)[at + 1] = v1;
+  }
+}

@@ -41,36 +41,6 @@
 #define GG_KTILE_BYTES (GG_BK * GG_LDB * 2)
 #define GG_TN_SHARED (GG_STAGES * 2 * GG_KTILE_BYTES)  // of the TN kernel (69,632 bytes)
 
-// The shared-space address of a shared-memory pointer: taken once per kernel; every ldmatrix and
-// cp.async then addresses shared memory as this 32-bit base plus constants (v10 converted a generic
-// pointer per instruction: ~300 integer instructions per 32 mma per warp, ncu on the H200).
-__device__ __forceinline__ u32 gg_smem(const void *p) {
-  u32 a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
-// 16 bytes global -> shared, the bytes past `bytes` (0 or 16) zero-filled
-__device__ __forceinline__ void gg_cp16(u32 dst, const void *src, u32 bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void gg_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// until at most N of this thread's newest copy groups are in flight
-template <int N>
-__device__ __forceinline__ void gg_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-__device__ __forceinline__ void gg_ldsm4(u32 r[4], u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void gg_ldsm4t(u32 r[4], u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void gg_mma(float *c, const u32 *a, u32 b0, u32 b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // One thread's two 16-byte chunks of every stage's tile of one operand: global sources that move
 // by `step` elements per k step, byte offsets in the stage, whether the chunk's fixed coordinate is
 // in range, and its k coordinate within the step (the k bound is checked per step: Kr and the
@@ -122,7 +92,7 @@ __device__ __forceinline__ void gg_issue(GgChunks<N> &c, u32 stage, int k0, int 
 #pragma unroll
   for (int j = 0; j < N; j++) {
     const bool v = c.ok[j] && c.k[j] + k0 < kEnd;
-    gg_cp16(stage + c.dst[j], v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
+    cp_async16(stage + c.dst[j], v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
     c.src[j] += c.step;
   }
 }
@@ -135,7 +105,7 @@ __device__ __forceinline__ void gg_bfrags_kmajor(u32 b[NJ][2], u32 addr) {
 #pragma unroll
   for (int nj = 0; nj < NJ; nj += 2) {
     u32 r[4];
-    gg_ldsm4t(r, addr + nj * 8 * 2);
+    ldsm_x4_t(r, addr + nj * 8 * 2);
     b[nj][0] = r[0];
     b[nj][1] = r[1];
     b[nj + 1][0] = r[2];
@@ -147,7 +117,7 @@ __device__ __forceinline__ void gg_mma_tile(float acc[4][NJ][4], const u32 a[4][
 #pragma unroll
   for (int mi = 0; mi < 4; mi++)
 #pragma unroll
-    for (int nj = 0; nj < NJ; nj++) gg_mma(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
+    for (int nj = 0; nj < NJ; nj++) mma_bf16(acc[mi][nj], a[mi], b[nj][0], b[nj][1]);
 }
 
 template <bool NN>
@@ -156,7 +126,7 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
   constexpr u32 A_BYTES = GG_TILE_BYTES;
   // GG_STAGES A tiles, then GG_STAGES B tiles
   extern __shared__ __align__(16) bf16_t gg_dyn[];
-  const u32 sA = gg_smem(gg_dyn), sB = sA + GG_STAGES * A_BYTES;
+  const u32 sA = smem_addr(gg_dyn), sB = sA + GG_STAGES * A_BYTES;
   // which expert and tile
   const int tilesN = (Nc + GG_BN - 1) / GG_BN;
   int t = blockIdx.x, e = 0;
@@ -196,25 +166,25 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
 #pragma unroll
   for (int p = 0; p < GG_STAGES - 1; p++) {
     if (p < steps) load(p);
-    gg_commit();
+    cp_async_commit();
   }
   for (int s = 0; s < steps; s++) {
-    gg_wait<GG_STAGES - 2>();  // step s's tiles have landed (this thread's copies)
+    cp_async_wait<GG_STAGES - 2>();  // step s's tiles have landed (this thread's copies)
     __syncthreads();           // ... everyone's; and everyone is done with step s - 1's stage
     if (s + GG_STAGES - 1 < steps) load((s + GG_STAGES - 1) % GG_STAGES);  // into step s - 1's stage
-    gg_commit();
+    cp_async_commit();
     const u32 as = sA + (s % GG_STAGES) * A_BYTES + aLane, bs = sB + (s % GG_STAGES) * GG_TILE_BYTES + bLane;
 #pragma unroll
     for (int kk = 0; kk < GG_BK; kk += 16) {
       u32 a[4][4], b[NJ][2];
 #pragma unroll
-      for (int mi = 0; mi < 4; mi++) gg_ldsm4(a[mi], as + (mi * 16 * GG_LDA + kk) * 2);
+      for (int mi = 0; mi < 4; mi++) ldsm_x4(a[mi], as + (mi * 16 * GG_LDA + kk) * 2);
       if (NN) gg_bfrags_kmajor<NJ>(b, bs + kk * GG_LDB * 2);
       else {
 #pragma unroll
         for (int nj = 0; nj < NJ; nj += 2) {
           u32 r[4];
-          gg_ldsm4(r, bs + (nj * 8 * GG_LDA + kk) * 2);
+          ldsm_x4(r, bs + (nj * 8 * GG_LDA + kk) * 2);
           b[nj][0] = r[0];
           b[nj][1] = r[1];
           b[nj + 1][0] = r[2];
@@ -249,27 +219,7 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
           v0 = v0 + bv[nj][0];
           v1 = v1 + bv[nj][1];
         }
-        const i64 at = r * Nc + col;
-        if (gelu) {
-          // the pre-activation has C's dtype; GELU of the stored value (a recomputation from pre
-          // gives the same bits)
-          if (cbf) {
-            const u32 pv = pack_bf2(v0, v1);
-            ((u32 *)pre)[at >> 1] = pv;
-            v0 = bf_lo(pv);
-            v1 = bf_hi(pv);
-          } else {
-            ((float *)pre)[at] = v0;
-            ((float *)pre)[at + 1] = v1;
-          }
-          v0 = gelu_f(v0);
-          v1 = gelu_f(v1);
-        }
-        if (cbf) ((u32 *)C)[at >> 1] = pack_bf2(v0, v1);
-        else {
-          ((float *)C)[at] = v0;
-          ((float *)C)[at + 1] = v1;
-        }
+        store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
       }
     }
 }
@@ -293,7 +243,7 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_nn_bf16
 extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_tn_bf16(float *dW, float *dB, const bf16_t *G, const bf16_t *X, const int *off, int E, int Nm,
                                                                       int Kn) {
   extern __shared__ __align__(16) bf16_t gg_dyn[];
-  const u32 sA = gg_smem(gg_dyn), sB = sA + GG_STAGES * GG_KTILE_BYTES;
+  const u32 sA = smem_addr(gg_dyn), sB = sA + GG_STAGES * GG_KTILE_BYTES;
   const int tilesM = (Nm + GG_BM - 1) / GG_BM, tilesN = (Kn + GG_BN - 1) / GG_BN;
   const int e = blockIdx.x / (tilesM * tilesN), t = blockIdx.x % (tilesM * tilesN);
   if (e >= E) return;
@@ -326,13 +276,13 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_tn_bf16
 #pragma unroll
   for (int p = 0; p < GG_STAGES - 1; p++) {
     if (p < steps) load(p);
-    gg_commit();
+    cp_async_commit();
   }
   for (int s = 0; s < steps; s++) {
-    gg_wait<GG_STAGES - 2>();
+    cp_async_wait<GG_STAGES - 2>();
     __syncthreads();
     if (s + GG_STAGES - 1 < steps) load((s + GG_STAGES - 1) % GG_STAGES);
-    gg_commit();
+    cp_async_commit();
     const int stage = s % GG_STAGES;
     if (sums && threadIdx.x < GG_BM) {
       // rows past the expert's end were loaded as zeros
@@ -345,7 +295,7 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_tn_bf16
     for (int kk = 0; kk < GG_BK; kk += 16) {
       u32 a[4][4], b[4][2];
 #pragma unroll
-      for (int mi = 0; mi < 4; mi++) gg_ldsm4t(a[mi], as + (kk * GG_LDB + mi * 16) * 2);
+      for (int mi = 0; mi < 4; mi++) ldsm_x4_t(a[mi], as + (kk * GG_LDB + mi * 16) * 2);
       gg_bfrags_kmajor<4>(b, bs + kk * GG_LDB * 2);
       gg_mma_tile<4>(acc, a, b);
     }

@@ -25,14 +25,6 @@
 #define GW_TILE_BYTES (GW_BM * GW_BK * 2)  // 16 KiB: one A or B tile of a stage
 #define GW_SHARED (GW_STAGES * 2 * GW_TILE_BYTES + 1024)  // + alignment of the swizzled tiles to 1024 bytes (99,328)
 
-__device__ __forceinline__ u32 gw_smem(const void *p) {
-  u32 a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
-__device__ __forceinline__ void gw_cp16(u32 dst, const void *src, u32 bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
 // A wgmma shared-memory descriptor: start address, leading byte offset 16 (unused by swizzled K-major
 // layouts), stride byte offset 1024 (eight 128-byte rows), 128-byte swizzle
 __device__ __forceinline__ u64 gw_desc(u32 addr) {
@@ -72,7 +64,7 @@ __device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEn
 #pragma unroll
   for (int j = 0; j < 4; j++) {
     const bool v = c.ok[j] && kin;
-    gw_cp16(stage + c.dst + j * 32 * 128, v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
+    cp_async16(stage + c.dst + j * 32 * 128, v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
     c.src[j] += GW_BK;
   }
 }
@@ -80,7 +72,7 @@ __device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEn
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
                                                                        int Nc, const float *bias, void *pre, int flags) {
   extern __shared__ __align__(16) unsigned char gw_dyn[];
-  const u32 base = (gw_smem(gw_dyn) + 1023) & ~1023u;
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
   const int tilesN = (Nc + GW_BN - 1) / GW_BN;
   int t = blockIdx.x, e = 0;
@@ -108,15 +100,15 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
 #pragma unroll
   for (int p = 0; p < GW_STAGES - 1; p++) {
     if (p < steps) load(p);
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
   }
   for (int s = 0; s < steps; s++) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(GW_STAGES - 2));
+    cp_async_wait<GW_STAGES - 2>();
     // the copies (generic proxy) are to be read by wgmma (async proxy)
     asm volatile("fence.proxy.async.shared::cta;\n" ::);
     __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
     if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
     const u32 a = sA + (s % GW_STAGES) * GW_TILE_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -147,25 +139,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
         v0 = v0 + gw_bias[j * 8 + 2 * tq];
         v1 = v1 + gw_bias[j * 8 + 2 * tq + 1];
       }
-      const i64 at = r * Nc + col;
-      if (gelu) {
-        if (cbf) {
-          const u32 pv = pack_bf2(v0, v1);
-          ((u32 *)pre)[at >> 1] = pv;
-          v0 = bf_lo(pv);
-          v1 = bf_hi(pv);
-        } else {
-          ((float *)pre)[at] = v0;
-          ((float *)pre)[at + 1] = v1;
-        }
-        v0 = gelu_f(v0);
-        v1 = gelu_f(v1);
-      }
-      if (cbf) ((u32 *)C)[at >> 1] = pack_bf2(v0, v1);
-      else {
-        ((float *)C)[at] = v0;
-        ((float *)C)[at + 1] = v1;
-      }
+      store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
     }
   }
 }
