@@ -889,27 +889,22 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Whether grouped_gemm.cu serves a grouped product of `rows` rows of activations `a` (bf16) and
-   * the bf16 weight operand, with output width `nOut` and reduction `kRed`: the grouped option
-   * (mma or wgmma, or auto up to GROUPED_MMA_ROWS rows), sizes multiples of 8, 16-byte aligned bases, and
-   * a card that gives a block GROUPED_SHARED bytes of shared memory.
+   * Whether grouped_gemm.cu serves a grouped product of `rows` rows of activations `a` and the weight
+   * operand `w`, with output width `nOut` and reduction `kRed`: the grouped option (mma or wgmma, or
+   * auto up to GROUPED_MMA_ROWS rows) and the kernels' operand conditions (groupedOperands).
    */
   private groupedMma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number, rows: number): boolean {
     const mma = this.groupedKernel === 'mma' || this.groupedKernel === 'wgmma' || (this.groupedKernel === 'auto' && rows <= GROUPED_MMA_ROWS);
-    return (
-      mma && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0 && this.sharedOptin >= GROUPED_SHARED
-    );
+    return mma && groupedOperands(a, w, nOut, kRed) && this.sharedOptin >= GROUPED_SHARED;
   }
   /**
    * Whether grouped_wgmma.cu serves a grouped forward product (`auto` or `wgmma`, at any row count):
-   * an sm_90 card (the kernel is built for sm_90a), grouped_gemm.cu's operand conditions, and
+   * an sm_90 card (the kernel is built for sm_90a), the operand conditions of groupedOperands, and
    * GROUPED_WGMMA_SHARED bytes of shared memory per block.
    */
   private groupedWgmma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
-    return (
-      (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 && a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 &&
-      kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0 && this.sharedOptin >= GROUPED_WGMMA_SHARED
-    );
+    const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90;
+    return wgmma && groupedOperands(a, w, nOut, kRed) && this.sharedOptin >= GROUPED_WGMMA_SHARED;
   }
   /**
    * The experts' row offsets [E + 1] on the device: a routing's own (`onDevice`), or made from the
@@ -1782,6 +1777,15 @@ export class CudaRouting implements MoeRouting {
  */
 function bf16Pairs(C: number, R: number, ...ts: CudaTensor[]): boolean {
   return C % 2 === 0 && R * C < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && t.ptr % 4 === 0);
+}
+
+/**
+ * The operands the one-launch grouped kernels (grouped_gemm.cu, grouped_wgmma.cu) take: bf16
+ * activations and weight, output width and reduction multiples of 8 (whole 16-byte chunks), 16-byte
+ * aligned bases.
+ */
+function groupedOperands(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
+  return a.dtype === 'bfloat16' && w.dtype === 'bfloat16' && nOut % 8 === 0 && kRed % 8 === 0 && a.ptr % 16 === 0 && w.ptr % 16 === 0;
 }
 
 /** [E, N, K] of a grouped product's weight, and (unless null) counts checked against E. */

@@ -118,7 +118,8 @@ export class Nvrtc {
 
   /**
    * Compiles `source` (named `name` in messages) for compute capability `arch` (e.g. 90; with
-   * `suffix` 'a' its architecture-specific variant, sm_90a), or returns the cached image. A compile error throws a CudaError carrying NVRTC's log.
+   * `suffix` 'a' its architecture-specific variant, sm_90a), or returns the cached image. A compile
+   * error throws a CudaError carrying NVRTC's log.
    */
   compile(name: string, source: string, arch: number, suffix: '' | 'a' = ''): ModuleImage {
     const archs = this.supportedArchs();
