@@ -7,6 +7,7 @@
 #   bash bench/device-run.sh ops              the hot ops alone, default kernels and mma.sync (~10 s)
 #   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
 #                                             Compute, summed by kernel (~60 s)
+#   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
 #   bash bench/device-run.sh tests profile    several, in that order; `bench` runs only if the
 #                                             tests (when asked for) passed
@@ -34,6 +35,12 @@ for what in "$@"; do
       # --items kernels runs the step twice (warm-up, profiled): halve to one step
       node dist/bench/ncu-sum.js /tmp/step.csv --runs 2 --top 60 | tee "$OUT/profile.txt"
       ;;
+    profile-sample)
+      timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+        node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > /tmp/sample.csv 2> "$OUT/profile-sample.err"
+      # a warm-up sampling run, then the profiled one: halve to one
+      node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top 60 | tee "$OUT/profile-sample.txt"
+      ;;
     bench)
       if [ "$ok" = 1 ]; then
         timeout 420 node dist/bench/gpu.js --peer .peer --peer-deadline 230 --out "$OUT/gpu.json" > "$OUT/gpu.log" 2>&1
@@ -43,7 +50,7 @@ for what in "$@"; do
       fi
       ;;
     *)
-      echo "unknown step '$what' (tests, ops, profile, bench)" >&2
+      echo "unknown step '$what' (tests, ops, profile, profile-sample, bench)" >&2
       exit 2
       ;;
   esac
