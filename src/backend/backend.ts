@@ -57,6 +57,17 @@ export interface MatmulOptions {
   readonly gelu?: { readonly pre: Tensor };
 }
 
+/** How nearestRows / argmaxDot may compute their scores x . table[v]. */
+export interface ScoreOptions {
+  /**
+   * `float32` (default): float32 products. `bf16x3`: x and the table each split into a bfloat16
+   * high part and a bfloat16 remainder, and the three products hi.hi + hi.lo + lo.hi summed in
+   * float32 (tensor cores on a GPU): about 2^-16 relative error per product instead of 2^-24,
+   * for callers whose x is itself of bfloat16 accuracy. A backend may always compute float32.
+   */
+  readonly precision?: 'float32' | 'bf16x3';
+}
+
 /** The attention pattern (SPEC section 2). */
 export interface AttentionSpec {
   readonly kind: 'full' | 'sliding';
@@ -233,6 +244,12 @@ export interface Backend {
   softmaxBackward(dx: Tensor, dy: Tensor, y: Tensor): void;
   /** LayerNorm over the last dimension: out, mean [R], rstd [R]. */
   layerNorm(out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: number): void;
+  /**
+   * The residual add and the LayerNorm after it, in one pass where the backend can: sum = a + b
+   * (rounded to sum's dtype as `axpby(sum, 1, a, 1, b)` rounds it; sum may alias a or b), then
+   * `layerNorm(out, mean, rstd, sum, weight, bias, eps)`.
+   */
+  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void;
   /** dx (+)= ..., dweight += ..., dbias += ... */
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void;
   /** out[m] = table[ids[m]]; out [M, e], table [V, e], ids int32 [M]. */
@@ -289,9 +306,9 @@ export interface Backend {
   /** dz0 += and dm += from dxt. */
   qSampleBackward(dz0: Tensor, dm: Tensor | null, dxt: Tensor, sa: Tensor, inputMask: Tensor, replaceMask: Tensor): void;
   /** out[m] = argmin_v ||x[m] - table[v]||^2 (ties: lower v), int32 [M]. */
-  nearestRows(out: Tensor, x: Tensor, table: Tensor): void;
+  nearestRows(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
   /** out[m] = argmax_v x[m] . table[v] (ties: lower v), int32 [M]. */
-  argmaxDot(out: Tensor, x: Tensor, table: Tensor): void;
+  argmaxDot(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
 
   // ---- optimiser -----------------------------------------------------------------------------
   /** One AdamW step on flat tensors of equal size (decoupled weight decay, bias-corrected). */

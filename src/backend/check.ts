@@ -63,3 +63,18 @@ export function checkShapeValid(op: string, shape: readonly number[]): number {
   if (!shape.every((s) => Number.isInteger(s) && s >= 0)) throw new ShapeError(op, `invalid shape [${shape.join(', ')}]`);
   return sizeOf(shape);
 }
+
+/**
+ * The shapes of a LayerNorm over the last dimension of x: out like x, weight and bias [C], mean
+ * and rstd [R] (`names`: how errors call weight and bias). Returns R and C.
+ */
+export function layerNormShapes(op: string, out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, names: readonly [string, string] = ['weight', 'bias']): { R: number; C: number } {
+  sameSize(op, out, x);
+  const C = lastDim(x);
+  const R = rowsOf(x);
+  expectSize(op, names[0], weight, C);
+  expectSize(op, names[1], bias, C);
+  expectSize(op, 'mean', mean, R);
+  expectSize(op, 'rstd', rstd, R);
+  return { R, C };
+}

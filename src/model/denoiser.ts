@@ -418,20 +418,18 @@ export class Denoiser {
     const ao = this.linear(ls, att, `${p}.attn.o`, M, d);
     const dropAttn = this.dropout(ao, opts, site);
     const r1 = ao; // residual in place: r1 = x + drop(ao)
-    be.axpby(r1, 1, x, 1, ao);
     const h1 = ls.keep(be.empty([B, S, d], ac));
     const mean1 = ls.keep(be.empty([M], dt));
     const rstd1 = ls.keep(be.empty([M], dt));
-    be.layerNorm(h1, mean1, rstd1, r1, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
+    be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
     // feed-forward
     const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S);
     const dropFfn = this.dropout(fo, opts, site);
-    const r2 = fo;
-    be.axpby(r2, 1, h1, 1, fo);
+    const r2 = fo; // r2 = h1 + drop(fo)
     const h2 = out.keep(be.empty([B, S, d], ac));
     const mean2 = ls.keep(be.empty([M], dt));
     const rstd2 = ls.keep(be.empty([M], dt));
-    be.layerNorm(h2, mean2, rstd2, r2, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
+    be.addLayerNorm(r2, h2, mean2, rstd2, h1, fo, this.p(`${p}.ffn_norm.weight`), this.p(`${p}.ffn_norm.bias`), LN_EPS);
     return { scope: ls, x, qkv, att, lse, r1, mean1, rstd1, h1, ffn, r2, mean2, rstd2, h2, dropAttn, dropFfn };
   }
 

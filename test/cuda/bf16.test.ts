@@ -160,6 +160,67 @@ test('crossEntropy: bfloat16 dlogits are the float32 gradient rounded once; the 
   }
 });
 
+test('crossEntropy: rows held in registers (more rows than the persistent grid, the widest row) and the two-pass kernel past 32,768, against the CPU', { skip }, () => {
+  // a backend of its own with the kernel profile on: it names the kernel each shape took
+  const times = new Map<string, [number, number]>();
+  const g = new CudaBackend({ launchTimes: times });
+  try {
+    // [rows, V, kernel]: more rows than an H200's grid (132, 264 and 528 blocks of 1,024, 512 and
+    // 256 threads), so blocks take several rows, each loaded during the previous row's gradient;
+    // 32,768 fills every register of the block; 2,047 and 32,769 and 40,000 go to the two-pass kernel
+    const cases = [
+      [300, 30522, 'cross_entropy_rows1024_f32'],
+      [3, 32768, 'cross_entropy_rows1024_f32'],
+      [600, 12000, 'cross_entropy_rows512_f32'],
+      [1200, 3001, 'cross_entropy_rows256_f32'],
+      [4, 2048, 'cross_entropy_rows256_f32'],
+      [4, 2047, 'cross_entropy_f32'],
+      [3, 32769, 'cross_entropy_f32'],
+      [2, 40000, 'cross_entropy_f32'],
+    ] as const;
+    for (const [M, V, kernel] of cases) {
+      const logits = randn(M * V, 3);
+      // row 0 rises along the row (its max is the last logit); row 1 is large and all equal
+      for (let c = 0; c < V; c++) {
+        logits[c] = -20 + (40 * c) / V;
+        logits[V + c] = 100;
+      }
+      const targets = Int32Array.from({ length: M }, () => rng.int(V));
+      targets[0] = V - 1;
+      const weights = Float32Array.from(rng.uniform(M));
+      const run = (be: Backend, dtype: DType | null) => {
+        const lg = be.fromArray(logits, [M, V]);
+        const t = be.fromArray(targets, [M], 'int32');
+        const w = be.fromArray(weights, [M]);
+        const loss = be.empty([M]);
+        be.fill(loss, NaN);
+        const dl = dtype ? be.empty([M, V], dtype) : null;
+        if (dl) be.fill(dl, NaN); // an element left unwritten fails below
+        be.crossEntropy(loss, dl, lg, t, dl ? w : null);
+        const r = { loss: be.toArray(loss), dl: dl ? be.toArray(dl) : new Float32Array(0) };
+        for (const x of [lg, t, w, loss, dl]) x?.dispose();
+        return r;
+      };
+      times.clear();
+      const f32 = run(g, 'float32');
+      const b16 = run(g, 'bfloat16');
+      const only = run(g, null); // no dlogits, no weights (they touch only dlogits)
+      assert.deepEqual([...times.keys()].filter((k) => k.startsWith('cross_entropy')), [kernel], `${M}x${V} runs ${kernel}`);
+      const ref = run(C(), 'float32');
+      assert.deepEqual([...b16.loss], [...f32.loss], `loss ${M}x${V}: the same with either dlogits dtype`);
+      assert.deepEqual([...only.loss], [...f32.loss], `loss ${M}x${V}: the same without dlogits`);
+      assert.deepEqual([...b16.dl], [...fromBf16Bits(toBf16Bits(f32.dl))], `dlogits ${M}x${V}: bf16 = float32 rounded once`);
+      for (const k of ['loss', 'dl'] as const) {
+        const { err, at } = maxRelErr(f32[k], ref[k]);
+        report.set(`crossEntropy ${k} ${M}x${V}`, err);
+        assert.ok(err <= 1e-5, `${k} ${M}x${V}: rel err ${err} against the CPU at ${at} (seed ${SEED})`);
+      }
+    }
+  } finally {
+    g.close();
+  }
+});
+
 test('bfloat16 activations: elementwise, broadcasts, copies, activations, dropout, layerNorm, biasBackward', { skip }, () => {
   const x = act([6, 50]);
   const y = act([6, 50]);
@@ -214,6 +275,101 @@ test('bfloat16 activations: elementwise, broadcasts, copies, activations, dropou
   both((be, s) => be.biasBackward(gb[s], y[s], true));
   close('biasBackward (bf16 dy)', gb);
   freeAll();
+});
+
+test('16-byte-vector elementwise kernels (GELU, its backward, bias + GELU epilogue) give the pairwise kernels\' bits', { skip }, () => {
+  const g = G();
+  // 4,096 elements take the vector kernels; the same values with two more (not a multiple of 8)
+  // take the pairwise ones, whose first 4,096 outputs must be the same bits
+  const n = 4096;
+  const xs = randn(n + 2, 2);
+  const ys = randn(n + 2);
+  const bits = (t: Tensor, k: number) => toBf16Bits(Float32Array.from(g.toArray(t) as Float32Array).subarray(0, k));
+  const mk = (d: Float32Array, k: number) => g.fromArray(d.subarray(0, k), [k], 'bfloat16');
+  const [x8, x2, y8, y2] = [mk(xs, n), mk(xs, n + 2), mk(ys, n), mk(ys, n + 2)];
+  const [o8, o2] = [g.empty([n], 'bfloat16'), g.empty([n + 2], 'bfloat16')];
+  g.activation(o8, x8, 'gelu');
+  g.activation(o2, x2, 'gelu');
+  assert.deepEqual(bits(o8, n), bits(o2, n), 'gelu');
+  for (const acc of [false, true]) {
+    g.activationBackward(o8, y8, x8, 'gelu', acc);
+    g.activationBackward(o2, y2, x2, 'gelu', acc);
+    assert.deepEqual(bits(o8, n), bits(o2, n), `gelu backward (accumulate ${acc})`);
+  }
+  // the matmul epilogue (rows of 64: vectors): pre = the bare product + bias rounded once, out =
+  // gelu(pre) as the activation kernels (checked above) give it
+  const a = g.fromArray(randn(8 * 32), [8, 32], 'bfloat16');
+  const w = g.fromArray(randn(64 * 32), [64, 32], 'float32');
+  const bv = randn(64, 0.5);
+  const b = g.fromArray(bv, [64], 'float32');
+  const [c0, c, pre, ref] = [g.empty([8, 64], 'bfloat16'), g.empty([8, 64], 'bfloat16'), g.empty([8, 64], 'bfloat16'), g.empty([8, 64], 'bfloat16')];
+  g.matmul(c0, a, w, { transB: true });
+  g.matmul(c, a, w, { transB: true, bias: b, gelu: { pre } });
+  const prod = g.toArray(c0);
+  const want = toBf16Bits(Float32Array.from(prod, (v, i) => v + bv[i % 64]!));
+  assert.deepEqual(bits(pre, 8 * 64), want, 'bias + gelu: the pre-activation');
+  g.activation(ref, pre, 'gelu');
+  assert.deepEqual(bits(c, 8 * 64), bits(ref, 8 * 64), 'bias + gelu: the activation');
+  for (const t of [x8, x2, y8, y2, o8, o2, a, w, b, c0, c, pre, ref]) t.dispose();
+});
+
+test('LayerNorm on rows held in registers (widths of whole 16-byte vectors up to 2,048) and the fused residual add, against the CPU and the unfused GPU path', { skip }, () => {
+  // 768: the model's width; 776: 97 vectors (lanes with and without a third); 2048: the widest;
+  // 2056: one vector too wide (the warp kernels); 40 rows: blocks of 4 rows and a grid stride
+  for (const C_ of [768, 776, 2048, 2056]) {
+    const R = 40;
+    const tag = `${R}x${C_}`;
+    const x = act([R, C_]);
+    const y = act([R, C_]);
+    const w = param([C_]);
+    const bb = param([C_], 0.1);
+    const sum = out([R, C_]);
+    const ln = out([R, C_]);
+    const mean = out([R], 'float32');
+    const rstd = out([R], 'float32');
+    both((be, s) => be.addLayerNorm(sum[s], ln[s], mean[s], rstd[s], x[s], y[s], w[s], bb[s], 1e-12));
+    close(`addLayerNorm sum ${tag}`, sum);
+    // the GPU normalises the bf16-rounded sum: the CPU reference from here on takes those values
+    C().write(sum.c, G().toArray(sum.g) as Float32Array);
+    C().layerNorm(ln.c, mean.c, rstd.c, sum.c, w.c, bb.c, 1e-12);
+    close(`addLayerNorm ${tag}`, ln);
+    close(`addLayerNorm mean ${tag}`, mean, 1e-5);
+    close(`addLayerNorm rstd ${tag}`, rstd, 1e-5);
+    // the fused pass gives the unfused ops' bits: the sum as axpby rounds it, then layerNorm of it
+    const g = G();
+    const sum2 = g.empty([R, C_], 'bfloat16');
+    const ln2 = g.empty([R, C_], 'bfloat16');
+    const m2 = g.empty([R], 'float32');
+    const r2 = g.empty([R], 'float32');
+    g.axpby(sum2, 1, x.g, 1, y.g);
+    g.layerNorm(ln2, m2, r2, sum2, w.g, bb.g, 1e-12);
+    assert.deepEqual(g.toArray(sum.g), g.toArray(sum2), `addLayerNorm ${tag}: the sum differs from axpby's`);
+    assert.deepEqual(g.toArray(ln.g), g.toArray(ln2), `addLayerNorm ${tag}: the output differs from layerNorm of axpby's sum`);
+    assert.deepEqual(g.toArray(mean.g), g.toArray(m2));
+    // in place, as the model calls it (sum aliases b)
+    const yy = g.empty([R, C_], 'bfloat16');
+    g.copy(yy, y.g);
+    g.addLayerNorm(yy, ln2, m2, r2, x.g, yy, w.g, bb.g, 1e-12);
+    assert.deepEqual(g.toArray(yy), g.toArray(sum.g), `addLayerNorm ${tag}: in place`);
+    assert.deepEqual(g.toArray(ln2), g.toArray(ln.g), `addLayerNorm ${tag}: in place output`);
+    // the backward, overwriting then accumulating, and in place (dx aliasing dy)
+    const dln = out([R, C_]);
+    const dw = param([C_]);
+    const db = param([C_]);
+    both((be, s) => be.layerNormBackward(dln[s], dw[s], db[s], y[s], sum[s], w[s], mean[s], rstd[s], false));
+    close(`layerNormBackward dx ${tag}`, dln);
+    close(`layerNormBackward dweight ${tag}`, dw);
+    both((be, s) => be.layerNormBackward(dln[s], dw[s], db[s], x[s], sum[s], w[s], mean[s], rstd[s], true));
+    close(`layerNormBackward dx accumulate ${tag}`, dln);
+    const dyy = g.empty([R, C_], 'bfloat16');
+    const dxx = g.empty([R, C_], 'bfloat16');
+    g.copy(dyy, y.g);
+    g.layerNormBackward(dxx, dw.g, db.g, dyy, sum.g, w.g, mean.g, rstd.g, false);
+    g.layerNormBackward(dyy, dw.g, db.g, dyy, sum.g, w.g, mean.g, rstd.g, false);
+    assert.deepEqual(g.toArray(dyy), g.toArray(dxx), `layerNormBackward ${tag}: in place`);
+    for (const t of [sum2, ln2, m2, r2, yy, dyy, dxx]) t.dispose();
+    freeAll();
+  }
 });
 
 test('bfloat16 activations: matmul (f32 weights, bias + GELU, f32 and bf16 outputs) and attention', { skip }, () => {

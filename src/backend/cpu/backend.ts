@@ -18,9 +18,10 @@ import {
   type MemoryStats,
   type MoeRouteOptions,
   type MoeRouting,
+  type ScoreOptions,
   type Tensor,
 } from '../backend.js';
-import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, live, rowsOf, sameFloat, sameSize } from '../check.js';
+import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
 import { philoxNormal, philoxUniform } from '../philox.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnGeometry } from './attention.js';
 import { gemmF32, gemmReference, type GemmProblem } from './gemm.js';
@@ -462,13 +463,7 @@ export class CpuBackend implements Backend {
   layerNorm(out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
     const op = 'layerNorm';
     sameFloat(op, out, mean, rstd, x, weight, bias);
-    sameSize(op, out, x);
-    const C = lastDim(x);
-    const R = rowsOf(x);
-    expectSize(op, 'weight', weight, C);
-    expectSize(op, 'bias', bias, C);
-    expectSize(op, 'mean', mean, R);
-    expectSize(op, 'rstd', rstd, R);
+    const { R, C } = layerNormShapes(op, out, mean, rstd, x, weight, bias);
     const o = cpu(op, out).data;
     const a = cpu(op, x).data;
     const w = cpu(op, weight).data;
@@ -491,17 +486,16 @@ export class CpuBackend implements Backend {
       for (let c = 0; c < C; c++) o[base + c] = (a[base + c]! - m) * s * w[c]! + b[c]!;
     }
   }
+  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
+    this.axpby(sum, 1, a, 1, b);
+    this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
+  }
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {
     const op = 'layerNormBackward';
     sameFloat(op, dx, dweight, dbias, dy, x, weight, mean, rstd);
-    sameSize(op, dx, dy, x);
-    const C = lastDim(x);
-    const R = rowsOf(x);
+    sameSize(op, dx, dy);
+    const { R, C } = layerNormShapes(op, dx, mean, rstd, x, dweight, dbias, ['dweight', 'dbias']);
     expectSize(op, 'weight', weight, C);
-    expectSize(op, 'dweight', dweight, C);
-    expectSize(op, 'dbias', dbias, C);
-    expectSize(op, 'mean', mean, R);
-    expectSize(op, 'rstd', rstd, R);
     const g = cpu(op, dx).data;
     const gw = cpu(op, dweight).data;
     const gb = cpu(op, dbias).data;
@@ -950,11 +944,12 @@ export class CpuBackend implements Backend {
       }
     }
   }
-  nearestRows(out: Tensor, x: Tensor, table: Tensor): void {
+  /** `opts.precision` is ignored: the CPU computes float32 products always. */
+  nearestRows(out: Tensor, x: Tensor, table: Tensor, _opts?: ScoreOptions): void {
     // ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: argmin over v of ||t_v||^2 - 2 x.t_v
     this.scoreArg('nearestRows', out, x, table, true);
   }
-  argmaxDot(out: Tensor, x: Tensor, table: Tensor): void {
+  argmaxDot(out: Tensor, x: Tensor, table: Tensor, _opts?: ScoreOptions): void {
     this.scoreArg('argmaxDot', out, x, table, false);
   }
   /** Chunked argmax over v of x.t_v (- ||t_v||^2 / 2 when nearest): never materialises [M, V]. */

@@ -240,15 +240,15 @@ struct AmPlace {
   int warp, lane, g, t, r0, r1, bh, b, h, d;
   i64 stride;
 };
-__device__ __forceinline__ AmPlace am_place(int S, int H, int dh) {
+__device__ __forceinline__ AmPlace am_place(int S, int H, int dh, int blk) {
   AmPlace p;
   p.warp = threadIdx.x >> 5;
   p.lane = threadIdx.x & 31;
   p.g = p.lane >> 2;
   p.t = p.lane & 3;
   const int tiles = (S + AM_T - 1) / AM_T;
-  const int tile = blockIdx.x % tiles;
-  p.bh = blockIdx.x / tiles;
+  const int tile = blk % tiles;
+  p.bh = blk / tiles;
   p.b = p.bh / H;
   p.h = p.bh % H;
   p.d = H * dh;
@@ -361,19 +361,57 @@ __device__ __forceinline__ void am_fwd_tile(float o[AM_DH / 8][4], float &m0, fl
               scale * AM_LOG2E, lane, t);
 }
 
+// The forward of the R = ceil(G / 64) * 64 rows of the tiles that hold global rows, each tile's key
+// tiles cut into `parts` consecutive runs: split block x = (tile * parts + part) + (b h) tiles parts
+// walks one run and stores its unnormalised o (float32), m (log2 units) and l per row into part_o
+// [BH][R][parts][AM_DH] and part_ml [BH][R][parts][2]; attn_fwd_combine merges the runs.
+// Not inlined: inside attn_fwd_mma64 it made that kernel spill 48 bytes instead of 8 (ptxas -v).
+__device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t *sm, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r, float scale,
+                                             int parts, int x) {
+  const int t = threadIdx.x & 3;
+  const int R = (G + AM_T - 1) / AM_T * AM_T;
+  const int per_bh = (R / AM_T) * parts;
+  const int bh = x / per_bh, y = x % per_bh, part = y % parts;
+  float o[AM_DH / 8][4], m0, m1, l0, l1;
+  int i0, i1;
+  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, (y / parts) * AM_T, bh / H, bh % H, H, dh, S, G, w, r, scale, part, parts);
+  const i64 row0 = ((i64)bh * R + i0) * parts + part, row1 = ((i64)bh * R + i1) * parts + part;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) {
+    const int c = nt * 8 + 2 * t;
+    part_o[row0 * AM_DH + c] = o[nt][0];
+    part_o[row0 * AM_DH + c + 1] = o[nt][1];
+    part_o[row1 * AM_DH + c] = o[nt][2];
+    part_o[row1 * AM_DH + c + 1] = o[nt][3];
+  }
+  if (t == 0) {
+    part_ml[row0 * 2] = m0;
+    part_ml[row0 * 2 + 1] = l0;
+    part_ml[row1 * 2] = m1;
+    part_ml[row1 * 2 + 1] = l1;
+  }
+}
+
 // Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
-// Grid: one block of 128 threads per (query tile, b h), tile fastest. With `split`, the tiles that
-// hold global rows are left to attn_fwd_split_mma64 (their rows see every key: one block would
-// walk all S / 64 key tiles while the others walk a few, the tail of a batch-1 forward).
+// Grid: `splitBlocks` blocks of runs of the global rows (am_fwd_split: their rows see every key, so
+// one block per tile would walk all S / 64 key tiles while the others walk a few, the tail of a
+// batch-1 forward; 0 when the kernel is not split), then one block of 128 threads per (query tile,
+// b h), tile fastest, which skip the tiles that hold global rows when split. The split blocks come
+// first (the longest, scheduled first) and in the same launch as the rest (as a kernel of their
+// own they ran after the rest: 14 us of a 40 us forward at batch 1).
 // Register bounds: three blocks per SM for the forward kernels (about 170 registers unbounded, two
 // blocks), two for dQ; measured on an H200 (v9a), unbounded and bounded ran alike, four blocks per
 // SM spilled and ran slower.
 extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
-                                                                 float scale, int split) {
+                                                                 float scale, float *part_o, float *part_ml, int parts, int splitBlocks) {
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
-  const AmPlace P = am_place(S, H, dh);
+  if ((int)blockIdx.x < splitBlocks) {
+    am_fwd_split(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, blockIdx.x);
+    return;
+  }
+  const AmPlace P = am_place(S, H, dh, blockIdx.x - splitBlocks);
   const int t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0;
-  if (split && q0 < G) return;
+  if (splitBlocks && q0 < G) return;
   float o[AM_DH / 8][4], m0, m1, l0, l1;
   int i0, i1;
   am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, 0, 1);
@@ -384,37 +422,7 @@ extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out,
   }
 }
 
-// The forward of the R = ceil(G / 64) * 64 rows of the tiles that hold global rows, each tile's key
-// tiles cut into `parts` consecutive runs: block (tile * parts + part, b h) walks one run and stores
-// its unnormalised o (float32), m (log2 units) and l per row into part_o [BH][R][parts][AM_DH] and
-// part_ml [BH][R][parts][2]; attn_fwd_combine merges the runs.
-extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_split_mma64(float *part_o, float *part_ml, const bf16_t *qkv, int S, int H, int dh, int G,
-                                                                       int w, int r, float scale, int parts) {
-  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
-  const int t = threadIdx.x & 3;
-  const int part = blockIdx.x % parts, bh = blockIdx.y;
-  const int R = (G + AM_T - 1) / AM_T * AM_T;
-  float o[AM_DH / 8][4], m0, m1, l0, l1;
-  int i0, i1;
-  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, (blockIdx.x / parts) * AM_T, bh / H, bh % H, H, dh, S, G, w, r, scale, part, parts);
-  const i64 row0 = ((i64)bh * R + i0) * parts + part, row1 = ((i64)bh * R + i1) * parts + part;
-#pragma unroll
-  for (int nt = 0; nt < AM_DH / 8; nt++) {
-    const int x = nt * 8 + 2 * t;
-    part_o[row0 * AM_DH + x] = o[nt][0];
-    part_o[row0 * AM_DH + x + 1] = o[nt][1];
-    part_o[row1 * AM_DH + x] = o[nt][2];
-    part_o[row1 * AM_DH + x + 1] = o[nt][3];
-  }
-  if (t == 0) {
-    part_ml[row0 * 2] = m0;
-    part_ml[row0 * 2 + 1] = l0;
-    part_ml[row1 * 2] = m1;
-    part_ml[row1 * 2 + 1] = l1;
-  }
-}
-
-// Merges attn_fwd_split_mma64's runs: per row, M = max m, L = sum l 2^(m - M), out = sum o 2^(m - M) / L
+// Merges the split runs of attn_fwd_mma64 (am_fwd_split): per row, M = max m, L = sum l 2^(m - M), out = sum o 2^(m - M) / L
 // (runs that saw no allowed key have m = -inf and weigh 0), lse = M ln 2 + ln L. Block (row, b h) of
 // AM_DH threads, one per head dimension.
 extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float *part_o, const float *part_ml, int S, int H, int dh, int G, int parts) {
@@ -441,7 +449,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
                                                                     int S, int H, int dh, int G, int w, int r, float scale) {
   // the Q and dout tiles, then two buffers of (K, V) tiles (as the forward)
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
-  const AmPlace P = am_place(S, H, dh);
+  const AmPlace P = am_place(S, H, dh, blockIdx.x);
   const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
@@ -495,7 +503,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
   // the K and V tiles, then two buffers of (Q, dout) tiles with their rows' lse and D
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   __shared__ float Ls[2][AM_T], Ds[2][AM_T];
-  const AmPlace P = am_place(S, H, dh);
+  const AmPlace P = am_place(S, H, dh, blockIdx.x);
   const int warp = P.warp, lane = P.lane, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, j0 = P.r0, j1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;

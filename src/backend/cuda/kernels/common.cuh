@@ -116,8 +116,9 @@ __device__ __forceinline__ double warp_max_d(double v) {
 }
 
 // Sum over the block, returned to every thread. `sh` is __shared__ double[32]; the first
-// __syncthreads keeps a previous call's readers of sh[0] safe from this call's writers.
-__device__ double block_sum_d(double v, double *sh) {
+// __syncthreads keeps a previous call's readers of sh[0] safe from this call's writers. Inlined:
+// as a call it made the cross-entropy kernels that hold their row in registers spill it around it.
+__device__ __forceinline__ double block_sum_d(double v, double *sh) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
   v = warp_sum_d(v);
   __syncthreads();
@@ -133,7 +134,7 @@ __device__ double block_sum_d(double v, double *sh) {
 }
 
 // Max over the block (as block_sum_d). -inf for an empty contribution.
-__device__ double block_max_d(double v, double *sh) {
+__device__ __forceinline__ double block_max_d(double v, double *sh) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
   v = warp_max_d(v);
   __syncthreads();

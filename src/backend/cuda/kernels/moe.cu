@@ -5,6 +5,7 @@
 
 // Router softmax in float64 and top-k by p (+ the selection bias), ties to the lower expert index,
 // gates renormalised over the chosen. One thread per token. kept[m k + r] = 1 (capacity may clear it).
+// The host runs it (and moe_route_stats) for E > 32 only; moe_route_lanes_f32 below does E <= 32.
 extern "C" __global__ void moe_route_topk_f32(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *probs64,
                                               const float *logits, const float *bias, int hasBias, i64 M, i64 E, i64 k) {
   GRID_STRIDE(m, M) {
@@ -76,6 +77,133 @@ extern "C" __global__ void moe_route_stats(double *partial, const double *probs6
   }
   z = block_sum_d(z, sh);
   if (threadIdx.x == 0) out[2 * E] = z;
+}
+
+// moe_route_topk_f32 and moe_route_stats in one launch for E <= 32, G lanes per token (G the power
+// of two >= E; lane e of a group holds expert e, lanes e >= E pad). One thread per token left 8 SMs
+// busy at 2048 tokens with a serial chain of E exps and divides each (H200: about 10 us a call,
+// the stats another 11 us). Bit for bit the outputs of moe_route_topk_f32: the max is exact in any
+// order (the NEG_INF_D seed gives its result when every logit is NaN); the sum is added in expert
+// order by every lane from the group's shuffled values (a tree would round differently); the top-k
+// is its sequential scan: with the first open expert e0's score NaN nothing replaces e0, else the
+// result is the lowest open expert whose score equals the max of the open non-NaN scores. The
+// statistics are moe_route_stats' partial[b][2E + 1] over the tokens that block b routes, the z
+// term from this float64 lse (the value moe_route_stats recomputes), added per lane in token order,
+// then across the warp and the block's warps in a fixed order (no atomics: deterministic). blockDim.x a multiple of G and 32,
+// at most 512 (the shared arrays).
+template <int G>
+__device__ __forceinline__ void moe_route_lanes(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *partial,
+                                                const float *logits, const float *bias, int hasBias, i64 M, int E, int k, double *shp, double *shc,
+                                                double *shz) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int e = lane & (G - 1);
+  const int base = lane - e; // the group's first lane
+  const u32 gmask = G == 32 ? FULL_MASK : ((1u << G) - 1u);
+  const bool live = e < E;
+  const double sb = hasBias && live ? (double)bias[e] : 0.0;
+  const int T = blockDim.x / G; // tokens per block and pass
+  double ps = 0.0, cnt = 0.0, zs = 0.0;
+  // every thread of a block makes the same passes, so the full-warp shuffles see every lane
+  for (i64 m0 = (i64)blockIdx.x * T; m0 < M; m0 += (i64)gridDim.x * T) {
+    const i64 m = m0 + threadIdx.x / G;
+    const bool valid = m < M, mine = valid && live;
+    const double x = mine ? (double)logits[m * E + e] : NEG_INF_D;
+    double mx = x;
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) mx = fmax(mx, __shfl_xor_sync(FULL_MASK, mx, o));
+    mx = fmax(NEG_INF_D, mx);
+    double p = mine ? exp(x - mx) : 0.0;
+    double s = 0.0;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+      const double v = __shfl_sync(FULL_MASK, p, base + j);
+      if (j < E) s += v;
+    }
+    p /= s;
+    const double l = mx + log(s);
+    if (mine) probs[m * E + e] = (float)p;
+    // top-k: a pad lane is never open; a token past M picks from its garbage, stores nothing
+    const double sc = p + sb;
+    bool taken = !live;
+    int rank = -1;
+    double norm = 0.0;
+    for (int r = 0; r < k; r++) {
+      const int e0 = __ffs((__ballot_sync(FULL_MASK, !taken) >> base) & gmask) - 1;
+      const double s0 = __shfl_sync(FULL_MASK, sc, base + e0);
+      const bool cand = !taken && !isnan(sc);
+      double top = cand ? sc : NEG_INF_D;
+#pragma unroll
+      for (int o = G / 2; o > 0; o >>= 1) top = fmax(top, __shfl_xor_sync(FULL_MASK, top, o));
+      const u32 hit = (__ballot_sync(FULL_MASK, cand && sc == top) >> base) & gmask;
+      const int best = isnan(s0) ? e0 : __ffs(hit) - 1;
+      if (e == best) {
+        taken = true;
+        rank = r;
+      }
+      norm += __shfl_sync(FULL_MASK, p, base + best);
+    }
+    if (valid) {
+      if (rank >= 0) {
+        expertIndex[m * k + rank] = e;
+        gates[m * k + rank] = (float)(p / norm);
+        kept[m * k + rank] = 1;
+      }
+      if (e == 0) {
+        lse[m] = (float)l;
+        gateNorm[m] = (float)norm;
+        zs += l * l;
+      }
+    }
+    if (mine) {
+      ps += p;
+      if (rank >= 0) cnt += 1.0;
+    }
+  }
+  // lane e of the warp gets the warp's sums for expert e (lane 0 the z sum), then thread e adds the warps'
+#pragma unroll
+  for (int o = G; o < 32; o <<= 1) {
+    ps += __shfl_xor_sync(FULL_MASK, ps, o);
+    cnt += __shfl_xor_sync(FULL_MASK, cnt, o);
+    zs += __shfl_xor_sync(FULL_MASK, zs, o);
+  }
+  if (lane < G) {
+    shp[w * 32 + lane] = ps;
+    shc[w * 32 + lane] = cnt;
+  }
+  if (lane == 0) shz[w] = zs;
+  __syncthreads();
+  const int nw = blockDim.x >> 5;
+  double *out = partial + (i64)blockIdx.x * (2 * E + 1);
+  if ((int)threadIdx.x < E) {
+    double a = 0.0, c = 0.0;
+    for (int v = 0; v < nw; v++) {
+      a += shp[v * 32 + threadIdx.x];
+      c += shc[v * 32 + threadIdx.x];
+    }
+    out[threadIdx.x] = a;
+    out[E + threadIdx.x] = c;
+  }
+  if (threadIdx.x == 0) {
+    double z = 0.0;
+    for (int v = 0; v < nw; v++) z += shz[v];
+    out[2 * E] = z;
+  }
+}
+// G = lanes per token (1, 2, 4, 8, 16 or 32, >= E). kept and the outputs as moe_route_topk_f32;
+// partial[gridDim.x][2E + 1] as moe_route_stats (probs64 is not needed).
+extern "C" __global__ void moe_route_lanes_f32(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *partial,
+                                               const float *logits, const float *bias, int hasBias, i64 M, int E, int k, int G) {
+  __shared__ double shp[16 * 32], shc[16 * 32], shz[16];
+#define MOE_ROUTE_LANES(g) moe_route_lanes<g>(probs, lse, expertIndex, gates, gateNorm, kept, partial, logits, bias, hasBias, M, E, k, shp, shc, shz)
+  switch (G) {
+  case 1: MOE_ROUTE_LANES(1); break;
+  case 2: MOE_ROUTE_LANES(2); break;
+  case 4: MOE_ROUTE_LANES(4); break;
+  case 8: MOE_ROUTE_LANES(8); break;
+  case 16: MOE_ROUTE_LANES(16); break;
+  default: MOE_ROUTE_LANES(32); break;
+  }
+#undef MOE_ROUTE_LANES
 }
 
 // Capacity drops, per sequence (one block each, blockDim.x = 256): every first choice in token
