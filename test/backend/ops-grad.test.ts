@@ -161,6 +161,37 @@ test('layerNorm backward (input, weight, bias)', () => {
   [x, w, b].forEach((t) => t.dispose());
 });
 
+test('addLayerNorm: the residual sum and the LayerNorm of it, as axpby then layerNorm (also in place); shape errors name the op', () => {
+  const a = randn(be, [5, 11], 31, 2);
+  const b = randn(be, [5, 11], 32, 2);
+  const w = randn(be, [11], 33);
+  const bias = randn(be, [11], 34);
+  const [sum, y, mu, rs] = [be.empty([5, 11], F), be.empty([5, 11], F), be.empty([5], F), be.empty([5], F)];
+  be.addLayerNorm(sum, y, mu, rs, a, b, w, bias, 1e-12);
+  const [sum2, y2, mu2, rs2] = [be.empty([5, 11], F), be.empty([5, 11], F), be.empty([5], F), be.empty([5], F)];
+  be.axpby(sum2, 1, a, 1, b);
+  be.layerNorm(y2, mu2, rs2, sum2, w, bias, 1e-12);
+  const av = be.toArray(a);
+  const bv = be.toArray(b);
+  const sv = be.toArray(sum);
+  for (let i = 0; i < sv.length; i++) assert.equal(sv[i], av[i]! + bv[i]!);
+  assert.deepEqual(be.toArray(y), be.toArray(y2));
+  assert.deepEqual(be.toArray(mu), be.toArray(mu2));
+  assert.deepEqual(be.toArray(rs), be.toArray(rs2));
+  // in place, as the model calls it: sum aliases b
+  be.addLayerNorm(b, y2, mu2, rs2, a, b, w, bias, 1e-12);
+  assert.deepEqual(be.toArray(b), sv);
+  assert.deepEqual(be.toArray(y2), be.toArray(y));
+  // bad shapes throw before anything is written
+  const before = be.toArray(b);
+  const short = be.empty([5, 10], F);
+  assert.throws(() => be.addLayerNorm(b, y, mu, rs, a, short, w, bias, 1e-12), /addLayerNorm/);
+  const wShort = be.empty([10], F);
+  assert.throws(() => be.addLayerNorm(b, y, mu, rs, a, b, wShort, bias, 1e-12), /addLayerNorm: weight/);
+  assert.deepEqual(be.toArray(b), before);
+  [a, b, w, bias, sum, y, mu, rs, sum2, y2, mu2, rs2, short, wShort].forEach((t) => t.dispose());
+});
+
 test('embedding gather and scatter-add backward (repeated ids)', () => {
   const table = randn(be, [6, 5], 16);
   const ids = be.fromArray([3, 0, 3, 5, 1, 3, 0], [7], 'int32');

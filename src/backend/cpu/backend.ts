@@ -487,6 +487,11 @@ export class CpuBackend implements Backend {
     }
   }
   addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
+    // every shape checked before sum is written: a bad call changes nothing
+    const op = 'addLayerNorm';
+    sameFloat(op, sum, out, mean, rstd, a, b, weight, bias);
+    sameSize(op, sum, a, b);
+    layerNormShapes(op, out, mean, rstd, a, weight, bias);
     this.axpby(sum, 1, a, 1, b);
     this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
   }

@@ -1111,8 +1111,11 @@ export class CudaBackend implements Backend {
   }
   addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
     const op = 'addLayerNorm';
-    floats(op, sum, a, b);
+    // every shape checked before sum is written: a bad call changes nothing
+    floats(op, sum, a, b, out);
+    sameFloat(op, mean, rstd, weight, bias);
     sameSize(op, sum, a, b);
+    layerNormShapes(op, out, mean, rstd, a, weight, bias);
     if (this.layerNormVec(op, out, mean, rstd, sum, a, b, weight, bias, eps)) return;
     this.axpby(sum, 1, a, 1, b);
     this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
