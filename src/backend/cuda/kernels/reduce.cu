@@ -511,6 +511,13 @@ extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rs
   }
 }
 
+// One vector of the backward's row: dy, x (as floats) and the weights of its 8 columns.
+__device__ __forceinline__ void ln_bwd_unpack(float g[8], float x[8], float w8[8], uint4 gv, uint4 xv, const float4 *w, int c) {
+  unpack8(g, gv);
+  unpack8(x, xv);
+  ln_ld8(w8, w, c);
+}
+
 // layernorm_backward_dx_bf16_warp on rows in registers (the layout and conditions of
 // layernorm_bf16_vec): dy and x read once. dx may alias dy (a lane writes only what it read).
 extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4 *dy, const uint4 *x, const float4 *w, const float *mean, const float *rstd, int R,
@@ -536,10 +543,8 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
     for (int j = 0; j < LN_VEC; j++) {
       const int c = lane + 32 * j;
       if (c < nv) {
-        unpack8(g, gv[j]);
-        unpack8(xh, xv[j]);
         float wv[8];
-        ln_ld8(wv, w, c);
+        ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
 #pragma unroll
         for (int q = 0; q < 8; q += 2) {
           const float d0 = g[q] * wv[q], d1 = g[q + 1] * wv[q + 1];
@@ -554,10 +559,8 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
     for (int j = 0; j < LN_VEC; j++) {
       const int c = lane + 32 * j;
       if (c < nv) {
-        unpack8(g, gv[j]);
-        unpack8(xh, xv[j]);
         float wv[8];
-        ln_ld8(wv, w, c);
+        ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
         float o[8];
         if (accumulate) unpack8(o, dx[row + c]);
 #pragma unroll
