@@ -121,10 +121,10 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     const temb = useGraph ? s.keep(be.empty([B, e], model.denoiser.activations)) : null;
     // bf16 activations: the weights rounded once for every call, not once per product per call
     const cast = model.denoiser.castWeights();
+    if (cast) s.keep(cast);
     // x0 from bf16 activations is of bf16 accuracy: its scores against the vocabulary need no
     // more than the split bf16 products (the float32 ones were 12% of batch-1 sampling on a GPU)
     const scoring: ScoreOptions = { precision: model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32' };
-    if (cast) s.keep(cast);
     let recorded: { cache: DenoiserCache; graph: Replayable } | null = null;
     let hPrev = 0;
     try {

@@ -307,6 +307,8 @@ export class CudaBackend implements Backend {
   /** Which grouped products run (see CudaBackendOptions.grouped). */
   readonly groupedKernel: 'cublas' | 'mma' | 'wgmma' | 'auto';
   private readonly sharedOptin: number;
+  /** The device's multiprocessors (the persistent cross-entropy grid). */
+  private readonly smCount: number;
   /** Dynamic shared memory each kernel has been allowed beyond 48 KiB. */
   private readonly sharedAllowed = new Map<string, number>();
   private readonly modules = new Map<string, bigint>();
@@ -346,6 +348,7 @@ export class CudaBackend implements Backend {
     this.deviceName = this.driver.deviceName(this.dev);
     this.totalMem = this.driver.deviceTotalMem(this.dev);
     this.sharedOptin = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+    this.smCount = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT);
     this.stream = this.driver.streamCreate();
     // cuBLAS's workspace (NVIDIA recommends 32 MiB on Hopper); MOE_DIFFUSEQ_CUBLAS_WORKSPACE=0 leaves cuBLAS its default
     const wsBytes = process.env['MOE_DIFFUSEQ_CUBLAS_WORKSPACE'] === '0' ? 0 : CUBLAS_WORKSPACE;
@@ -1101,8 +1104,10 @@ export class CudaBackend implements Backend {
   }
   layerNorm(out: Tensor, mean: Tensor, rstd: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
     const op = 'layerNorm';
-    if (this.layerNormVec(op, out, mean, rstd, null, x, null, weight, bias, eps)) return;
+    floats(op, out, x);
+    sameFloat(op, mean, rstd, weight, bias);
     const { R, C } = layerNormShapes(op, out, mean, rstd, x, weight, bias);
+    if (this.layerNormVec(op, out, mean, rstd, null, x, null, weight, bias, eps, R, C)) return;
     if (bf16Pairs(C, R, cu(op, out), cu(op, x))) {
       this.launch('layernorm_bf16_warp', Math.min(Math.ceil(R / 8), MAX_GRID), BLOCK, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), I(R), I(C), F(eps)]);
       return;
@@ -1115,27 +1120,23 @@ export class CudaBackend implements Backend {
     floats(op, sum, a, b, out);
     sameFloat(op, mean, rstd, weight, bias);
     sameSize(op, sum, a, b);
-    layerNormShapes(op, out, mean, rstd, a, weight, bias);
-    if (this.layerNormVec(op, out, mean, rstd, sum, a, b, weight, bias, eps)) return;
+    const { R, C } = layerNormShapes(op, out, mean, rstd, a, weight, bias);
+    if (this.layerNormVec(op, out, mean, rstd, sum, a, b, weight, bias, eps, R, C)) return;
     this.axpby(sum, 1, a, 1, b);
     this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
   }
   /**
-   * layernorm_bf16_vec when it applies (bf16 rows of whole 16-byte vectors, at most 2,048 wide,
-   * 16-byte aligned, float32 weights): LayerNorm of x, or of sum = x + y (written) when y is given.
-   * False when it does not apply (the caller takes the general kernels).
+   * layernorm_bf16_vec when it applies (lnVecFits): LayerNorm of x [R, C], or of sum = x + y
+   * (written) when y is given; the caller has checked the shapes. False when it does not apply (the
+   * caller takes the general kernels).
    */
-  private layerNormVec(op: string, out: Tensor, mean: Tensor, rstd: Tensor, sum: Tensor | null, x: Tensor, y: Tensor | null, weight: Tensor, bias: Tensor, eps: number): boolean {
-    floats(op, out, x);
-    sameFloat(op, mean, rstd, weight, bias);
-    const { R, C } = layerNormShapes(op, out, mean, rstd, x, weight, bias);
+  private layerNormVec(op: string, out: Tensor, mean: Tensor, rstd: Tensor, sum: Tensor | null, x: Tensor, y: Tensor | null, weight: Tensor, bias: Tensor, eps: number, R: number, C: number): boolean {
     const rows = [out, x, ...(sum ? [sum] : []), ...(y ? [y] : [])].map((t) => cu(op, t));
-    const wb = [weight, bias].map((t) => cu(op, t));
-    const fits = C % 8 === 0 && C <= LN_VEC_WIDTH && rows.every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0) && wb.every((t) => t.dtype === 'float32' && t.ptr % 16 === 0);
-    if (!fits || mean.dtype !== 'float32') return false;
-    if (!R) return true;
-    const warps = BLOCK_LN / 32;
-    this.launch('layernorm_bf16_vec', Math.min(Math.ceil(R / warps), MAX_GRID), BLOCK_LN, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(cu(op, x)), A(y ? cu(op, y).ptr : 0), P(wb[0]!), P(wb[1]!), I(R), I(C), F(eps)]);
+    const [w, b, mu] = [weight, bias, mean].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor];
+    if (!lnVecFits(C, rows, [w, b], mu)) return false;
+    if (R) {
+      this.launch('layernorm_bf16_vec', Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(rows[0]!), P(mu), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(rows[1]!), A(y ? cu(op, y).ptr : 0), P(w), P(b), I(R), I(C), F(eps)]);
+    }
     return true;
   }
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {
@@ -1148,7 +1149,7 @@ export class CudaBackend implements Backend {
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
     // the weight gradients first: dx may alias dy
     this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, bfMask(d, a));
-    if (C % 8 === 0 && C <= LN_VEC_WIDTH && [g, d, a].every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0) && w.dtype === 'float32' && w.ptr % 16 === 0 && mu.dtype === 'float32') {
+    if (lnVecFits(C, [g, d, a], [w], mu)) {
       if (R) this.launch('layernorm_backward_dx_bf16_vec', Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(g), P(d), P(a), P(w), P(mu), P(rs), I(R), I(C), B(accumulate)]);
       return;
     }
@@ -1219,7 +1220,6 @@ export class CudaBackend implements Backend {
     // there (1,500) or faster (1,024: 12 us against 15).
     const nt = V >= XE_MIN_V ? XE_BLOCKS.find((b) => V <= XE_NPT * b) : undefined;
     if (nt !== undefined && R < 2 ** 30) {
-      this.smCount ||= this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT);
       this.launch(`cross_entropy_rows${nt}_f32`, Math.min(R, this.smCount * (1024 / nt)), nt, [
         P(cu(op, loss)), P(dlogits ? cu(op, dlogits) : null), B(!!dlogits), P(cu(op, logits)), P(t), P(weights ? cu(op, weights) : null), B(!!weights), I(R), I(V),
         B(dlogits?.dtype === 'bfloat16'),
@@ -1231,8 +1231,6 @@ export class CudaBackend implements Backend {
       B(dlogits?.dtype === 'bfloat16'),
     ]);
   }
-  /** The device's multiprocessors (the persistent cross-entropy grid), read on first use. */
-  private smCount = 0;
 
   // ---- attention -----------------------------------------------------------------------------
   private geometry(op: string, qkv: Tensor, spec: AttentionSpec) {
@@ -1881,15 +1879,30 @@ export class CudaRouting implements MoeRouting {
   }
 }
 
-/**
- * Whether the bf16 pair kernels (two elements per 32-bit word, 32-bit indices) serve R rows of C
- * elements of these tensors: all bfloat16 and 4-byte aligned, C even, R C below 2^31.
- */
 /** bf16 tensors of whole 16-byte vectors (8 elements), 16-byte aligned, under 2^31 elements. */
 function bf16Vectors(size: number, ...ts: CudaTensor[]): boolean {
   return size % 8 === 0 && size < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0);
 }
 
+/**
+ * Whether the row-in-registers LayerNorm kernels (layernorm_bf16_vec and its backward) serve rows
+ * of C: bf16 `rows` of whole 16-byte vectors, at most LN_VEC_WIDTH wide, 16-byte aligned; float32
+ * per-column `vectors` (weight, bias), 16-byte aligned; float32 per-row statistics.
+ */
+function lnVecFits(C: number, rows: CudaTensor[], vectors: CudaTensor[], mean: CudaTensor): boolean {
+  return (
+    C % 8 === 0 &&
+    C <= LN_VEC_WIDTH &&
+    rows.every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0) &&
+    vectors.every((t) => t.dtype === 'float32' && t.ptr % 16 === 0) &&
+    mean.dtype === 'float32'
+  );
+}
+
+/**
+ * Whether the bf16 pair kernels (two elements per 32-bit word, 32-bit indices) serve R rows of C
+ * elements of these tensors: all bfloat16 and 4-byte aligned, C even, R C below 2^31.
+ */
 function bf16Pairs(C: number, R: number, ...ts: CudaTensor[]): boolean {
   return C % 2 === 0 && R * C < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && t.ptr % 4 === 0);
 }
