@@ -719,9 +719,13 @@ function sameChoice(label: string, o: Pair, x: Float64Array, table: Float64Array
   record(`${label} (near-ties resolved differently: ${ties})`, ties);
 }
 
-test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, in float32 and with bf16x3 products', { skip }, () => {
-  // the last case: the base model's vocabulary and width, two chunks of the score block
-  for (const [M, V, e] of [[1, 1, 1], [37, 11, 4], [200, 1000, 33], [5, 5000, 16], [300, 30522, 128]] as const) {
+test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, in float32 and with bf16x3 products (fused wgmma kernel and cuBLAS)', { skip }, () => {
+  // bf16x3 through cuBLAS and the row argmax (the fused wgmma kernel's twin, and the path of cards
+  // without wgmma)
+  const viaCublas = new CudaBackend({ grouped: 'mma' });
+  // the last cases: the base model's vocabulary and width (300 rows: row tiles past the last full
+  // one; 30522: a last column tile of 58), and widths whose 3e is a multiple of 8 or not
+  for (const [M, V, e] of [[1, 1, 1], [37, 11, 4], [200, 1000, 33], [5, 5000, 16], [130, 300, 8], [300, 30522, 128]] as const) {
     const xh = randn(M * e);
     const th = randn(V * e);
     const x = pair(xh, [M, e]);
@@ -739,8 +743,23 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
       G().argmaxDot(oa.g, x.g, table.g, { precision });
       sameChoice(`argmaxDot ${tag}`, oa, x64, t64, e, false, precision === 'bf16x3');
     }
+    // the same through cuBLAS: the CPU's choices but for near-ties within the bf16x3 bound
+    const [xc, tc] = [viaCublas.fromArray(xh, [M, e], 'float32'), viaCublas.fromArray(th, [V, e], 'float32')];
+    const oc = viaCublas.empty([M], 'int32');
+    // sameChoice reads the GPU side from G(): the other backend's choices copied over
+    const viaPair = (c: Tensor): Pair => {
+      const g = G().fromArray(viaCublas.toArray(oc), [M], 'int32');
+      made.push({ g, c: C().fromArray([], [0], 'float32') });
+      return { g, c };
+    };
+    viaCublas.nearestRows(oc, xc, tc, { precision: 'bf16x3' });
+    sameChoice(`nearestRows ${M}x${V}x${e} bf16x3 cuBLAS`, viaPair(o.c), x64, t64, e, true, true);
+    viaCublas.argmaxDot(oc, xc, tc, { precision: 'bf16x3' });
+    sameChoice(`argmaxDot ${M}x${V}x${e} bf16x3 cuBLAS`, viaPair(oa.c), x64, t64, e, false, true);
+    for (const t of [xc, tc, oc]) t.dispose();
     freeAll();
   }
+  viaCublas.close();
 });
 
 test('adamw', { skip }, () => {

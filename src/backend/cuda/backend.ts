@@ -85,6 +85,8 @@ export interface CudaBackendOptions {
    * else mma up to GROUPED_MMA_ROWS rows; the backward by mma up to GROUPED_MMA_ROWS rows, where one
    * launch and no read-back of the experts' counts win, cuBLAS above (mma.sync runs at about 240
    * TFLOP/s on an H200, cuBLAS at 400-550). MOE_DIFFUSEQ_GROUPED=mma, wgmma or cublas forces one.
+   * `auto` and `wgmma` also score the vocabulary of a bf16x3 nearestRows / argmaxDot with wgmma
+   * (the product and its row argmax in one kernel); `mma` and `cublas` score it through cuBLAS.
    */
   grouped?: 'cublas' | 'mma' | 'wgmma' | 'auto';
 }
@@ -156,7 +158,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
 };
 /** Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a, loaded only on sm_90. */
 const SM90A_FILES = new Set(['grouped_wgmma.cu']);
@@ -912,13 +914,20 @@ export class CudaBackend implements Backend {
     return mma && groupedOperands(a, w, nOut, kRed) && this.sharedOptin >= GROUPED_SHARED;
   }
   /**
+   * Whether grouped_wgmma.cu's kernels are on: `grouped` is `auto` or `wgmma` and the card is sm_90
+   * (the file is built for sm_90a). They serve the grouped forward products and the bf16x3
+   * vocabulary scoring (score_argmax_wgmma; `grouped: 'mma'` or `'cublas'` scores through cuBLAS).
+   */
+  private wgmmaOn(): boolean {
+    return (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90;
+  }
+  /**
    * Whether grouped_wgmma.cu serves a grouped forward product (`auto` or `wgmma`, at any row count):
    * an sm_90 card (the kernel is built for sm_90a), the operand conditions of groupedOperands, and
    * GROUPED_WGMMA_SHARED bytes of shared memory per block.
    */
   private groupedWgmma(a: CudaTensor, w: { ptr: number; dtype: DType }, nOut: number, kRed: number): boolean {
-    const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90;
-    return wgmma && groupedOperands(a, w, nOut, kRed) && this.sharedOptin >= GROUPED_WGMMA_SHARED;
+    return this.wgmmaOn() && groupedOperands(a, w, nOut, kRed) && this.sharedOptin >= GROUPED_WGMMA_SHARED;
   }
   /**
    * The experts' row offsets [E + 1] on the device: a routing's own (`onDevice`), or made from the
@@ -1733,20 +1742,27 @@ export class CudaBackend implements Backend {
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
     this.wroteInts(o, [0, V - 1]); // row indices of the table
     const half = nearest ? this.scratch(V * 8) : null;
-    // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
-    // 30k vocabulary; the earlier 16 MiB made 15 small GEMMs and argmaxes for 2,048 rows)
-    const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
-    const scores = this.scratch(chunk * V * 4);
     // the split operands (bf16, rows of 3e): x as [hi | hi | lo], the table as [hi | lo | hi]
     const three = split && x.dtype === 'float32' && table.dtype === 'float32';
     const x3 = three ? this.scratch(M * 3 * e * 2) : null;
     const t3 = three ? this.scratch(V * 3 * e * 2) : null;
+    // on sm_90 with the wgmma kernels on, the split product and its row argmax in one kernel
+    const fused = three && (3 * e) % 8 === 0 && this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED;
+    // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
+    // 30k vocabulary; the earlier 16 MiB made 15 small GEMMs and argmaxes for 2,048 rows)
+    const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
+    const scores = fused ? null : this.scratch(chunk * V * 4);
     try {
       if (half) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
       if (x3 && t3) {
         this.launchN('split_bf16x3_f32', M * e, [A(x3.ptr), P(xx), L(M), L(e), I(0)]);
         this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
       }
+      if (fused && x3 && t3) {
+        this.scoreArgWgmma(o, x3.ptr, t3.ptr, M, V, 3 * e, half ? half.ptr : 0);
+        return;
+      }
+      if (!scores) throw new DeviceError(`${op}: no score block`); // unreachable: allocated unless fused
       for (let m0 = 0; m0 < M; m0 += chunk) {
         const n = Math.min(chunk, M - m0);
         if (x3 && t3) {
@@ -1758,10 +1774,31 @@ export class CudaBackend implements Backend {
         this.launchRows('row_argmax_f32', n, [P(o), A(scores.ptr), A(half ? half.ptr : 0), B(nearest), L(n), L(V), L(m0)]);
       }
     } finally {
-      scores.free();
+      scores?.free();
       half?.free();
       x3?.free();
       t3?.free();
+    }
+  }
+  /**
+   * score_argmax_wgmma over rows of X3 [M, K] against T3 [V, K] (bf16, K-major), then
+   * score_argmax_finish: out[m] = the best v of row m, from per-(row, 128-column tile) bests (12
+   * bytes each: at most 384 MiB of them per chunk of rows, 46k rows of a 30k vocabulary).
+   */
+  private scoreArgWgmma(o: CudaTensor, x3: number, t3: number, M: number, V: number, K: number, half: number): void {
+    const tilesV = Math.ceil(V / 128);
+    const chunk = Math.max(1, Math.min(M, Math.floor((SCORE_BLOCK * 4) / (tilesV * 12))));
+    const ps = this.scratch(chunk * tilesV * 8);
+    const pi = this.scratch(chunk * tilesV * 4);
+    try {
+      for (let m0 = 0; m0 < M; m0 += chunk) {
+        const n = Math.min(chunk, M - m0);
+        this.launch('score_argmax_wgmma', Math.ceil(n / 128) * tilesV, 256, [A(ps.ptr), A(pi.ptr), A(x3 + m0 * K * 2), A(t3), I(n), I(V), I(K), A(half), B(half !== 0)], GROUPED_WGMMA_SHARED);
+        this.launch('score_argmax_finish', Math.min(Math.ceil(n / 8), MAX_GRID), BLOCK, [P(o), A(ps.ptr), A(pi.ptr), I(n), I(tilesV), I(m0)]);
+      }
+    } finally {
+      ps.free();
+      pi.free();
     }
   }
 

@@ -1,3 +1,6 @@
+// Hopper's warpgroup tensor-core instructions (wgmma, sm_90a): the grouped forward product, and the
+// vocabulary scoring of nearestRows / argmaxDot with its row argmax (score_argmax_wgmma, below).
+//
 // The forward grouped product (NT) on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a):
 // every expert's C[rows, :] = A[rows, :] W_e^T (+ bias, GELU with the pre-activation saved) in one
 // launch, as grouped_gemm.cu's grouped_gemm_nt_bf16 (same arguments, same epilogue, its twin in the
@@ -142,5 +145,124 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
       }
       store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
     }
+  }
+}
+
+// ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
+// Block (row tile, column tile) computes S = X3 T3^T for 128 rows x 128 table rows (both operands
+// K-major bf16 [., K], K = 3e: [xh | xh | xl] . [th | tl | th], see split_bf16x3_f32), exactly as
+// grouped_wgmma_nt_bf16's main loop with one group, and keeps of each row only its best column:
+// score = S - half[v] in float64 (half = ||t_v||^2 / 2, nearestRows; 0 for argmaxDot), ties to the
+// lower v, as row_argmax_f32. part[row][tile] = (score, v); score_argmax_finish takes the best tile.
+// The [rows, V] float32 scores of the cuBLAS path (134 MB per 1,100 rows of a 30k vocabulary,
+// written and read back) never exist. Requires K a multiple of 8 and 16-byte aligned X3, T3.
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(double *partScore, int *partIndex, const bf16_t *X, const bf16_t *T, int M, int V,
+                                                                        int K, const double *half, int useHalf) {
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesV = (V + GW_BN - 1) / GW_BN;
+  // column tile fastest: the blocks at work share their row tile, the table stays in L2
+  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
+  const i64 r0 = (i64)mt * GW_BM;
+  const int n0 = vt * GW_BN;
+  const int wg = threadIdx.x >> 7;
+  GwChunks la = gw_rows(X, r0, M, K), lb = gw_rows(T, n0, V, K);
+  float d[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) d[i] = 0.0f;
+  const int steps = (K + GW_BK - 1) / GW_BK;
+  int kLoad = 0;
+  auto load = [&](int stage) {
+    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, K, X);
+    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, K, T);
+    kLoad += GW_BK;
+  };
+#pragma unroll
+  for (int p = 0; p < GW_STAGES - 1; p++) {
+    if (p < steps) load(p);
+    cp_async_commit();
+  }
+  for (int s = 0; s < steps; s++) {
+    cp_async_wait<GW_STAGES - 2>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::);
+    __syncthreads();
+    if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
+    cp_async_commit();
+    const u32 a = sA + (s % GW_STAGES) * GW_TILE_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+  // the epilogue's layout (grouped_wgmma_nt_bf16): the lane's rows 16 w + lane / 4 (+ 8 for h = 1),
+  // columns 8 j + 2 (lane % 4) (+ 1); a row's 128 columns lie in the lane's quad
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  __shared__ double gw_half[GW_BN];
+  if (threadIdx.x < GW_BN) gw_half[threadIdx.x] = useHalf && n0 + (int)threadIdx.x < V ? half[n0 + threadIdx.x] : 0.0;
+  __syncthreads();
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    double best = NEG_INF_D;
+    int bi = -1;
+    // the lane's columns in increasing order: strict > keeps the lower on ties
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int c = j * 8 + 2 * tq + q;
+        if (n0 + c < V) {
+          const double sc = (double)d[4 * j + 2 * h + q] - gw_half[c];
+          if (bi < 0 || sc > best) {
+            best = sc;
+            bi = n0 + c;
+          }
+        }
+      }
+    }
+    // the quad's best: larger score, or equal and lower column (a lane without columns has bi -1)
+#pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+      const double ob = __shfl_xor_sync(FULL_MASK, best, o);
+      const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+      if (oi >= 0 && (bi < 0 || ob > best || (ob == best && oi < bi))) {
+        best = ob;
+        bi = oi;
+      }
+    }
+    if (tq == 0 && r < M) {
+      partScore[r * tilesV + vt] = best;
+      partIndex[r * tilesV + vt] = bi;
+    }
+  }
+}
+
+// out[row0 + r] = the best of row r's tiles (score_argmax_wgmma's parts, in column order: strict >
+// keeps the lower column on ties). A warp per row.
+extern "C" __global__ void score_argmax_finish(int *out, const double *partScore, const int *partIndex, int M, int tiles, int row0) {
+  const int lane = threadIdx.x & 31;
+  for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < M; r += (gridDim.x * blockDim.x) >> 5) {
+    double best = NEG_INF_D;
+    int bi = -1;
+    for (int t = lane; t < tiles; t += 32) {
+      const double s = partScore[(i64)r * tiles + t];
+      const int i = partIndex[(i64)r * tiles + t];
+      if (i >= 0 && (bi < 0 || s > best)) {
+        best = s;
+        bi = i;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const double ob = __shfl_xor_sync(FULL_MASK, best, o);
+      const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+      if (oi >= 0 && (bi < 0 || ob > best || (ob == best && oi < bi))) {
+        best = ob;
+        bi = oi;
+      }
+    }
+    if (lane == 0) out[row0 + r] = bi;
   }
 }
