@@ -579,6 +579,8 @@ test('MoE: route and its backward, permute, combine, grouped matmul, all with th
     // several chunks of 256 assignments per sequence: the capacity and the order across chunks
     [2000, 8, 2, 8, 8, 500, 1.0, true],
     [3000, 5, 2, 4, 4, 3000, undefined, false],
+    // dropless past the one-block order (moe_order_small: 16,384 assignments): the chunked kernels
+    [9000, 8, 2, 4, 4, 9000, undefined, false],
   ] as const) {
     const tag = `M${M} E${E} k${k} d${d} f${f}${cf ? ` cf${cf}` : ''}${biased ? ' biased' : ''}`;
     const logits = rpair([M, E], 2);

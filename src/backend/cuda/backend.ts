@@ -149,7 +149,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_backward_dx_bf16_vec',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
-  'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_lanes_f32', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32', 'moe_permute_bf16v',
+  'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_lanes_f32', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_order_small', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32', 'moe_permute_bf16v',
     'moe_permute_backward_bf16v', 'moe_combine_bf16v', 'moe_combine_backward_bf16v'],
   'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
   'attention_tiled.cu': [
@@ -191,6 +191,8 @@ const XE_BLOCKS = [256, 512, 1024] as const;
 const XE_NPT = 32;
 /** The shortest rows that go to those kernels. */
 const XE_MIN_V = 2048;
+/** The most assignments moe_order_small (moe.cu) orders in its one block (MOE_ORDER_SMALL there). */
+const MOE_ORDER_SMALL = 16384;
 /** Threads per block of the row-in-registers LayerNorm kernels (a warp per row). */
 const BLOCK_LN = 128;
 /** The widest row those kernels hold: 8 bf16 per vector, LN_VEC (reduce.cu) vectors per lane. */
@@ -1424,9 +1426,12 @@ export class CudaBackend implements Backend {
       const probs64 = lanes ? 0 : tmp(M * E * 8);
       const statBlocks = lanes ? lanes.grid : Math.max(1, Math.min(Math.ceil(M / BLOCK), 64));
       const partial = dropless ? retain(statBlocks * (2 * E + 1) * 8) : tmp(statBlocks * (2 * E + 1) * 8);
+      // a dropless order of a few thousand assignments: one block (moe_order_small), else the
+      // counting sort over chunks of BLOCK assignments in three launches
+      const small = dropless && E <= 32 && nA <= MOE_ORDER_SMALL;
       const chunks = Math.ceil(nA / BLOCK);
-      const chunkCounts = tmp(Math.max(chunks, 1) * E * 4);
-      const chunkOffsets = tmp(Math.max(chunks, 1) * E * 4);
+      const chunkCounts = small ? 0 : tmp(Math.max(chunks, 1) * E * 4);
+      const chunkOffsets = small ? 0 : tmp(Math.max(chunks, 1) * E * 4);
       const totals = dropless ? retain(E * 4) : tmp(E * 4);
       const bias = opts.selectionBias ? cu(op, opts.selectionBias) : null;
       // softmax + top-k per token, the loss statistics per block, capacity drops per sequence
@@ -1443,8 +1448,10 @@ export class CudaBackend implements Backend {
         this.launch('moe_route_capacity', M / opts.seqLen, BLOCK, [A(kept), P(gates), P(expertIndex), L(opts.seqLen), L(E), L(k), L(C)], (E + BLOCK) * 4);
       }
       // the expert order (a stable counting sort by expert); its size comes back to the host
-      this.launch('moe_order_count', chunks, BLOCK, [A(chunkCounts), P(expertIndex), A(kept), L(nA), L(E)], E * 4);
-      this.launch('moe_order_scan', 1, Math.min(1024, Math.max(32, E)), [A(chunkOffsets), A(totals), A(chunkCounts), L(chunks), L(E)]);
+      if (!small) {
+        this.launch('moe_order_count', chunks, BLOCK, [A(chunkCounts), P(expertIndex), A(kept), L(nA), L(E)], E * 4);
+        this.launch('moe_order_scan', 1, Math.min(1024, Math.max(32, E)), [A(chunkOffsets), A(totals), A(chunkCounts), L(chunks), L(E)]);
+      }
       // the loss statistics and counts: read back now when the capacity decides the order's size,
       // else on first use (a forward that never reads them never waits for the device)
       const read = () => {
@@ -1465,11 +1472,15 @@ export class CudaBackend implements Backend {
       // dropless: every assignment is kept, the order has M k rows; the experts' row offsets stay on
       // the device for the grouped products (the first chunk's offsets, then the total)
       const order = mk([nA], 'int32');
-      this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
       const offsets = retain((E + 1) * 4);
-      if (M > 0) this.driver.memcpyDtoDAsync(offsets, chunkOffsets, E * 4, this.stream);
-      else this.driver.memsetD32Async(offsets, 0, E, this.stream);
-      this.driver.memsetD32Async(offsets + E * 4, nA, 1, this.stream); // a memset, not an upload: capturable in a CUDA graph
+      if (small) {
+        this.launch('moe_order_small', 1, 1024, [P(order), P(slot), A(totals), A(offsets), P(expertIndex), A(kept), I(nA), I(E)]);
+      } else {
+        this.launch('moe_order_place', chunks, BLOCK, [P(order), P(slot), P(expertIndex), A(kept), A(chunkOffsets), L(nA), L(E)]);
+        if (M > 0) this.driver.memcpyDtoDAsync(offsets, chunkOffsets, E * 4, this.stream);
+        else this.driver.memsetD32Async(offsets, 0, E, this.stream);
+        this.driver.memsetD32Async(offsets + E * 4, nA, 1, this.stream); // a memset, not an upload: capturable in a CUDA graph
+      }
       let st: RouteStats | null = null;
       let released = false;
       return new CudaRouting(M, E, k, probs, lse, expertIndex, gates, gateNorm, order, slot, offsets, () => {
