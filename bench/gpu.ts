@@ -333,6 +333,16 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   time('attention fwd 16x2064 sliding 128', 4 * d * pairs, () => be.attention(out, lse, qkv2, spec));
   const dqkv = be.empty([16, 2064, 3 * d], bf);
   time('attention bwd', 10 * d * pairs, () => be.attentionBackward(dqkv, out, qkv2, out, lse, spec));
+  // batch-1 sampling's clamp (2,048 rows against the 30,522 x 128 table) and one layer's routing
+  const x0 = rnd([2048, 128], 'float32');
+  const table = rnd([30522, 128], 'float32');
+  const ids = be.empty([2048], 'int32');
+  const cflop = 2 * 2048 * 30522 * 128;
+  time('nearestRows 2048 x 30522 x 128, float32', cflop, () => be.nearestRows(ids, x0, table));
+  time('nearestRows, bf16x3 (3 products counted as 1)', cflop, () => be.nearestRows(ids, x0, table, { precision: 'bf16x3' }));
+  const logits = rnd([2064, E], 'float32');
+  time('moeRoute 2064 tokens, 8 experts, top-2', 0, () => be.moeRoute(logits, { topK: 2, seqLen: 2064 }).dispose());
+  for (const t of [x0, table, ids, logits]) t.dispose();
   const host = new Float32Array(rows * 128);
   const dev = be.empty([rows, 128]);
   time('fromArray-sized write of 16.9 MB', 0, () => be.write(dev, host));
