@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { CpuBackend } from '../../src/backend/cpu/backend.js';
 import { createBackend } from '../../src/backend/create.js';
+import { CudaBackend } from '../../src/backend/cuda/backend.js';
 import { probeCuda } from '../../src/backend/cuda/probe.js';
 import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { presetConfig } from '../../src/model/config.js';
@@ -48,6 +49,37 @@ test('base config: loss and gradients on the GPU equal the CPU (float32)', { ski
   assert.ok(rel < 1e-4, `gradient relative error ${rel}`);
   gpu.close();
   cpu.close();
+});
+
+test('programmatic dependent launch changes no number: base loss and gradients with MOE_DIFFUSEQ_PDL=0 and with it on (bf16)', { skip }, () => {
+  const cfg = presetConfig('base', { dropout: 0, seqLen: 96, maxLen: 96 });
+  const batch = microBatch(cfg, 3, 96, 7);
+  const noise = microNoise(cfg, batch, 8);
+  const run = (pdl: boolean) => {
+    const saved = process.env['MOE_DIFFUSEQ_PDL'];
+    if (pdl) delete process.env['MOE_DIFFUSEQ_PDL'];
+    else process.env['MOE_DIFFUSEQ_PDL'] = '0';
+    const be = new CudaBackend();
+    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_PDL'];
+    else process.env['MOE_DIFFUSEQ_PDL'] = saved;
+    try {
+      const m = Model.init(cfg, be, 2);
+      m.precision = 'bf16';
+      m.params.zeroGrads();
+      const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
+      const g = be.toArray(m.params.grads);
+      m.dispose();
+      return { loss: r.terms.total, g, described: be.describe() };
+    } finally {
+      be.close();
+    }
+  };
+  const on = run(true);
+  const off = run(false);
+  assert.ok(!off.described.includes('programmatic'), off.described);
+  process.stderr.write(`pdl: ${on.described}\n`);
+  assert.equal(on.loss, off.loss);
+  assert.deepEqual(on.g, off.g);
 });
 
 test('tiny preset: 300 training steps on the GPU follow the CPU loss curve', { skip }, async () => {

@@ -185,6 +185,11 @@ const ES = (t: Tensor): number => bytesOf(t.dtype);
 const MAX_ARGS = 32;
 const BLOCK = 256;
 const MAX_GRID = 65535;
+/** sizeof(CUlaunchConfig) and sizeof(CUlaunchAttribute) (cuda.h, CUDA 12 / 13, 64-bit). */
+const LAUNCH_CONFIG_BYTES = 56;
+const LAUNCH_ATTRIBUTE_BYTES = 72;
+/** CUlaunchAttributeID: the launch may overlap the previous kernel (griddepcontrol in the kernels). */
+const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 /** The block sizes of cross_entropy_rows{nt}_f32 (reduce.cu), each holding rows of up to XE_NPT nt logits. */
 const XE_BLOCKS = [256, 512, 1024] as const;
 /** Logits a thread holds in those kernels (XE_NPT in reduce.cu). */
@@ -321,6 +326,8 @@ export class CudaBackend implements Backend {
   // addresses that cuLaunchKernel takes (the driver copies the values at launch, so one buffer serves)
   private readonly argMem: bigint;
   private readonly argPtrs: bigint;
+  /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
+  private readonly pdl: { config: bigint; view: DataView } | null = null;
   private readonly argView: DataView;
   private live = 0;
   private peak = 0;
@@ -365,6 +372,20 @@ export class CudaBackend implements Backend {
     this.argView = new DataView(k.view(this.argMem, MAX_ARGS * 8));
     const ptrs = new DataView(k.view(this.argPtrs, MAX_ARGS * 8));
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
+    // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
+    // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
+    if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
+      const bytes = LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES;
+      const config = k.alloc('uint8_t', bytes);
+      const view = new DataView(k.view(config, bytes));
+      for (let i = 0; i < bytes; i++) view.setUint8(i, 0);
+      view.setBigUint64(32, BigInt(this.stream), true); // hStream
+      view.setBigUint64(40, config + BigInt(LAUNCH_CONFIG_BYTES), true); // attrs: the one after the config
+      view.setUint32(48, 1, true); // numAttrs
+      view.setUint32(LAUNCH_CONFIG_BYTES, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true); // id
+      view.setInt32(LAUNCH_CONFIG_BYTES + 8, 1, true); // value.programmaticStreamSerializationAllowed
+      this.pdl = { config, view };
+    }
   }
 
   supports(dtype: DType): boolean {
@@ -374,7 +395,7 @@ export class CudaBackend implements Backend {
   describe(): string {
     const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
     const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
-    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}`;
+    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -441,7 +462,19 @@ export class CudaBackend implements Backend {
       }
     });
     const t0 = this.launchTimes ? this.timedStart() : 0;
-    this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
+    if (this.pdl) {
+      const c = this.pdl.view;
+      c.setUint32(0, grid[0], true);
+      c.setUint32(4, grid[1], true);
+      c.setUint32(8, 1, true);
+      c.setUint32(12, block[0], true);
+      c.setUint32(16, block[1], true);
+      c.setUint32(20, 1, true);
+      c.setUint32(24, sharedBytes, true);
+      this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
+    } else {
+      this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
+    }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
     if (this.launchTimes) this.timedEnd(name, t0);
   }
@@ -652,6 +685,7 @@ export class CudaBackend implements Backend {
       const k = koffi();
       k.free(this.argMem);
       k.free(this.argPtrs);
+      if (this.pdl) k.free(this.pdl.config);
       this.driver.primaryCtxRelease(this.dev);
     }
   }

@@ -154,7 +154,18 @@ export class Driver {
       }
       if (err) throw new DeviceError(`the CUDA driver at ${path} lacks ${name} (${err.message})`, 'update the NVIDIA driver');
     }
+    // optional (CUDA 11.8+ drivers): launches with attributes, for programmatic dependent launch
+    try {
+      this.f['cuLaunchKernelEx'] = lib.func('int cuLaunchKernelEx(void *config, void *fn, void *params, void *extra)');
+    } catch {
+      // absent: launchEx reports it; the backend then launches plainly
+    }
     this.check('cuInit', this.f['cuInit']!(0));
+  }
+
+  /** Whether the driver has cuLaunchKernelEx. */
+  get hasLaunchEx(): boolean {
+    return this.f['cuLaunchKernelEx'] !== undefined;
   }
 
   /** The process-wide driver (loads libcuda and runs cuInit on first use). */
@@ -286,6 +297,15 @@ export class Driver {
   launch(fn: bigint, name: string, d: LaunchDims, stream: bigint | null, params: bigint): void {
     const rc = this.f['cuLaunchKernel']!(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2], d.sharedBytes, stream, params, null);
     this.check('cuLaunchKernel', rc, `kernel ${name} (grid ${d.grid.join('x')}, block ${d.block.join('x')}, ${d.sharedBytes} B shared)`);
+  }
+  /**
+   * Launches a kernel through cuLaunchKernelEx: `config` is the address of a CUlaunchConfig (with its
+   * grid, block, shared bytes, stream and attributes filled in by the caller).
+   */
+  launchEx(fn: bigint, name: string, config: bigint, params: bigint, what: () => string): void {
+    const f = this.f['cuLaunchKernelEx'];
+    if (!f) throw new DeviceError(`kernel ${name}: the CUDA driver at ${this.path} lacks cuLaunchKernelEx`);
+    this.check('cuLaunchKernelEx', f(config, fn, params, null), `kernel ${name} (${what()})`);
   }
   /**
    * Starts recording the work queued on `stream` into a graph instead of running it; relaxed mode

@@ -25,6 +25,7 @@ __device__ __forceinline__ int attn_key(int t, int i, int G, int w, int r, int k
 
 // Dynamic shared memory: per warp, q (dh floats) and the output accumulator (dh floats).
 extern "C" __global__ void attn_fwd_f32(float *out, float *lse, const float *qkv, int B, int S, int H, int dh, int G, int window, int dilation, float scale) {
+  pdl_entry();
   extern __shared__ float smem[];
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
   float *sq = smem + (i64)wib * 2 * dh;
@@ -80,6 +81,7 @@ extern "C" __global__ void attn_fwd_f32(float *out, float *lse, const float *qkv
 // Dynamic shared memory: per warp q, dout and the dq accumulator (3 dh floats).
 extern "C" __global__ void attn_bwd_f32(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int S, int H, int dh,
                                         int G, int window, int dilation, float scale) {
+  pdl_entry();
   extern __shared__ float smem[];
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
   float *sq = smem + (i64)wib * 3 * dh;

@@ -404,6 +404,7 @@ __device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t 
 // SM spilled and ran slower.
 extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
                                                                  float scale, float *part_o, float *part_ml, int parts, int splitBlocks) {
+  pdl_entry();
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   if ((int)blockIdx.x < splitBlocks) {
     am_fwd_split(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, blockIdx.x);
@@ -426,6 +427,7 @@ extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out,
 // (runs that saw no allowed key have m = -inf and weigh 0), lse = M ln 2 + ln L. Block (row, b h) of
 // AM_DH threads, one per head dimension.
 extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float *part_o, const float *part_ml, int S, int H, int dh, int G, int parts) {
+  pdl_entry();
   const int R = (G + AM_T - 1) / AM_T * AM_T;
   const int i = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, x = threadIdx.x;
   if (i >= S) return;
@@ -447,6 +449,7 @@ extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float
 // attn_bwd_dot_f32). Same grid as the forward.
 extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
                                                                     int S, int H, int dh, int G, int w, int r, float scale) {
+  pdl_entry();
   // the Q and dout tiles, then two buffers of (K, V) tiles (as the forward)
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   const AmPlace P = am_place(S, H, dh, blockIdx.x);
@@ -500,6 +503,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
 // rows that see key j. One block of 128 threads per (key tile, b h).
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
                                                                       const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
+  pdl_entry();
   // the K and V tiles, then two buffers of (Q, dout) tiles with their rows' lse and D
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   __shared__ float Ls[2][AM_T], Ds[2][AM_T];

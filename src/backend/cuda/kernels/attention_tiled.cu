@@ -145,6 +145,7 @@ __device__ __forceinline__ void at_products2(float s[4][4], float dp[4][4], cons
 
 // D[b, h, i] = dout_i . out_i (the row term of the softmax backward). One warp per row.
 extern "C" __global__ void attn_bwd_dot_f32(float *D, const void *dout, const void *out, int B, int S, int H, int dh, int bf) {
+  pdl_entry();
   const int lane = threadIdx.x & 31;
   const i64 rows = (i64)B * H * S;
   const int d = H * dh;
@@ -307,17 +308,20 @@ __device__ void at_backward_dkdv(void *dqkv, const void *dout, const void *qkv, 
 // Entry points for head sizes up to 64 and up to 128 (the host picks the smaller that fits).
 #define AT_ENTRY(DH)                                                                                                                                     \
   extern "C" __global__ void __launch_bounds__(256) attn_fwd_tiled##DH##_f32(void *out, float *lse, const void *qkv, int S, int H, int dh, int G, int w,   \
-                                                                            int r, float scale, int bf) {                                               \
+                                                                            int r, float scale, int bf) {                                                    \
+    pdl_entry();                                                                                                                                             \
     at_forward<DH>(out, lse, qkv, S, H, dh, G, w, r, scale, bf);                                                                                             \
   }                                                                                                                                                      \
   extern "C" __global__ void __launch_bounds__(256) attn_bwd_dq_tiled##DH##_f32(void *dqkv, const void *dout, const void *qkv, const float *lse,        \
                                                                                const float *D, int S, int H, int dh, int G, int w, int r, float scale,   \
-                                                                               int bf) {                                                                 \
+                                                                               int bf) {                                                                     \
+    pdl_entry();                                                                                                                                             \
     at_backward_dq<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, bf);                                                                               \
   }                                                                                                                                                      \
   extern "C" __global__ void __launch_bounds__(256) attn_bwd_dkdv_tiled##DH##_f32(void *dqkv, const void *dout, const void *qkv, const float *lse,      \
                                                                                  const float *D, int S, int H, int dh, int G, int w, int r,               \
-                                                                                 float scale, int bf) {                                                   \
+                                                                                 float scale, int bf) {                                                      \
+    pdl_entry();                                                                                                                                             \
     at_backward_dkdv<DH>(dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, bf);                                                                             \
   }
 AT_ENTRY(64)

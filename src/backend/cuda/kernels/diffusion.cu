@@ -6,6 +6,7 @@
 // x_t = z0 on sources (inputMask 0); m where replaceMask (and m given); else sa[b] (z0 - m) + sb[b] eps + m.
 extern "C" __global__ void qsample_f32(float *xt, const float *z0, const float *eps, const float *m, int hasM, const float *sa, const float *sb,
                                        const int *inputMask, const int *replaceMask, i64 BN, i64 N, i64 e) {
+  pdl_entry();
   GRID_STRIDE(idx, BN * e) {
     const i64 i = idx / e, c = idx % e;
     if (!inputMask[i]) xt[idx] = z0[idx];
@@ -22,6 +23,7 @@ extern "C" __global__ void qsample_f32(float *xt, const float *z0, const float *
 // dz0 += the part of dxt that flows to z0 (elementwise).
 extern "C" __global__ void qsample_backward_dz_f32(float *dz0, const float *dxt, const float *sa, const int *inputMask, const int *replaceMask, int hasM,
                                                    i64 BN, i64 N, i64 e) {
+  pdl_entry();
   GRID_STRIDE(idx, BN * e) {
     const i64 i = idx / e;
     if (!inputMask[i]) dz0[idx] = (float)((double)dz0[idx] + (double)dxt[idx]);
@@ -36,6 +38,7 @@ extern "C" __global__ void qsample_backward_dz_f32(float *dz0, const float *dxt,
 // One thread per channel over every position took 6 ms of a 16 x 2048 training step.
 extern "C" __global__ void qsample_backward_dm_partial(double *partial, const float *dxt, const float *sa, const int *inputMask, const int *replaceMask,
                                                        i64 BN, i64 N, i64 e, i64 rowsPerChunk) {
+  pdl_entry();
   __shared__ double sh[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const i64 c = (i64)blockIdx.x * 32 + tx;
@@ -62,6 +65,7 @@ extern "C" __global__ void qsample_backward_dm_partial(double *partial, const fl
 // moments are stored rounded but the update uses them unrounded.
 extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, i64 n, double beta1, double beta2, double lr, double eps,
                                      double bc1, double bc2, double decay) {
+  pdl_entry();
   GRID_STRIDE(i, n) {
     const double gi = g[i];
     const double mi = beta1 * (double)m[i] + (1.0 - beta1) * gi;

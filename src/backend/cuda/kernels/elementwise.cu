@@ -3,6 +3,7 @@
 
 // out = alpha x + beta y (y optional). out may alias x or y. bf: out 0, x 1, y 2.
 extern "C" __global__ void axpby_f32(void *out, const void *x, const void *y, int hasY, double alpha, double beta, i64 n, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n) {
     const double v = hasY ? alpha * (double)ldx(x, i, BF(1)) + beta * (double)ldx(y, i, BF(2)) : alpha * (double)ldx(x, i, BF(1));
     stx(out, i, (float)v, BF(0));
@@ -11,6 +12,7 @@ extern "C" __global__ void axpby_f32(void *out, const void *x, const void *y, in
 
 // axpby_f32 over n4 groups of four elements (aligned as convert_float_x4), the same arithmetic.
 extern "C" __global__ void axpby_x4(void *out, const void *x, const void *y, int hasY, double alpha, double beta, i64 n4, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n4) {
     float a[4], b[4] = {0.0f, 0.0f, 0.0f, 0.0f}, o[4];
     ld4x(a, x, i, BF(1));
@@ -22,12 +24,14 @@ extern "C" __global__ void axpby_x4(void *out, const void *x, const void *y, int
 }
 
 extern "C" __global__ void mul_f32(float *out, const float *x, const float *y, i64 n) {
+  pdl_entry();
   GRID_STRIDE(i, n) out[i] = (float)((double)x[i] * (double)y[i]);
 }
 
 // out[p, q, r] = x[p, q, r] + y[p | 0, q | 0, r] (yP1 / yQ1: y has 1 in that dimension).
 // bf: out 0, x 1, y 2.
 extern "C" __global__ void add_broadcast_f32(void *out, const void *x, const void *y, i64 P, i64 Q, i64 R, int yP1, int yQ1, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, P * Q * R) {
     const i64 p = i / (Q * R), q = (i / R) % Q, r = i % R;
     const i64 yo = (yP1 ? 0 : p) * (yQ1 ? 1 : Q) * R + (yQ1 ? 0 : q * R) + r;
@@ -40,6 +44,7 @@ extern "C" __global__ void add_broadcast_f32(void *out, const void *x, const voi
 // Float32Array does, so the result is the CPU's bit for bit.
 // bf: dy 0, dout 1 (a bfloat16 dy rounds once, at the end).
 extern "C" __global__ void reduce_broadcast_f32(void *dy, const void *dout, i64 P, i64 Q, i64 R, int yP1, int yQ1, int accumulate, int bf) {
+  pdl_entry();
   const i64 yP = yP1 ? 1 : P, yQ = yQ1 ? 1 : Q;
   GRID_STRIDE(i, yP * yQ * R) {
     const i64 py = i / (yQ * R), qy = (i / R) % yQ, r = i % R;
@@ -71,6 +76,7 @@ __device__ void strided_copy(T *dst, const T *src, i64 count, i64 length, i64 sr
 // The float version, either side float32 or bfloat16 (bf: dst 0, src 1).
 extern "C" __global__ void strided_copy_f32(void *dst, const void *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, i64 dstStride, int accumulate,
                                             int bf) {
+  pdl_entry();
   GRID_STRIDE(idx, count * length) {
     const i64 c = idx / length, i = idx % length;
     const float v = ldx(src, srcOff + c * srcStride + i, BF(1));
@@ -79,6 +85,7 @@ extern "C" __global__ void strided_copy_f32(void *dst, const void *src, i64 coun
   }
 }
 extern "C" __global__ void strided_copy_i32(int *dst, const int *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, i64 dstStride, int accumulate) {
+  pdl_entry();
   strided_copy<int>(dst, src, count, length, srcOff, srcStride, dstOff, dstStride, accumulate);
 }
 
@@ -94,6 +101,7 @@ __device__ void strided_reduce(T *dst, const T *src, i64 count, i64 length, i64 
 }
 // bf: dst 0, src 1.
 extern "C" __global__ void strided_reduce_f32(void *dst, const void *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, length) {
     float g = ldx(dst, dstOff + i, BF(0));
     for (i64 c = 0; c < count; c++) g = acc_add(g, ldx(src, srcOff + c * srcStride + i, BF(1)));
@@ -101,11 +109,13 @@ extern "C" __global__ void strided_reduce_f32(void *dst, const void *src, i64 co
   }
 }
 extern "C" __global__ void strided_reduce_i32(int *dst, const int *src, i64 count, i64 length, i64 srcOff, i64 srcStride, i64 dstOff) {
+  pdl_entry();
   strided_reduce<int>(dst, src, count, length, srcOff, srcStride, dstOff);
 }
 
 // out[r, c] (+)= scale[r] x[r, c]. out may alias x.
 extern "C" __global__ void scale_rows_f32(float *out, const float *x, const float *scale, i64 R, i64 C, int accumulate) {
+  pdl_entry();
   GRID_STRIDE(i, R * C) {
     const double v = (double)scale[i / C] * (double)x[i];
     out[i] = accumulate ? (float)((double)out[i] + v) : (float)v;
@@ -130,11 +140,13 @@ __device__ __forceinline__ double act_grad_d(double x, int kind) {
 
 // bf: out 0, x 1.
 extern "C" __global__ void activation_f32(void *out, const void *x, i64 n, int kind, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n) stx(out, i, (float)act_d((double)ldx(x, i, BF(1)), kind), BF(0));
 }
 
 // dx (+)= act'(x) dy. dx may alias dy. bf: dx 0, dy 1, x 2.
 extern "C" __global__ void activation_backward_f32(void *dx, const void *dy, const void *x, i64 n, int kind, int accumulate, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n) {
     const double g = act_grad_d((double)ldx(x, i, BF(2)), kind) * (double)ldx(dy, i, BF(1));
     stx(dx, i, accumulate ? (float)((double)ldx(dx, i, BF(0)) + g) : (float)g, BF(0));
@@ -144,6 +156,7 @@ extern "C" __global__ void activation_backward_f32(void *dx, const void *dy, con
 // GEMM epilogue on a rows x N block: c += bias (per column, float32 add); with pre: pre = c, c = gelu(c).
 // bf: c 0, pre 1 (the bias is a float32 parameter).
 extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *bias, int hasBias, void *pre, int hasPre, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, rows * N) {
     float v = ldx(c, i, BF(0));
     if (hasBias) v = v + bias[i % N];
@@ -160,11 +173,13 @@ extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *b
 // dst = src between float dtypes (bf: dst 0, src 1): float32 <-> bfloat16 conversions (copy, and the
 // operands of the bf16 matrix products).
 extern "C" __global__ void convert_float(void *dst, const void *src, i64 n, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n) stx(dst, i, ldx(src, i, BF(1)), BF(0));
 }
 // convert_float over n4 groups of four elements (16-byte aligned float32 sides, 8-byte bf16): the
 // same values with a quarter of the memory instructions (it ran at a tenth of the bandwidth).
 extern "C" __global__ void convert_float_x4(void *dst, const void *src, i64 n4, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n4) {
     float v[4];
     ld4x(v, src, i, BF(1));
@@ -175,6 +190,7 @@ extern "C" __global__ void convert_float_x4(void *dst, const void *src, i64 n4, 
 // c = beta c (beta 0 writes zeros, never reading c): a product with an empty inner dimension.
 // bf: c bfloat16.
 extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, n) stx(c, i, beta == 0.0 ? 0.0f : (float)(beta * (double)ldx(c, i, bf)), bf);
 }
 
@@ -186,6 +202,7 @@ extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
 
 // bias_act_f32 for bfloat16 c and pre with N even and rows * N < 2^31: a pair of columns per step.
 extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float *bias, int hasBias, u32 *pre, int hasPre) {
+  pdl_entry();
   const int half = N >> 1, n = rows * half;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const u32 v = c[i];
@@ -209,6 +226,7 @@ extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float 
 // arithmetic of bias_act_bf16x2 (the recomputed expert activations of the backward then equal the
 // forward's to the bit).
 extern "C" __global__ void gelu_bf16x2(u32 *out, const u32 *x, int pairs) {
+  pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < pairs; i += gridDim.x * blockDim.x) {
     const u32 v = x[i];
     out[i] = pack_bf2(gelu_f(bf_lo(v)), gelu_f(bf_hi(v)));
@@ -217,6 +235,7 @@ extern "C" __global__ void gelu_bf16x2(u32 *out, const u32 *x, int pairs) {
 
 // GELU backward for bfloat16 dx, dy, x of an even size below 2^31: dx (+)= gelu'(x) dy, pairwise.
 extern "C" __global__ void gelu_backward_bf16x2(u32 *dx, const u32 *dy, const u32 *x, int pairs, int accumulate) {
+  pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < pairs; i += gridDim.x * blockDim.x) {
     const u32 xv = x[i], gv = dy[i];
     float lo = gelu_grad_f(bf_lo(xv)) * bf_lo(gv);
@@ -235,6 +254,7 @@ extern "C" __global__ void gelu_backward_bf16x2(u32 *dx, const u32 *dy, const u3
 // reached about half of the card's bandwidth (GELU backward: 220 us for 100M elements of three
 // streams, against 125 us of traffic).
 extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const float *bias, int hasBias, uint4 *pre, int hasPre) {
+  pdl_entry();
   const int per = N >> 3, n = rows * per;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     float v[8];
@@ -255,6 +275,7 @@ extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const floa
   }
 }
 extern "C" __global__ void gelu_bf16x8(uint4 *out, const uint4 *x, int n8) {
+  pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
     float v[8];
     unpack8(v, x[i]);
@@ -264,6 +285,7 @@ extern "C" __global__ void gelu_bf16x8(uint4 *out, const uint4 *x, int n8) {
   }
 }
 extern "C" __global__ void gelu_backward_bf16x8(uint4 *dx, const uint4 *dy, const uint4 *x, int n8, int accumulate) {
+  pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
     float xv[8], g[8];
     unpack8(xv, x[i]);

@@ -226,10 +226,12 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
 
 extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc,
                                                                       const float *bias, void *pre, int flags) {
+  pdl_entry();
   gg_body<false>(C, A, W, off, E, Kr, Nc, bias, pre, flags);
 }
 extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_nn_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc,
                                                                       const float *bias, void *pre, int flags) {
+  pdl_entry();
   gg_body<true>(C, A, W, off, E, Kr, Nc, bias, pre, flags);
 }
 
@@ -242,6 +244,7 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_nn_bf16
 // ([GG_BK rows][128 columns]) and reach the tensor cores through transposing ldmatrix.
 extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_tn_bf16(float *dW, float *dB, const bf16_t *G, const bf16_t *X, const int *off, int E, int Nm,
                                                                       int Kn) {
+  pdl_entry();
   extern __shared__ __align__(16) bf16_t gg_dyn[];
   const u32 sA = smem_addr(gg_dyn), sB = sA + GG_STAGES * GG_KTILE_BYTES;
   const int tilesM = (Nm + GG_BM - 1) / GG_BM, tilesN = (Kn + GG_BN - 1) / GG_BN;

@@ -75,6 +75,7 @@ __device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEn
 
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
                                                                        int Nc, const float *bias, void *pre, int flags) {
+  pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
@@ -158,6 +159,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
 // written and read back) never exist. Requires K a multiple of 8 and 16-byte aligned X3, T3.
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(double *partScore, int *partIndex, const bf16_t *X, const bf16_t *T, int M, int V,
                                                                         int K, const double *half, int useHalf) {
+  pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
@@ -242,6 +244,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(d
 // out[row0 + r] = the best of row r's tiles (score_argmax_wgmma's parts, in column order: strict >
 // keeps the lower column on ties). A warp per row.
 extern "C" __global__ void score_argmax_finish(int *out, const double *partScore, const int *partIndex, int M, int tiles, int row0) {
+  pdl_entry();
   const int lane = threadIdx.x & 31;
   for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < M; r += (gridDim.x * blockDim.x) >> 5) {
     double best = NEG_INF_D;

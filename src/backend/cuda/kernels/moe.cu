@@ -8,6 +8,7 @@
 // The host runs it (and moe_route_stats) for E > 32 only; moe_route_lanes_f32 below does E <= 32.
 extern "C" __global__ void moe_route_topk_f32(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *probs64,
                                               const float *logits, const float *bias, int hasBias, i64 M, i64 E, i64 k) {
+  pdl_entry();
   GRID_STRIDE(m, M) {
     const float *x = logits + m * E;
     double *p = probs64 + m * E;
@@ -50,6 +51,7 @@ extern "C" __global__ void moe_route_topk_f32(float *probs, float *lse, int *exp
 // partial[b][E + e] = assignments to e (before capacity), partial[b][2E] = sum of lse_m^2, over the
 // tokens m = b, b + gridDim.x, ... (block sums: deterministic; the host adds the blocks in order).
 extern "C" __global__ void moe_route_stats(double *partial, const double *probs64, const float *logits, const int *expertIndex, i64 M, i64 E, i64 k) {
+  pdl_entry();
   __shared__ double sh[32];
   double *out = partial + (i64)blockIdx.x * (2 * E + 1);
   for (i64 e = 0; e < E; e++) {
@@ -193,6 +195,7 @@ __device__ __forceinline__ void moe_route_lanes(float *probs, float *lse, int *e
 // partial[gridDim.x][2E + 1] as moe_route_stats (probs64 is not needed).
 extern "C" __global__ void moe_route_lanes_f32(float *probs, float *lse, int *expertIndex, float *gates, float *gateNorm, int *kept, double *partial,
                                                const float *logits, const float *bias, int hasBias, i64 M, int E, int k, int G) {
+  pdl_entry();
   __shared__ double shp[16 * 32], shc[16 * 32], shz[16];
 #define MOE_ROUTE_LANES(g) moe_route_lanes<g>(probs, lse, expertIndex, gates, gateNorm, kept, partial, logits, bias, hasBias, M, E, k, shp, shc, shz)
   switch (G) {
@@ -210,6 +213,7 @@ extern "C" __global__ void moe_route_lanes_f32(float *probs, float *lse, int *ex
 // order, then every second choice, ...; an assignment past its expert's capacity C is dropped (kept
 // 0, gate 0). Shared memory: used[E] and the chunk's experts.
 extern "C" __global__ void moe_route_capacity(int *kept, float *gates, const int *expertIndex, i64 seqLen, i64 E, i64 k, i64 C) {
+  pdl_entry();
   extern __shared__ int shm[];
   int *used = shm;
   int *ex = shm + E;
@@ -249,6 +253,7 @@ extern "C" __global__ void moe_route_capacity(int *kept, float *gates, const int
 // expert: the chunk offsets (expert start + earlier chunks) and the totals; (3) each assignment's
 // row = its chunk offset + the kept assignments to its expert before it in the chunk.
 extern "C" __global__ void moe_order_count(int *chunkCounts, const int *expertIndex, const int *kept, i64 A, i64 E) {
+  pdl_entry();
   extern __shared__ int cnt[];
   for (i64 e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
   __syncthreads();
@@ -258,6 +263,7 @@ extern "C" __global__ void moe_order_count(int *chunkCounts, const int *expertIn
   for (i64 e = threadIdx.x; e < E; e += blockDim.x) chunkCounts[(i64)blockIdx.x * E + e] = cnt[e];
 }
 extern "C" __global__ void moe_order_scan(int *chunkOffsets, int *totals, const int *chunkCounts, i64 chunks, i64 E) {
+  pdl_entry();
   for (i64 e = threadIdx.x; e < E; e += blockDim.x) {
     int s = 0;
     for (i64 c = 0; c < chunks; c++) s += chunkCounts[c * E + e];
@@ -274,6 +280,7 @@ extern "C" __global__ void moe_order_scan(int *chunkOffsets, int *totals, const 
   }
 }
 extern "C" __global__ void moe_order_place(int *order, int *slot, const int *expertIndex, const int *kept, const int *chunkOffsets, i64 A, i64 E) {
+  pdl_entry();
   __shared__ int ex[256];
   const int t = threadIdx.x;
   const i64 a = (i64)blockIdx.x * blockDim.x + t;
@@ -301,6 +308,7 @@ extern "C" __global__ void moe_order_place(int *order, int *slot, const int *exp
 #define MOE_ORDER_SMALL 16384
 extern "C" __global__ void __launch_bounds__(1024) moe_order_small(int *order, int *slot, int *totals, int *offsets, const int *expertIndex, const int *kept, int A,
                                                                   int E) {
+  pdl_entry();
   __shared__ int cw[32][33];  // [warp][expert]: the chunk's counts, then their exclusive prefix over warps
   __shared__ int run[32];     // [expert]: start + the assignments placed in earlier chunks
   __shared__ int tot[32];     // [expert]: the chunk's count
@@ -373,6 +381,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_order_small(int *order, i
 // xs[a] = x[order[a] / k] (tokens permuted into expert order).
 // bf: xs 0, x 1.
 extern "C" __global__ void moe_permute_f32(void *xs, const void *x, const int *order, i64 A, i64 d, i64 k, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, A * d) {
     const i64 a = i / d, c = i % d;
     stx(xs, i, ldx(x, ((i64)order[a] / k) * d + c, BF(1)), BF(0));
@@ -394,6 +403,7 @@ __device__ __forceinline__ int moe_next_slot(const int *slot, i64 m, int k, int 
 // order, float32 rounding per step). One thread per element of dx; no atomics.
 // bf: dx 0, dxs 1.
 extern "C" __global__ void moe_permute_backward_f32(void *dx, const void *dxs, const int *slot, i64 M, i64 d, i64 k, int accumulate, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, M * d) {
     const i64 m = i / d, c = i % d;
     float g = accumulate ? ldx(dx, i, BF(0)) : 0.0f;
@@ -406,6 +416,7 @@ extern "C" __global__ void moe_permute_backward_f32(void *dx, const void *dxs, c
 // y[m] (+)= sum_r gates[m, r] ys[slot[m k + r]] (rank order, float32 rounding per step).
 // bf: y 0, ys 1 (gates float32).
 extern "C" __global__ void moe_combine_f32(void *y, const void *ys, const float *gates, const int *slot, i64 M, i64 d, i64 k, int accumulate, int bf) {
+  pdl_entry();
   GRID_STRIDE(i, M * d) {
     const i64 m = i / d, c = i % d;
     float o = accumulate ? ldx(y, i, BF(0)) : 0.0f;
@@ -422,6 +433,7 @@ extern "C" __global__ void moe_combine_f32(void *y, const void *ys, const float 
 // bf: dys 0, dy 1, ys 2 (dgates and gates float32).
 extern "C" __global__ void moe_combine_backward_f32(void *dys, float *dgates, const void *dy, const void *ys, const float *gates, const int *slot,
                                                     i64 M, i64 d, i64 k, int bf) {
+  pdl_entry();
   const i64 warps = (i64)gridDim.x * (blockDim.x >> 5);
   const int lane = threadIdx.x & 31;
   for (i64 wi = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); wi < M * k; wi += warps) {
@@ -457,6 +469,7 @@ __device__ __forceinline__ void moe_start8(float v[8], const uint4 *p, int i, in
     for (int j = 0; j < 8; j++) v[j] = 0.0f;
 }
 extern "C" __global__ void moe_permute_bf16v(uint4 *xs, const uint4 *x, const int *order, int A, int dv, int k) {
+  pdl_entry();
   const int n = A * dv;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int a = i / dv, c = i - a * dv;
@@ -464,6 +477,7 @@ extern "C" __global__ void moe_permute_bf16v(uint4 *xs, const uint4 *x, const in
   }
 }
 extern "C" __global__ void moe_permute_backward_bf16v(uint4 *dx, const uint4 *dxs, const int *slot, int M, int dv, int k, int accumulate) {
+  pdl_entry();
   const int n = M * dv;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int m = i / dv, c = i - m * dv;
@@ -479,6 +493,7 @@ extern "C" __global__ void moe_permute_backward_bf16v(uint4 *dx, const uint4 *dx
   }
 }
 extern "C" __global__ void moe_combine_bf16v(uint4 *y, const uint4 *ys, const float *gates, const int *slot, int M, int dv, int k, int accumulate) {
+  pdl_entry();
   const int n = M * dv;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int m = i / dv, c = i - m * dv;
@@ -500,6 +515,7 @@ extern "C" __global__ void moe_combine_bf16v(uint4 *y, const uint4 *ys, const fl
 // different order (lane by vector), so dgates agrees with it to float64 rounding, not bit for bit.
 extern "C" __global__ void moe_combine_backward_bf16v(uint4 *dys, float *dgates, const uint4 *dy, const uint4 *ys, const float *gates, const int *slot,
                                                       int M, int dv, int k) {
+  pdl_entry();
   const int warps = gridDim.x * (blockDim.x >> 5);
   const int lane = threadIdx.x & 31;
   for (int wi = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); wi < M * k; wi += warps) {
@@ -540,6 +556,7 @@ __device__ __forceinline__ double route_dp(i64 m, i64 e, i64 E, i64 k, i64 M, co
 extern "C" __global__ void moe_route_backward_f32(float *dlogits, const float *probs, const float *lse, const int *expertIndex, const float *gates,
                                                   const float *gateNorm, const double *loadShare, const float *dgates, double dAux, double dZ,
                                                   i64 M, i64 E, i64 k) {
+  pdl_entry();
   GRID_STRIDE(m, M) {
     double s = 0.0;
     for (i64 r = 0; r < k; r++) s += (double)dgates[m * k + r] * (double)gates[m * k + r];

@@ -2,6 +2,7 @@
 // One thread per counter block of 4 elements: elements [offset, offset + n) of the stream.
 
 extern "C" __global__ void random_uniform_f32(float *out, i64 n, u32 seedLo, u32 seedHi, u64 offset) {
+  pdl_entry();
   if (n <= 0) return;
   const u64 first = offset >> 2, last = (offset + (u64)n - 1) >> 2;
   GRID_STRIDE(bi, (i64)(last - first + 1)) {
@@ -19,6 +20,7 @@ extern "C" __global__ void random_uniform_f32(float *out, i64 n, u32 seedLo, u32
 // Box-Muller in float64 on the word pairs (0, 1) and (2, 3): even lanes r cos(theta), odd r sin(theta),
 // evaluated in the same order as the JavaScript reference, times std, rounded once to float32.
 extern "C" __global__ void random_normal_f32(float *out, i64 n, u32 seedLo, u32 seedHi, u64 offset, double stddev) {
+  pdl_entry();
   if (n <= 0) return;
   const u64 first = offset >> 2, last = (offset + (u64)n - 1) >> 2;
   GRID_STRIDE(bi, (i64)(last - first + 1)) {
@@ -46,6 +48,7 @@ extern "C" __global__ void random_normal_f32(float *out, i64 n, u32 seedLo, u32 
 // (as the CPU kernel dropout_f32). out may alias x. The backward is the same call on dy.
 // bf: out 0, x 1.
 extern "C" __global__ void dropout_f32(void *out, const void *x, i64 n, double p, u32 seedLo, u32 seedHi, u64 offset, int bf) {
+  pdl_entry();
   if (n <= 0) return;
   const float scale = (float)(1.0 / (1.0 - p));
   const u64 first = offset >> 2, last = (offset + (u64)n - 1) >> 2;

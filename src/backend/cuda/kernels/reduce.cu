@@ -4,6 +4,7 @@
 
 // out[r] = sum_c (a[r, c] - b[r, c])^2 (b optional).
 extern "C" __global__ void row_sq_dist_f32(float *out, const float *a, const float *b, int hasB, i64 R, i64 C) {
+  pdl_entry();
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     double s = 0.0;
@@ -18,6 +19,7 @@ extern "C" __global__ void row_sq_dist_f32(float *out, const float *a, const flo
 
 // Per-block partial sums (of squares) in float64 of a float32 or int32 tensor; the host adds the partials.
 extern "C" __global__ void sum_partials(double *partials, const void *x, i64 n, int isInt, int squares) {
+  pdl_entry();
   __shared__ double sh[32];
   double s = 0.0;
   GRID_STRIDE(i, n) {
@@ -88,16 +90,19 @@ __device__ void col_sums_partial(double *partial, const void *dy, const void *x,
 }
 extern "C" __global__ void col_sums_partial_f32(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
                                                 i64 rowsPerChunk, int ln, int bf) {
+  pdl_entry();
   col_sums_partial<1>(partial, dy, x, mean, rstd, R, C, rowsPerChunk, ln, bf);
 }
 extern "C" __global__ void col_sums_partial_x2(double *partial, const void *dy, const void *x, const float *mean, const float *rstd, i64 R, i64 C,
                                                i64 rowsPerChunk, int ln, int bf) {
+  pdl_entry();
   col_sums_partial<2>(partial, dy, x, mean, rstd, R, C, rowsPerChunk, ln, bf);
 }
 // out_b[c] (+)= sum_chunk partial[chunk][0][c]; with ln also out_a[c] (+)= the dy * xhat sums.
 // Blocks of (32, 32) threads: 32 columns, the chunks strided over threadIdx.y and added in shared
 // memory (one thread per column walked every chunk serially: 60 us a call on an H200).
 extern "C" __global__ void col_sums_finish_f32(float *outB, float *outA, const double *partial, i64 chunks, i64 C, int ln, int accumulate) {
+  pdl_entry();
   __shared__ double sb[32][33], sa[32][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const i64 c = (i64)blockIdx.x * 32 + tx;
@@ -126,6 +131,7 @@ extern "C" __global__ void col_sums_finish_f32(float *outB, float *outA, const d
 // chunks that never straddle two groups: chunks[2 k], chunks[2 k + 1] = chunk k's first row and
 // its end, into partial[k][c]; stage 2 adds group e's chunks first[e] .. first[e + 1] - 1 in order.
 extern "C" __global__ void col_sums_segments_partial(double *partial, const void *dy, const int *chunks, i64 C, int bf) {
+  pdl_entry();
   __shared__ double sh[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const i64 c = (i64)blockIdx.x * 32 + tx;
@@ -142,6 +148,7 @@ extern "C" __global__ void col_sums_segments_partial(double *partial, const void
   }
 }
 extern "C" __global__ void col_sums_segments_finish(float *out, const double *partial, const int *first, i64 E, i64 C, int accumulate) {
+  pdl_entry();
   GRID_STRIDE(idx, E * C) {
     const i64 e = idx / C, c = idx % C;
     double b = 0.0;
@@ -152,6 +159,7 @@ extern "C" __global__ void col_sums_segments_finish(float *out, const double *pa
 
 // Row softmax over C columns.
 extern "C" __global__ void softmax_f32(float *out, const float *x, i64 R, i64 C) {
+  pdl_entry();
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const float *xr = x + r * C;
@@ -167,6 +175,7 @@ extern "C" __global__ void softmax_f32(float *out, const float *x, i64 R, i64 C)
 
 // dx = y (dy - sum(dy y)) per row. dx may alias dy.
 extern "C" __global__ void softmax_backward_f32(float *dx, const float *dy, const float *y, i64 R, i64 C) {
+  pdl_entry();
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     double dot = 0.0;
@@ -179,6 +188,7 @@ extern "C" __global__ void softmax_backward_f32(float *dx, const float *dy, cons
 // LayerNorm over C: mean and rstd saved (float32), the output from the float64 statistics.
 // bf: out 0, x 1 (weight, bias and the statistics are float32).
 extern "C" __global__ void layernorm_f32(void *out, float *mean, float *rstd, const void *x, const float *w, const float *b, i64 R, i64 C, double eps, int bf) {
+  pdl_entry();
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const i64 xr = r * C;
@@ -204,6 +214,7 @@ extern "C" __global__ void layernorm_f32(void *out, float *mean, float *rstd, co
 // bf: dx 0, dy 1, x 2.
 extern "C" __global__ void layernorm_backward_dx_f32(void *dx, const void *dy, const void *x, const float *w, const float *mean, const float *rstd,
                                                      i64 R, i64 C, int accumulate, int bf) {
+  pdl_entry();
   __shared__ double sh[32];
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
     const double m = mean[r], s = rstd[r];
@@ -232,6 +243,7 @@ extern "C" __global__ void layernorm_backward_dx_f32(void *dx, const void *dy, c
 // exp). The kernel moves its logits about three times: it is memory-bound.
 extern "C" __global__ void cross_entropy_f32(float *loss, void *dlogits, int hasD, const float *logits, const int *targets, const float *weights, int hasW,
                                              i64 R, i64 V, int dbf) {
+  pdl_entry();
   __shared__ double sh[32];
   const double LOG2E = 1.4426950408889634;
   for (i64 r = blockIdx.x; r < R; r += gridDim.x) {
@@ -353,6 +365,7 @@ __device__ __forceinline__ void xe_rows(double *sh, float *loss, void *dlogits, 
                                                                                       const int *targets, const float *weights, int hasW, int R, int V,    \
                                                                                       int dbf) {                                                           \
     __shared__ double sh[32];                                                                                                                              \
+    pdl_entry();                                                                                                                                           \
     if (!hasD) xe_rows<NT, 0>(sh, loss, dlogits, logits, targets, weights, hasW, R, V);                                                                   \
     else if (dbf) xe_rows<NT, 2>(sh, loss, dlogits, logits, targets, weights, hasW, R, V);                                                                \
     else xe_rows<NT, 1>(sh, loss, dlogits, logits, targets, weights, hasW, R, V);                                                                         \
@@ -363,6 +376,7 @@ XE_KERNEL(1024, 1)
 
 // half[v] = ||table[v]||^2 / 2 in float64 (the nearest-row search's offset).
 extern "C" __global__ void half_sq_norms_f32(double *half, const float *table, i64 V, i64 e) {
+  pdl_entry();
   GRID_STRIDE(v, V) {
     double s = 0.0;
     for (i64 c = 0; c < e; c++) {
@@ -377,6 +391,7 @@ extern "C" __global__ void half_sq_norms_f32(double *half, const float *table, i
 // hi = bf16(x), lo = bf16(x - hi): [hi | hi | lo] (order 0, the rows scored) or [hi | lo | hi]
 // (order 1, the table), so that one product over 3e columns sums hi.hi + hi.lo + lo.hi.
 extern "C" __global__ void split_bf16x3_f32(bf16_t *out, const float *x, i64 rows, i64 e, int order) {
+  pdl_entry();
   GRID_STRIDE(i, rows * e) {
     const i64 r = i / e, c = i % e;
     const float v = x[i];
@@ -390,6 +405,7 @@ extern "C" __global__ void split_bf16x3_f32(bf16_t *out, const float *x, i64 row
 
 // out[row0 + i] = argmax_v (scores[i, v] - half[v]) over a chunk of n rows (ties: the lower v).
 extern "C" __global__ void row_argmax_f32(int *out, const float *scores, const double *half, int useHalf, i64 n, i64 V, i64 row0) {
+  pdl_entry();
   __shared__ double sv[32];
   __shared__ long long si[32];
   for (i64 r = blockIdx.x; r < n; r += gridDim.x) {
@@ -457,6 +473,7 @@ __device__ __forceinline__ uint4 add_bf8(uint4 x, uint4 y) {
 }
 extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *w, const float4 *bias,
                                               int R, int C, float eps) {
+  pdl_entry();
   const int lane = threadIdx.x & 31, nv = C >> 3, warps = blockDim.x >> 5;
   for (int r = blockIdx.x * warps + (threadIdx.x >> 5); r < R; r += gridDim.x * warps) {
     const i64 row = (i64)r * nv;
@@ -522,6 +539,7 @@ __device__ __forceinline__ void ln_bwd_unpack(float g[8], float x[8], float w8[8
 // layernorm_bf16_vec): dy and x read once. dx may alias dy (a lane writes only what it read).
 extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4 *dy, const uint4 *x, const float4 *w, const float *mean, const float *rstd, int R,
                                                           int C, int accumulate) {
+  pdl_entry();
   const int lane = threadIdx.x & 31, nv = C >> 3, warps = blockDim.x >> 5;
   for (int r = blockIdx.x * warps + (threadIdx.x >> 5); r < R; r += gridDim.x * warps) {
     const i64 row = (i64)r * nv;
@@ -577,6 +595,7 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
 
 // layernorm_f32 for bfloat16 out and x (mean and rstd float32).
 extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rstd, const u32 *x, const float *w, const float *b, int R, int C, float eps) {
+  pdl_entry();
   const int lane = threadIdx.x & 31, half = C >> 1;
   for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += (gridDim.x * blockDim.x) >> 5) {
     const u32 *xr = x + (i64)r * half;
@@ -611,6 +630,7 @@ extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rst
 // read, after the row's sums (the shuffles order the two passes).
 extern "C" __global__ void layernorm_backward_dx_bf16_warp(u32 *dx, const u32 *dy, const u32 *x, const float *w, const float *mean, const float *rstd, int R,
                                                            int C, int accumulate) {
+  pdl_entry();
   const int lane = threadIdx.x & 31, half = C >> 1;
   for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += (gridDim.x * blockDim.x) >> 5) {
     const float m = mean[r], s = rstd[r];
