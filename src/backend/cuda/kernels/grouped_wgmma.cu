@@ -73,33 +73,17 @@ __device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEn
   }
 }
 
-extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
-                                                                       int Nc, const float *bias, void *pre, int flags) {
-  pdl_entry();
-  extern __shared__ __align__(16) unsigned char gw_dyn[];
-  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
-  const int tilesN = (Nc + GW_BN - 1) / GW_BN;
-  int t = blockIdx.x, e = 0;
-  for (; e < E; e++) {
-    const int tiles = (off[e + 1] - off[e] + GW_BM - 1) / GW_BM * tilesN;
-    if (t < tiles) break;
-    t -= tiles;
-  }
-  if (e == E) return;
-  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * GW_BM, rEnd = off[e + 1];
-  const int n0 = (t % tilesN) * GW_BN;
-  const bf16_t *We = W + (i64)e * Kr * Nc;
-  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
-  GwChunks la = gw_rows(A, r0, rEnd, Kr), lb = gw_rows(We, n0, Nc, Kr);
-  float d[64];
+// The main loop of both kernels: d (zeroed here) = this warpgroup's 64 rows of the block's A tile
+// times its 128-row B tile, over K (a multiple of 8) in steps of GW_BK, GW_STAGES deep (see the
+// file comment). `any` operands give cp.async a valid address for zero-filled copies.
+__device__ __forceinline__ void gw_mainloop(float d[64], GwChunks &la, GwChunks &lb, const bf16_t *anyA, const bf16_t *anyB, int K, u32 sA, u32 sB, int wg) {
 #pragma unroll
   for (int i = 0; i < 64; i++) d[i] = 0.0f;
-  const int steps = (Kr + GW_BK - 1) / GW_BK;
+  const int steps = (K + GW_BK - 1) / GW_BK;
   int kLoad = 0;
   auto load = [&](int stage) {
-    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, Kr, A);
-    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, Kr, W);
+    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, K, anyA);
+    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
     kLoad += GW_BK;
   };
 #pragma unroll
@@ -121,6 +105,29 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
+}
+
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
+                                                                       int Nc, const float *bias, void *pre, int flags) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesN = (Nc + GW_BN - 1) / GW_BN;
+  int t = blockIdx.x, e = 0;
+  for (; e < E; e++) {
+    const int tiles = (off[e + 1] - off[e] + GW_BM - 1) / GW_BM * tilesN;
+    if (t < tiles) break;
+    t -= tiles;
+  }
+  if (e == E) return;
+  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * GW_BM, rEnd = off[e + 1];
+  const int n0 = (t % tilesN) * GW_BN;
+  const bf16_t *We = W + (i64)e * Kr * Nc;
+  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
+  GwChunks la = gw_rows(A, r0, rEnd, Kr), lb = gw_rows(We, n0, Nc, Kr);
+  float d[64];
+  gw_mainloop(d, la, lb, A, W, Kr, sA, sB, wg);
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
@@ -152,7 +159,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
 // Block (row tile, column tile) computes S = X3 T3^T for 128 rows x 128 table rows (both operands
 // K-major bf16 [., K], K = 3e: [xh | xh | xl] . [th | tl | th], see split_bf16x3_f32), exactly as
-// grouped_wgmma_nt_bf16's main loop with one group, and keeps of each row only its best column:
+// gw_mainloop (grouped_wgmma_nt_bf16's) with one group, and keeps of each row only its best column:
 // score = S - half[v] in float64 (half = ||t_v||^2 / 2, nearestRows; 0 for argmaxDot), ties to the
 // lower v, as row_argmax_f32. part[row][tile] = (score, v); score_argmax_finish takes the best tile.
 // The [rows, V] float32 scores of the cuBLAS path (134 MB per 1,100 rows of a 30k vocabulary,
@@ -171,33 +178,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(d
   const int wg = threadIdx.x >> 7;
   GwChunks la = gw_rows(X, r0, M, K), lb = gw_rows(T, n0, V, K);
   float d[64];
-#pragma unroll
-  for (int i = 0; i < 64; i++) d[i] = 0.0f;
-  const int steps = (K + GW_BK - 1) / GW_BK;
-  int kLoad = 0;
-  auto load = [&](int stage) {
-    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, K, X);
-    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, K, T);
-    kLoad += GW_BK;
-  };
-#pragma unroll
-  for (int p = 0; p < GW_STAGES - 1; p++) {
-    if (p < steps) load(p);
-    cp_async_commit();
-  }
-  for (int s = 0; s < steps; s++) {
-    cp_async_wait<GW_STAGES - 2>();
-    asm volatile("fence.proxy.async.shared::cta;\n" ::);
-    __syncthreads();
-    if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
-    cp_async_commit();
-    const u32 a = sA + (s % GW_STAGES) * GW_TILE_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  }
+  gw_mainloop(d, la, lb, X, T, K, sA, sB, wg);
   // the epilogue's layout (grouped_wgmma_nt_bf16): the lane's rows 16 w + lane / 4 (+ 8 for h = 1),
   // columns 8 j + 2 (lane % 4) (+ 1); a row's 128 columns lie in the lane's quad
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
