@@ -441,8 +441,20 @@ test('tensor-core attention kernels (mma) equal their slow twins (float32 tiles)
 
 test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the per-expert cuBLAS path', { skip }, () => {
   const mma = new CudaBackend({ grouped: 'mma' });
-  // the forward by grouped_wgmma.cu on sm_90 cards (elsewhere the same kernels as mma)
-  const wgmma = new CudaBackend({ grouped: 'wgmma' });
+  // the forward by grouped_wgmma.cu on sm_90 cards (elsewhere the same kernels as mma): with its
+  // 128-row tiles at every size, and with its 64-row tiles (one warpgroup) at every size
+  const withRows64 = (v: string) => {
+    const saved = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
+    process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'] = v;
+    try {
+      return new CudaBackend({ grouped: 'wgmma' });
+    } finally {
+      if (saved === undefined) delete process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
+      else process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'] = saved;
+    }
+  };
+  const wgmma = withRows64('0');
+  const wgmma64 = withRows64('1000000000');
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -479,7 +491,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       };
       // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
       const b = run(cublas);
-      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma]] as const) {
+      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64]] as const) {
         const a = run(be);
         for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
           const err = relErrOf(a[k], b[k], `grouped ${kind} vs cublas ${k} ${tag}`);
@@ -516,6 +528,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
   } finally {
     mma.close();
     wgmma.close();
+    wgmma64.close();
     cublas.close();
   }
 });

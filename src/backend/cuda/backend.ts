@@ -158,7 +158,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
 };
 /** Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a, loaded only on sm_90. */
 const SM90A_FILES = new Set(['grouped_wgmma.cu']);
@@ -265,6 +265,10 @@ const GROUPED_MMA_ROWS = 8192;
 const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
 /** Dynamic shared memory of grouped_wgmma.cu's kernel (GW_SHARED there: 3 stages of two 128 x 64 bf16 tiles, and 1 KiB to align them). */
 const GROUPED_WGMMA_SHARED = 3 * 2 * 128 * 64 * 2 + 1024;
+/** The same for its one-warpgroup form (grouped_wgmma64_nt_bf16: 64-row A tiles, 128-row B tiles). */
+const GROUPED_WGMMA64_SHARED = 3 * (64 + 128) * 64 * 2 + 1024;
+/** Rows of a grouped forward product up to which `auto` takes the 64-row wgmma tiles (MOE_DIFFUSEQ_WGMMA64_ROWS). */
+const GROUPED_WGMMA64_ROWS = 16384;
 /** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
 const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
@@ -326,6 +330,8 @@ export class CudaBackend implements Backend {
   // addresses that cuLaunchKernel takes (the driver copies the values at launch, so one buffer serves)
   private readonly argMem: bigint;
   private readonly argPtrs: bigint;
+  /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
+  private readonly wgmma64Rows: number;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
   private readonly pdl: { config: bigint; view: DataView } | null = null;
   private readonly argView: DataView;
@@ -372,6 +378,8 @@ export class CudaBackend implements Backend {
     this.argView = new DataView(k.view(this.argMem, MAX_ARGS * 8));
     const ptrs = new DataView(k.view(this.argPtrs, MAX_ARGS * 8));
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
+    const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
+    this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
     // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
     if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
@@ -986,11 +994,18 @@ export class CudaBackend implements Backend {
    */
   private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
-    const tiles = onDevice ? Math.ceil(rows / 128) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / 128), 0);
+    // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
+    const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
+    const bm = small ? 64 : 128;
+    const tiles = onDevice ? Math.ceil(rows / bm) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / bm), 0);
     const offs = this.expertOffsets(groups, onDevice);
     try {
-      const [name, shared] = op === 'wgmma_nt' ? ['grouped_wgmma_nt_bf16', GROUPED_WGMMA_SHARED] : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED];
-      this.launch(name, tiles * Math.ceil(nOut / 128), 256, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
+      const [name, shared, threads] = small
+        ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
+        : op === 'wgmma_nt'
+          ? ['grouped_wgmma_nt_bf16', GROUPED_WGMMA_SHARED, 256]
+          : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
+      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
     } finally {
       offs.free();
     }

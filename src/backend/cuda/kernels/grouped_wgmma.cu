@@ -42,48 +42,60 @@ __device__ __forceinline__ void gw_mma(float d[64], u64 a, u64 b) {
       : "l"(a), "l"(b), "n"(1));
 }
 
-// One thread's four 16-byte chunks of a 128-row x 64-column tile per stage: rows t / 8 + 32 j,
-// chunk t % 8 of the row (stored at chunk (t % 8) ^ (row % 8): the swizzle; row % 8 is the same
-// for the thread's four rows).
+// One thread's N 16-byte chunks of a tile of rows x 64 columns per stage: rows t / 8 + STEP j
+// (STEP = threads / 8), chunk t % 8 of the row (stored at chunk (t % 8) ^ (row % 8): the swizzle;
+// row % 8 is the same for the thread's rows, STEP being a multiple of 8).
+template <int N>
 struct GwChunks {
-  const bf16_t *src[4];
-  bool ok[4];
-  u32 dst;  // byte offset of chunk 0's row in the stage; row j adds 32 j * 128
+  const bf16_t *src[N];
+  bool ok[N];
+  u32 dst;  // byte offset of chunk 0's row in the stage; row j adds STEP j * 128
   int k;    // the chunk's first column
 };
-__device__ __forceinline__ GwChunks gw_rows(const bf16_t *M, i64 r0, i64 rEnd, int ld) {
-  GwChunks c;
+template <int N, int STEP>
+__device__ __forceinline__ GwChunks<N> gw_rows(const bf16_t *M, i64 r0, i64 rEnd, int ld) {
+  GwChunks<N> c;
   const int t = threadIdx.x, row = t >> 3, chunk = t & 7;
 #pragma unroll
-  for (int j = 0; j < 4; j++) {
-    c.src[j] = M + (r0 + row + 32 * j) * ld + chunk * 8;
-    c.ok[j] = r0 + row + 32 * j < rEnd;
+  for (int j = 0; j < N; j++) {
+    c.src[j] = M + (r0 + row + STEP * j) * ld + chunk * 8;
+    c.ok[j] = r0 + row + STEP * j < rEnd;
   }
   c.dst = (u32)(row * 128 + ((chunk ^ (row & 7)) * 16));
   c.k = chunk * 8;
   return c;
 }
-__device__ __forceinline__ void gw_issue(GwChunks &c, u32 stage, int k0, int kEnd, const bf16_t *any) {
+template <int N, int STEP>
+__device__ __forceinline__ void gw_issue(GwChunks<N> &c, u32 stage, int k0, int kEnd, const bf16_t *any) {
   const bool kin = c.k + k0 < kEnd;
 #pragma unroll
-  for (int j = 0; j < 4; j++) {
+  for (int j = 0; j < N; j++) {
     const bool v = c.ok[j] && kin;
-    cp_async16(stage + c.dst + j * 32 * 128, v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
+    cp_async16(stage + c.dst + j * STEP * 128, v ? (const void *)c.src[j] : (const void *)any, v ? 16u : 0u);
     c.src[j] += GW_BK;
   }
 }
 
-// The main loop of both kernels: d (zeroed here) = this warpgroup's 64 rows of the block's A tile
-// times its 128-row B tile, over K (a multiple of 8) in steps of GW_BK, GW_STAGES deep (see the
-// file comment). `any` operands give cp.async a valid address for zero-filled copies.
-__device__ __forceinline__ void gw_mainloop(float d[64], GwChunks &la, GwChunks &lb, const bf16_t *anyA, const bf16_t *anyB, int K, u32 sA, u32 sB, int wg) {
+// The main loop of the kernels: WG warpgroups (64 WG rows of A, 128 WG threads) per block; d (zeroed
+// here) = this warpgroup's 64 rows of the block's A tile times its 128-row B tile, over K (a
+// multiple of 8) in steps of GW_BK, GW_STAGES deep (see the file comment); the A stages take
+// 8 KiB WG each at sA, the B stages 16 KiB each at sB. `any` operands give cp.async a valid
+// address for zero-filled copies. A is loaded from rows r0 .. rEnd - 1 of A (ld K), B from rows
+// n0 .. nEnd - 1 of B.
+template <int WG>
+__device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0, i64 rEnd, const bf16_t *B, int n0, int nEnd, const bf16_t *anyA,
+                                            const bf16_t *anyB, int K, u32 sA, u32 sB) {
+  constexpr int STEP = 16 * WG, A_BYTES = 64 * WG * GW_BK * 2;
+  GwChunks<4> la = gw_rows<4, STEP>(A, r0, rEnd, K);
+  GwChunks<8 / WG> lb = gw_rows<8 / WG, STEP>(B, n0, nEnd, K);
+  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
 #pragma unroll
   for (int i = 0; i < 64; i++) d[i] = 0.0f;
   const int steps = (K + GW_BK - 1) / GW_BK;
   int kLoad = 0;
   auto load = [&](int stage) {
-    gw_issue(la, sA + stage * GW_TILE_BYTES, kLoad, K, anyA);
-    gw_issue(lb, sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
+    gw_issue<4, STEP>(la, sA + stage * A_BYTES, kLoad, K, anyA);
+    gw_issue<8 / WG, STEP>(lb, sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
     kLoad += GW_BK;
   };
 #pragma unroll
@@ -98,7 +110,7 @@ __device__ __forceinline__ void gw_mainloop(float d[64], GwChunks &la, GwChunks 
     __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
     if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
     cp_async_commit();
-    const u32 a = sA + (s % GW_STAGES) * GW_TILE_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
+    const u32 a = sA + (s % GW_STAGES) * A_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
@@ -107,27 +119,27 @@ __device__ __forceinline__ void gw_mainloop(float d[64], GwChunks &la, GwChunks 
   }
 }
 
-extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
-                                                                       int Nc, const float *bias, void *pre, int flags) {
-  pdl_entry();
-  extern __shared__ __align__(16) unsigned char gw_dyn[];
+// The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns.
+template <int WG>
+__device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
+                                      unsigned char *gw_dyn, float *gw_bias) {
+  constexpr int BM = 64 * WG;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const u32 sA = base, sB = base + GW_STAGES * BM * GW_BK * 2;
   const int tilesN = (Nc + GW_BN - 1) / GW_BN;
   int t = blockIdx.x, e = 0;
   for (; e < E; e++) {
-    const int tiles = (off[e + 1] - off[e] + GW_BM - 1) / GW_BM * tilesN;
+    const int tiles = (off[e + 1] - off[e] + BM - 1) / BM * tilesN;
     if (t < tiles) break;
     t -= tiles;
   }
   if (e == E) return;
-  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * GW_BM, rEnd = off[e + 1];
+  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * BM, rEnd = off[e + 1];
   const int n0 = (t % tilesN) * GW_BN;
   const bf16_t *We = W + (i64)e * Kr * Nc;
   const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
-  GwChunks la = gw_rows(A, r0, rEnd, Kr), lb = gw_rows(We, n0, Nc, Kr);
   float d[64];
-  gw_mainloop(d, la, lb, A, W, Kr, sA, sB, wg);
+  gw_mainloop<WG>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
@@ -135,7 +147,6 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
   // the tile's bias columns through shared memory, read before any store: loaded between the
   // stores (which might alias it, for all the compiler knows) each waited on global memory (ncu:
   // the epilogue's additions were 38% of the kernel's stalls)
-  __shared__ float gw_bias[GW_BN];
   if (hasBias && threadIdx.x < GW_BN) gw_bias[threadIdx.x] = n0 + (int)threadIdx.x < Nc ? bias[(i64)e * Nc + n0 + threadIdx.x] : 0.0f;
   __syncthreads();
 #pragma unroll
@@ -154,6 +165,23 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
       store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
     }
   }
+}
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
+                                                                       int Nc, const float *bias, void *pre, int flags) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_bias[GW_BN];
+  gw_nt<2>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
+}
+// The same with one warpgroup and 64-row tiles (three blocks per SM: 73 KiB of shared memory
+// each): for few rows per expert (batch-1 sampling: 8 x ~516 rows made 480 tiles of 128 rows, the
+// fifth of each expert nearly empty, 1.8 waves at two blocks per SM).
+extern "C" __global__ void __launch_bounds__(128, 3) grouped_wgmma64_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc,
+                                                                        const float *bias, void *pre, int flags) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_bias[GW_BN];
+  gw_nt<1>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
 }
 
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
@@ -176,9 +204,8 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(d
   const i64 r0 = (i64)mt * GW_BM;
   const int n0 = vt * GW_BN;
   const int wg = threadIdx.x >> 7;
-  GwChunks la = gw_rows(X, r0, M, K), lb = gw_rows(T, n0, V, K);
   float d[64];
-  gw_mainloop(d, la, lb, X, T, K, sA, sB, wg);
+  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
   // the epilogue's layout (grouped_wgmma_nt_bf16): the lane's rows 16 w + lane / 4 (+ 8 for h = 1),
   // columns 8 j + 2 (lane % 4) (+ 1); a row's 128 columns lie in the lane's quad
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
