@@ -247,9 +247,11 @@ export interface Backend {
   /**
    * The residual add and the LayerNorm after it, in one pass where the backend can: sum = a + b
    * (rounded to sum's dtype as `axpby(sum, 1, a, 1, b)` rounds it; sum may alias a or b), then
-   * `layerNorm(out, mean, rstd, sum, weight, bias, eps)`.
+   * `layerNorm(out, mean, rstd, sum, weight, bias, eps)`. With `bBias` [C], b is first b + bBias
+   * broadcast over its rows, rounded to b's dtype as a matmul's bias is (`addBroadcast`): the bias
+   * of the product that made b, folded in; sum may then alias b but not a.
    */
-  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void;
+  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number, bBias?: Tensor | null): void;
   /** dx (+)= ..., dweight += ..., dbias += ... */
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void;
   /** out[m] = table[ids[m]]; out [M, e], table [V, e], ids int32 [M]. */

@@ -205,11 +205,14 @@ export class Denoiser {
   }
 
   /** Dropout in place of a fresh tensor; returns the counter offset used, or -1 when off. */
+  /** Whether a forward with these options applies dropout (training, p > 0, a random stream). */
+  private dropoutOn(opts: ForwardOptions): boolean {
+    return opts.train && this.cfg.dropout > 0 && opts.rng !== undefined;
+  }
   private dropout(x: Tensor, opts: ForwardOptions, site: () => number): number {
-    const p = this.cfg.dropout;
-    if (!opts.train || p === 0 || !opts.rng) return -1;
+    if (!this.dropoutOn(opts) || !opts.rng) return -1;
     const off = site();
-    this.be.dropout(x, x, p, opts.rng.seed, off);
+    this.be.dropout(x, x, this.cfg.dropout, opts.rng.seed, off);
     return off;
   }
 
@@ -415,13 +418,17 @@ export class Denoiser {
     const att = ls.keep(be.empty([B, S, d], ac));
     const lse = ls.keep(be.empty([B, c.heads, S], dt));
     be.attention(att, lse, qkv, spec);
-    const ao = this.linear(ls, att, `${p}.attn.o`, M, d);
+    // the output projection's bias goes into the residual add when no dropout comes between them
+    // (the same numbers: addLayerNorm rounds b + bias as the product's epilogue does)
+    const foldBias = !this.dropoutOn(opts);
+    const ao = foldBias ? ls.keep(be.empty([M, d], ac)) : this.linear(ls, att, `${p}.attn.o`, M, d);
+    if (foldBias) be.matmul(ao, att, this.w(`${p}.attn.o.weight`), { transB: true });
     const dropAttn = this.dropout(ao, opts, site);
     const r1 = ao; // residual in place: r1 = x + drop(ao)
     const h1 = ls.keep(be.empty([B, S, d], ac));
     const mean1 = ls.keep(be.empty([M], dt));
     const rstd1 = ls.keep(be.empty([M], dt));
-    be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS);
+    be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS, foldBias ? this.p(`${p}.attn.o.bias`) : null);
     // feed-forward
     const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S);
     const dropFfn = this.dropout(fo, opts, site);

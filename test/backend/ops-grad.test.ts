@@ -182,6 +182,20 @@ test('addLayerNorm: the residual sum and the LayerNorm of it, as axpby then laye
   be.addLayerNorm(b, y2, mu2, rs2, a, b, w, bias, 1e-12);
   assert.deepEqual(be.toArray(b), sv);
   assert.deepEqual(be.toArray(y2), be.toArray(y));
+  // with b's bias folded in: sum = a + (b + bBias), sum aliasing b; sum aliasing a is refused
+  const bb = randn(be, [11], 35);
+  const [s3, y3, m3, r3, t3] = [be.empty([5, 11], F), be.empty([5, 11], F), be.empty([5], F), be.empty([5], F), be.empty([5, 11], F)];
+  be.addBroadcast(t3, b, bb, [1, 5, 11], [1, 1, 11]);
+  be.axpby(s3, 1, a, 1, t3);
+  be.layerNorm(y3, m3, r3, s3, w, bias, 1e-12);
+  const [b4, y4, m4, r4] = [be.empty([5, 11], F), be.empty([5, 11], F), be.empty([5], F), be.empty([5], F)];
+  be.copy(b4, b);
+  be.addLayerNorm(b4, y4, m4, r4, a, b4, w, bias, 1e-12, bb);
+  assert.deepEqual(be.toArray(b4), be.toArray(s3));
+  assert.deepEqual(be.toArray(y4), be.toArray(y3));
+  assert.deepEqual(be.toArray(r4), be.toArray(r3));
+  assert.throws(() => be.addLayerNorm(a, y4, m4, r4, a, b, w, bias, 1e-12, bb), /alias b but not a/);
+  [bb, s3, y3, m3, r3, t3, b4, y4, m4, r4].forEach((t) => t.dispose());
   // bad shapes throw before anything is written
   const before = be.toArray(b);
   const short = be.empty([5, 10], F);

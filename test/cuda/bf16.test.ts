@@ -352,6 +352,20 @@ test('LayerNorm on rows held in registers (widths of whole 16-byte vectors up to
     g.addLayerNorm(yy, ln2, m2, r2, x.g, yy, w.g, bb.g, 1e-12);
     assert.deepEqual(g.toArray(yy), g.toArray(sum.g), `addLayerNorm ${tag}: in place`);
     assert.deepEqual(g.toArray(ln2), g.toArray(ln.g), `addLayerNorm ${tag}: in place output`);
+    // b's bias folded in (the model's output projection at inference): the bits of the product's
+    // bias epilogue then the add, in place as the model calls it
+    const ob = param([C_], 0.3);
+    const yb = g.empty([R, C_], 'bfloat16');
+    g.addBroadcast(yb, y.g, ob.g, [1, R, C_], [1, 1, C_]);
+    g.axpby(sum2, 1, x.g, 1, yb);
+    g.layerNorm(ln2, m2, r2, sum2, w.g, bb.g, 1e-12);
+    const yy2 = g.empty([R, C_], 'bfloat16');
+    const ln3 = g.empty([R, C_], 'bfloat16');
+    g.copy(yy2, y.g);
+    g.addLayerNorm(yy2, ln3, m2, r2, x.g, yy2, w.g, bb.g, 1e-12, ob.g);
+    assert.deepEqual(g.toArray(yy2), g.toArray(sum2), `addLayerNorm ${tag} with b's bias: the sum`);
+    assert.deepEqual(g.toArray(ln3), g.toArray(ln2), `addLayerNorm ${tag} with b's bias: the output`);
+    for (const t of [yb, yy2, ln3]) t.dispose();
     // the backward, overwriting then accumulating, and in place (dx aliasing dy)
     const dln = out([R, C_]);
     const dw = param([C_]);

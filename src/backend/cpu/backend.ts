@@ -486,13 +486,20 @@ export class CpuBackend implements Backend {
       for (let c = 0; c < C; c++) o[base + c] = (a[base + c]! - m) * s * w[c]! + b[c]!;
     }
   }
-  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
+  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number, bBias?: Tensor | null): void {
     // every shape checked before sum is written: a bad call changes nothing
     const op = 'addLayerNorm';
-    sameFloat(op, sum, out, mean, rstd, a, b, weight, bias);
+    sameFloat(op, sum, out, mean, rstd, a, b, weight, bias, bBias);
     sameSize(op, sum, a, b);
-    layerNormShapes(op, out, mean, rstd, a, weight, bias);
-    this.axpby(sum, 1, a, 1, b);
+    const { R, C } = layerNormShapes(op, out, mean, rstd, a, weight, bias);
+    if (bBias) {
+      expectSize(op, 'bBias', bBias, C);
+      if (sum === a && a !== b) throw new ShapeError(op, 'with bBias, sum may alias b but not a', [sum.shape]);
+      this.addBroadcast(sum, b, bBias, [1, R, C], [1, 1, C]);
+      this.axpby(sum, 1, a, 1, sum);
+    } else {
+      this.axpby(sum, 1, a, 1, b);
+    }
     this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
   }
   layerNormBackward(dx: Tensor, dweight: Tensor, dbias: Tensor, dy: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, accumulate: boolean): void {

@@ -1174,28 +1174,40 @@ export class CudaBackend implements Backend {
     }
     this.launchRows('layernorm_f32', R, [P(cu(op, out)), P(cu(op, mean)), P(cu(op, rstd)), P(cu(op, x)), P(cu(op, weight)), P(cu(op, bias)), L(R), L(C), D(eps), BFM(out, x)]);
   }
-  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number): void {
+  addLayerNorm(sum: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor, eps: number, bBias?: Tensor | null): void {
     const op = 'addLayerNorm';
     // every shape checked before sum is written: a bad call changes nothing
     floats(op, sum, a, b, out);
-    sameFloat(op, mean, rstd, weight, bias);
+    sameFloat(op, mean, rstd, weight, bias, bBias);
     sameSize(op, sum, a, b);
     const { R, C } = layerNormShapes(op, out, mean, rstd, a, weight, bias);
-    if (this.layerNormVec(op, out, mean, rstd, sum, a, b, weight, bias, eps, R, C)) return;
+    if (bBias) {
+      expectSize(op, 'bBias', bBias, C);
+      if (cu(op, sum).ptr === cu(op, a).ptr && cu(op, a).ptr !== cu(op, b).ptr) throw new ShapeError(op, 'with bBias, sum may alias b but not a', [sum.shape]);
+    }
+    if (this.layerNormVec(op, out, mean, rstd, sum, a, b, weight, bias, eps, R, C, bBias ?? null)) return;
+    if (bBias) {
+      this.addBroadcast(sum, b, bBias, [1, R, C], [1, 1, C]);
+      this.axpby(sum, 1, a, 1, sum);
+      this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
+      return;
+    }
     this.axpby(sum, 1, a, 1, b);
     this.layerNorm(out, mean, rstd, sum, weight, bias, eps);
   }
   /**
    * layernorm_bf16_vec when it applies (lnVecFits): LayerNorm of x [R, C], or of sum = x + y
-   * (written) when y is given; the caller has checked the shapes. False when it does not apply (the
+   * (written) when y is given, y first bf16(y + yBias) when yBias is; the caller has checked the
+   * shapes. False when it does not apply (the
    * caller takes the general kernels).
    */
-  private layerNormVec(op: string, out: Tensor, mean: Tensor, rstd: Tensor, sum: Tensor | null, x: Tensor, y: Tensor | null, weight: Tensor, bias: Tensor, eps: number, R: number, C: number): boolean {
+  private layerNormVec(op: string, out: Tensor, mean: Tensor, rstd: Tensor, sum: Tensor | null, x: Tensor, y: Tensor | null, weight: Tensor, bias: Tensor, eps: number, R: number, C: number, yBias: Tensor | null = null): boolean {
     const rows = [out, x, ...(sum ? [sum] : []), ...(y ? [y] : [])].map((t) => cu(op, t));
     const [w, b, mu] = [weight, bias, mean].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor];
-    if (!lnVecFits(C, rows, [w, b], mu)) return false;
+    const yb = yBias ? cu(op, yBias) : null;
+    if (!lnVecFits(C, rows, [w, b, ...(yb ? [yb] : [])], mu)) return false;
     if (R) {
-      this.launch('layernorm_bf16_vec', Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(rows[0]!), P(mu), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(rows[1]!), A(y ? cu(op, y).ptr : 0), P(w), P(b), I(R), I(C), F(eps)]);
+      this.launch('layernorm_bf16_vec', Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(rows[0]!), P(mu), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(rows[1]!), A(y ? cu(op, y).ptr : 0), A(yb ? yb.ptr : 0), P(w), P(b), I(R), I(C), F(eps)]);
     }
     return true;
   }

@@ -460,7 +460,9 @@ extern "C" __global__ void row_argmax_f32(int *out, const float *scores, const d
 // the traffic takes ~2). With `b` non-null the row is first the residual sum a + b, rounded to bf16
 // as axpby rounds it (the sum of two bf16 is exact in float32, so one rounding either way) and
 // written to `sum` (which may alias a or b: each lane writes only the vectors it read): the add
-// before each of the model's LayerNorms without a pass of its own.
+// before each of the model's LayerNorms without a pass of its own. With `bBias`, b is first
+// bf16(b + bBias), the rounding of a product's bias epilogue: the bias of the product that made b
+// without a pass of its own either.
 #define LN_VEC 8
 // the eight float32 weights of columns 8c .. 8c + 7
 __device__ __forceinline__ void ln_ld8(float v[8], const float4 *p, int c) {
@@ -471,8 +473,8 @@ __device__ __forceinline__ uint4 add_bf8(uint4 x, uint4 y) {
   return make_uint4(pack_bf2(bf_lo(x.x) + bf_lo(y.x), bf_hi(x.x) + bf_hi(y.x)), pack_bf2(bf_lo(x.y) + bf_lo(y.y), bf_hi(x.y) + bf_hi(y.y)),
                     pack_bf2(bf_lo(x.z) + bf_lo(y.z), bf_hi(x.z) + bf_hi(y.z)), pack_bf2(bf_lo(x.w) + bf_lo(y.w), bf_hi(x.w) + bf_hi(y.w)));
 }
-extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *w, const float4 *bias,
-                                              int R, int C, float eps) {
+extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *bBias,
+                                              const float4 *w, const float4 *bias, int R, int C, float eps) {
   pdl_entry();
   const int lane = threadIdx.x & 31, nv = C >> 3, warps = blockDim.x >> 5;
   for (int r = blockIdx.x * warps + (threadIdx.x >> 5); r < R; r += gridDim.x * warps) {
@@ -486,7 +488,17 @@ extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rs
       if (c < nv) {
         v[j] = a[row + c];
         if (b) {
-          v[j] = add_bf8(v[j], b[row + c]);
+          uint4 y = b[row + c];
+          if (bBias) {
+            // b's own bias first, rounded as a product's bias epilogue (bias_act_bf16x8) rounds it
+            float yv[8], bb[8];
+            unpack8(yv, y);
+            ln_ld8(bb, bBias, c);
+#pragma unroll
+            for (int q = 0; q < 8; q++) yv[q] = yv[q] + bb[q];
+            y = pack8(yv);
+          }
+          v[j] = add_bf8(v[j], y);
           sum[row + c] = v[j];
         }
         unpack8(x, v[j]);
