@@ -69,7 +69,8 @@ test('programmatic dependent launch changes no number: base loss and gradients w
       const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
       const g = be.toArray(m.params.grads);
       m.dispose();
-      return { loss: r.terms.total, g, described: be.describe() };
+      const spans = m.params.specs.map((s) => ({ name: s.name, off: m.params.offsets.get(s.name)!, n: s.shape.reduce((x, y) => x * y, 1) }));
+      return { loss: r.terms.total, g, spans, described: be.describe() };
     } finally {
       be.close();
     }
@@ -79,7 +80,26 @@ test('programmatic dependent launch changes no number: base loss and gradients w
   assert.ok(!off.described.includes('programmatic'), off.described);
   process.stderr.write(`pdl: ${on.described}\n`);
   assert.equal(on.loss, off.loss);
-  assert.deepEqual(on.g, off.g);
+  // Every gradient bit for bit, except the embedding tables': embedding_backward_f32 adds rows that
+  // share an id with atomicAdd, whose order (and so the last bits) changes from run to run with or
+  // without PDL. There a race would show as a large difference, so they are held to 1e-6 of the
+  // table's largest gradient.
+  const atomic = new Set(['word_embeddings.weight', 'position_embeddings.weight']);
+  const bad: string[] = [];
+  for (const s of on.spans) {
+    let maxAbs = 0;
+    let maxDiff = 0;
+    let differ = 0;
+    for (let i = s.off; i < s.off + s.n; i++) {
+      const d = Math.abs(on.g[i]! - off.g[i]!);
+      maxAbs = Math.max(maxAbs, Math.abs(off.g[i]!));
+      if (d !== 0 || Number.isNaN(d)) differ++;
+      if (!(d <= maxDiff)) maxDiff = d;
+    }
+    const ok = atomic.has(s.name) ? maxDiff <= 1e-6 * maxAbs : differ === 0;
+    if (!ok) bad.push(`${s.name}: ${differ} of ${s.n} differ, largest ${maxDiff} (largest gradient ${maxAbs})`);
+  }
+  assert.deepEqual(bad, []);
 });
 
 test('tiny preset: 300 training steps on the GPU follow the CPU loss curve', { skip }, async () => {
