@@ -267,8 +267,13 @@ const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
 const GROUPED_WGMMA_SHARED = 3 * 2 * 128 * 64 * 2 + 1024;
 /** The same for its one-warpgroup form (grouped_wgmma64_nt_bf16: 64-row A tiles, 128-row B tiles). */
 const GROUPED_WGMMA64_SHARED = 3 * (64 + 128) * 64 * 2 + 1024;
-/** Rows of a grouped forward product up to which `auto` takes the 64-row wgmma tiles (MOE_DIFFUSEQ_WGMMA64_ROWS). */
-const GROUPED_WGMMA64_ROWS = 16384;
+/**
+ * Rows of a grouped forward product up to which `auto` takes the 64-row wgmma tiles
+ * (MOE_DIFFUSEQ_WGMMA64_ROWS): 0, never. Measured on an H200 (2026-11-29, v12): batch-1 sampling's
+ * products took 48 us a call in them against 38 us in the two-warpgroup kernel (27.9 against 30.4 ms
+ * a sampling run), so they stay an experiment behind the variable until their pipeline is deeper.
+ */
+const GROUPED_WGMMA64_ROWS = 0;
 /** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
 const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
