@@ -331,6 +331,9 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   const lse = be.empty([16 * 12 * 2064]);
   const pairs = 16 * (16 * 2064 + 2048 * 16 + 2048 * 257 - 128 * 129);
   time('attention fwd 16x2064 sliding 128', 4 * d * pairs, () => be.attention(out, lse, qkv2, spec));
+  const [q1, o1, l1] = [be.view(qkv2, 0, [1, 2064, 3 * d]), be.view(out, 0, [1, 2064, d]), be.view(lse, 0, [12 * 2064])];
+  time('attention fwd 1x2064 (batch-1 sampling)', (4 * d * pairs) / 16, () => be.attention(o1, l1, q1, spec));
+  for (const t of [q1, o1, l1]) t.dispose();
   const dqkv = be.empty([16, 2064, 3 * d], bf);
   time('attention bwd', 10 * d * pairs, () => be.attentionBackward(dqkv, out, qkv2, out, lse, spec));
   // batch-1 sampling's clamp (2,048 rows against the 30,522 x 128 table) and one layer's routing
@@ -380,9 +383,9 @@ async function main(): Promise<void> {
   log(`device: ${be.describe()}; precision ${precision}`);
   if (items.includes('ops')) {
     opsTable(be, log);
-    // the experimental one-launch grouped GEMM beside the default
-    const mma = new CudaBackend({ grouped: 'mma' });
-    log('with grouped: mma');
+    // the mma.sync kernels (grouped products, attention) beside the defaults
+    const mma = new CudaBackend({ grouped: 'mma', attention: 'mma' });
+    log('with grouped: mma, attention: mma');
     opsTable(mma, log);
     mma.close();
   }

@@ -69,11 +69,13 @@ export interface CudaBackendOptions {
    */
   matmul?: 'float32' | 'bfloat16';
   /**
-   * Attention kernels: `mma` (default: bfloat16 activations with head sizes up to 64 run
-   * FlashAttention-2 tiles on the tensor cores, everything else the `tiled` kernels), `tiled`
+   * Attention kernels: `mma` (bfloat16 activations with head sizes up to 64 run FlashAttention-2
+   * tiles on the tensor cores with mma.sync, everything else the `tiled` kernels), `wgmma` (as mma,
+   * but the forward on Hopper's warpgroup instructions where the head size is a multiple of 8;
+   * sm_90 only), `auto` (the default: wgmma where the card has it, else mma), `tiled`
    * (FlashAttention-style tiles on float32 CUDA cores, head sizes up to 128 where the card's shared
    * memory allows; the slow twin of `mma`) or `rows` (one warp per query row, float32 only: the
-   * slow twin of `tiled`). Default: MOE_DIFFUSEQ_ATTENTION=tiled or rows selects those.
+   * slow twin of `tiled`). MOE_DIFFUSEQ_ATTENTION=wgmma, mma, tiled or rows selects one.
    */
   attention?: AttentionKernels;
   /**
@@ -92,7 +94,7 @@ export interface CudaBackendOptions {
 }
 
 /** The attention kernel families of the CUDA backend (see CudaBackendOptions.attention). */
-export type AttentionKernels = 'mma' | 'tiled' | 'rows';
+export type AttentionKernels = 'auto' | 'wgmma' | 'mma' | 'tiled' | 'rows';
 
 /** A tensor in device memory: a device address (a view is its parent's address plus an offset). */
 export class CudaTensor implements Tensor {
@@ -156,12 +158,16 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
-  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
+  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
   'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
 };
-/** Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a, loaded only on sm_90. */
-const SM90A_FILES = new Set(['grouped_wgmma.cu']);
+/**
+ * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
+ * sm_90 cards. grouped_wgmma.cu is loaded only there; attention_mma.cu elsewhere too, built for the
+ * card without its wgmma kernel (guarded by __CUDA_ARCH_FEAT_SM90_ALL).
+ */
+const SM90A_FILES = new Set(['grouped_wgmma.cu', 'attention_mma.cu']);
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
 /** A kernel argument: its C type and value (device addresses are `ptr`). */
@@ -263,6 +269,8 @@ const SPLIT_TILES = 8;
 const GROUPED_MMA_ROWS = 8192;
 /** Dynamic shared memory of grouped_gemm.cu's NT and NN kernels (GG_SHARED there: 4 stages of two 128 x 40 bf16 tiles). */
 const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
+/** Dynamic shared memory of attn_fwd_wgmma (AW_SHARED in attention_mma.cu: Q and two (K, V) buffers of 64 x 64 bf16, and 1 KiB to align them). */
+const ATTN_WGMMA_SHARED = 5 * 64 * 64 * 2 + 1024;
 /** Dynamic shared memory of grouped_wgmma.cu's kernel (GW_SHARED there: 3 stages of two 128 x 64 bf16 tiles, and 1 KiB to align them). */
 const GROUPED_WGMMA_SHARED = 3 * 2 * 128 * 64 * 2 + 1024;
 /** The same for its one-warpgroup form (grouped_wgmma64_nt_bf16: 64-row A tiles, 128-row B tiles). */
@@ -337,6 +345,8 @@ export class CudaBackend implements Backend {
   private readonly argPtrs: bigint;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
+  /** Whether the bf16 attention forward runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
+  private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
   private readonly pdl: { config: bigint; view: DataView } | null = null;
   private readonly argView: DataView;
@@ -351,7 +361,7 @@ export class CudaBackend implements Backend {
     this.launchTimes = opts.launchTimes ?? null;
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
-    this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' ? envAttention : 'mma');
+    this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' || envAttention === 'mma' || envAttention === 'wgmma' ? envAttention : 'auto');
     const envGrouped = process.env['MOE_DIFFUSEQ_GROUPED'];
     this.groupedKernel = opts.grouped ?? (envGrouped === 'mma' || envGrouped === 'wgmma' || envGrouped === 'cublas' ? envGrouped : 'auto');
     this.driver = Driver.get();
@@ -367,6 +377,7 @@ export class CudaBackend implements Backend {
     this.ctx = this.driver.primaryCtxRetain(this.dev);
     this.driver.ctxSetCurrent(this.ctx);
     this.arch = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MAJOR) * 10 + this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.COMPUTE_CAPABILITY_MINOR);
+    this.attnWgmma = (this.attentionKernel === 'auto' || this.attentionKernel === 'wgmma') && this.arch === 90;
     this.deviceName = this.driver.deviceName(this.dev);
     this.totalMem = this.driver.deviceTotalMem(this.dev);
     this.sharedOptin = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
@@ -408,7 +419,8 @@ export class CudaBackend implements Backend {
   describe(): string {
     const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
     const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
-    const mm = `float32 + bfloat16, ${this.attentionKernel} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
+    const attn = this.attentionKernel === 'auto' ? (this.arch === 90 ? 'wgmma forward + mma' : 'mma') : this.attentionKernel === 'wgmma' ? 'wgmma forward + mma' : this.attentionKernel;
+    const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
@@ -425,7 +437,7 @@ export class CudaBackend implements Backend {
     if (!file) throw new DeviceError(`no CUDA kernel named ${name}`);
     let mod = this.modules.get(file);
     if (mod === undefined) {
-      const img = this.nvrtc.compile(file, kernelSource(file), this.arch, SM90A_FILES.has(file) ? 'a' : '');
+      const img = this.nvrtc.compile(file, kernelSource(file), this.arch, SM90A_FILES.has(file) && this.arch === 90 ? 'a' : '');
       const image = img.format === 'ptx' ? Buffer.concat([img.image, Buffer.from([0])]) : img.image;
       mod = this.driver.moduleLoadData(image, `${file} (${img.format} for sm_${this.arch}${img.cached ? ', cached' : ''})`);
       this.modules.set(file, mod);
@@ -1337,8 +1349,12 @@ export class CudaBackend implements Backend {
       const split = g.window >= 0 && g.G > 0;
       const [o, l, x] = [cu(op, out), cu(op, lse), cu(op, qkv)];
       const mainBlocks = Math.ceil(g.S / AT_T) * g.B * g.H;
+      // Hopper: the forward on wgmma (attention_mma.cu's attn_fwd_wgmma: same grid, same results up
+      // to the tensor cores' order of addition), which loads whole 16-byte chunks of the heads
+      const wg = this.attnWgmma && g.dh % 8 === 0 && x.ptr % 16 === 0;
+      const [name, shared] = wg ? ['attn_fwd_wgmma', ATTN_WGMMA_SHARED] : ['attn_fwd_mma64', 0];
       if (!split) {
-        this.launch('attn_fwd_mma64', mainBlocks, 128, [P(o), P(l), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), A(0), A(0), I(1), I(0)]);
+        this.launch(name, mainBlocks, 128, [P(o), P(l), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), A(0), A(0), I(1), I(0)], shared);
         return;
       }
       const tiles = Math.ceil(g.G / AT_T);
@@ -1348,7 +1364,7 @@ export class CudaBackend implements Backend {
       const partML = this.scratch(rows * 2 * 4);
       try {
         const splitBlocks = tiles * parts * g.B * g.H;
-        this.launch('attn_fwd_mma64', splitBlocks + mainBlocks, 128, [P(o), P(l), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), A(partO.ptr), A(partML.ptr), I(parts), I(splitBlocks)]);
+        this.launch(name, splitBlocks + mainBlocks, 128, [P(o), P(l), P(x), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale), A(partO.ptr), A(partML.ptr), I(parts), I(splitBlocks)], shared);
         this.launch2('attn_fwd_combine', [Math.min(tiles * AT_T, g.S), g.B * g.H], [AT_T, 1], [P(o), P(l), A(partO.ptr), A(partML.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(parts)]);
       } finally {
         partML.free();
@@ -1381,7 +1397,7 @@ export class CudaBackend implements Backend {
   }
   /** Whether the tensor-core kernels (attention_mma.cu) serve: bf16 activations, head size up to 64. */
   private useMma(bf: boolean, dh: number): boolean {
-    return bf && this.attentionKernel === 'mma' && dh <= 64;
+    return bf && (this.attentionKernel === 'mma' || this.attentionKernel === 'wgmma' || this.attentionKernel === 'auto') && dh <= 64;
   }
   /**
    * The head-size bucket (64 or 128) of the tiled attention kernels, or 0 for the row kernels

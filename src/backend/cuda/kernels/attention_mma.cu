@@ -268,6 +268,50 @@ __device__ __forceinline__ void am_fetch_kv(bf16_t *sm, const AmTiles &T, int k,
   cp_async_commit();
 }
 
+// One key tile's step of the online softmax: s (this thread's scores of rows i0, i1 against the
+// tile's 64 columns, masked) becomes the tile's unnormalised probabilities exp2(s sl2 - m); m, l and
+// the accumulators o are rescaled to the new running maxima. Shared by the mma and wgmma forwards.
+__device__ __forceinline__ void am_online_softmax(float s[8][4], float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, float sl2) {
+  float t0 = NEG_INF_F, t1 = NEG_INF_F;
+#pragma unroll
+  for (int nt = 0; nt < 8; nt++) {
+    t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
+    t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
+  }
+  // the 4 threads of a quad share rows g and g + 8
+  t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 1));
+  t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
+  t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
+  t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
+  // running maxima in log2 units (the scale is positive: the max of the scaled scores); a row
+  // that has seen nothing yet keeps m = -inf and subtracts 0 instead (its scores are all -inf,
+  // so its probabilities and its correction factor are 0, no inf - inf)
+  const float n0 = fmaxf(m0, t0 * sl2), n1 = fmaxf(m1, t1 * sl2);
+  const float z0 = n0 == NEG_INF_F ? 0.0f : n0, z1 = n1 == NEG_INF_F ? 0.0f : n1;
+  const float a0 = exp2f(m0 - z0), a1 = exp2f(m1 - z1);
+  m0 = n0;
+  m1 = n1;
+  float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+  for (int nt = 0; nt < 8; nt++) {
+    s[nt][0] = exp2f(fmaf(s[nt][0], sl2, -z0));
+    s[nt][1] = exp2f(fmaf(s[nt][1], sl2, -z0));
+    s[nt][2] = exp2f(fmaf(s[nt][2], sl2, -z1));
+    s[nt][3] = exp2f(fmaf(s[nt][3], sl2, -z1));
+    ps0 += s[nt][0] + s[nt][1];
+    ps1 += s[nt][2] + s[nt][3];
+  }
+  l0 = l0 * a0 + ps0;
+  l1 = l1 * a1 + ps1;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) {
+    o[nt][0] *= a0;
+    o[nt][1] *= a0;
+    o[nt][2] *= a1;
+    o[nt][3] *= a1;
+  }
+}
+
 // The forward's walk over key tiles kBegin .. kEnd - 1 of T for the block's query tile (fragments qf
 // of the warp's rows i0, i1 = i0 + 8): o accumulates unnormalised, m (log2 units) and l (this
 // thread's share of the row sum; the quad adds its four) as online softmax. sm holds two (K, V)
@@ -288,44 +332,7 @@ __device__ __forceinline__ void am_fwd_walk(float o[AM_DH / 8][4], float &m0, fl
     float s[8][4];
     am_scores(s, qf, sK + buf);
     if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
-    float t0 = NEG_INF_F, t1 = NEG_INF_F;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-      t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
-      t1 = fmaxf(t1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    // the 4 threads of a quad share rows g and g + 8
-    t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 1));
-    t0 = fmaxf(t0, __shfl_xor_sync(FULL_MASK, t0, 2));
-    t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 1));
-    t1 = fmaxf(t1, __shfl_xor_sync(FULL_MASK, t1, 2));
-    // running maxima in log2 units (the scale is positive: the max of the scaled scores); a row
-    // that has seen nothing yet keeps m = -inf and subtracts 0 instead (its scores are all -inf,
-    // so its probabilities and its correction factor are 0, no inf - inf)
-    const float n0 = fmaxf(m0, t0 * sl2), n1 = fmaxf(m1, t1 * sl2);
-    const float z0 = n0 == NEG_INF_F ? 0.0f : n0, z1 = n1 == NEG_INF_F ? 0.0f : n1;
-    const float a0 = exp2f(m0 - z0), a1 = exp2f(m1 - z1);
-    m0 = n0;
-    m1 = n1;
-    float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-      s[nt][0] = exp2f(fmaf(s[nt][0], sl2, -z0));
-      s[nt][1] = exp2f(fmaf(s[nt][1], sl2, -z0));
-      s[nt][2] = exp2f(fmaf(s[nt][2], sl2, -z1));
-      s[nt][3] = exp2f(fmaf(s[nt][3], sl2, -z1));
-      ps0 += s[nt][0] + s[nt][1];
-      ps1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * a0 + ps0;
-    l1 = l1 * a1 + ps1;
-#pragma unroll
-    for (int nt = 0; nt < AM_DH / 8; nt++) {
-      o[nt][0] *= a0;
-      o[nt][1] *= a0;
-      o[nt][2] *= a1;
-      o[nt][3] *= a1;
-    }
+    am_online_softmax(s, o, m0, m1, l0, l1, sl2);
     am_accumulate(o, s, sV + buf);
     __syncthreads();  // done with buffer k & 1 before tile k + 2 is fetched into it
   }
@@ -361,12 +368,32 @@ __device__ __forceinline__ void am_fwd_tile(float o[AM_DH / 8][4], float &m0, fl
               scale * AM_LOG2E, lane, t);
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// am_fwd_tile on Hopper's warpgroup instructions (below; sm_90a only)
+__device__ __forceinline__ void aw_fwd_tile(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, int &i0, int &i1, bf16_t *sm,
+                                            const bf16_t *qkv, int q0, int b, int h, int H, int dh, int S, int G, int w, int r, float scale, int part,
+                                            int parts);
+#endif
+// The forward of one query tile by the mma.sync kernels (WG false) or the wgmma one (true).
+template <bool WG>
+__device__ __forceinline__ void am_fwd_query_tile(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, int &i0, int &i1, bf16_t *sm,
+                                                  const bf16_t *qkv, int q0, int b, int h, int H, int dh, int S, int G, int w, int r, float scale, int part,
+                                                  int parts) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (WG) {
+    aw_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, part, parts);
+    return;
+  }
+#endif
+  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, part, parts);
+}
+
 // The forward of the R = ceil(G / 64) * 64 rows of the tiles that hold global rows, each tile's key
 // tiles cut into `parts` consecutive runs: split block x = (tile * parts + part) + (b h) tiles parts
 // walks one run and stores its unnormalised o (float32), m (log2 units) and l per row into part_o
 // [BH][R][parts][AM_DH] and part_ml [BH][R][parts][2]; attn_fwd_combine merges the runs.
-// Not inlined: inside attn_fwd_mma64 it made that kernel spill 48 bytes instead of 8 (ptxas -v).
-__device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t *sm, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r, float scale,
+template <bool WG>
+__device__ __forceinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t *sm, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r, float scale,
                                              int parts, int x) {
   const int t = threadIdx.x & 3;
   const int R = (G + AM_T - 1) / AM_T * AM_T;
@@ -374,7 +401,7 @@ __device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t 
   const int bh = x / per_bh, y = x % per_bh, part = y % parts;
   float o[AM_DH / 8][4], m0, m1, l0, l1;
   int i0, i1;
-  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, (y / parts) * AM_T, bh / H, bh % H, H, dh, S, G, w, r, scale, part, parts);
+  am_fwd_query_tile<WG>(o, m0, m1, l0, l1, i0, i1, sm, qkv, (y / parts) * AM_T, bh / H, bh % H, H, dh, S, G, w, r, scale, part, parts);
   const i64 row0 = ((i64)bh * R + i0) * parts + part, row1 = ((i64)bh * R + i1) * parts + part;
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) {
@@ -391,6 +418,12 @@ __device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t 
     part_ml[row1 * 2 + 1] = l1;
   }
 }
+// The mma kernel's split blocks not inlined: inside attn_fwd_mma64 they made it spill 48 bytes
+// instead of 8 (ptxas -v). The wgmma kernel inlines them: a call would serialise its wgmma (ptxas).
+__device__ __noinline__ void am_fwd_split_mma(float *part_o, float *part_ml, bf16_t *sm, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+                                              float scale, int parts, int x) {
+  am_fwd_split<false>(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, x);
+}
 
 // Forward: out = softmax(q k^T scale) v, lse = log-sum-exp of each row (natural log).
 // Grid: `splitBlocks` blocks of runs of the global rows (am_fwd_split: their rows see every key, so
@@ -402,12 +435,12 @@ __device__ __noinline__ void am_fwd_split(float *part_o, float *part_ml, bf16_t 
 // Register bounds: three blocks per SM for the forward kernels (about 170 registers unbounded, two
 // blocks), two for dQ; measured on an H200 (v9a), unbounded and bounded ran alike, four blocks per
 // SM spilled and ran slower.
-extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
-                                                                 float scale, float *part_o, float *part_ml, int parts, int splitBlocks) {
-  pdl_entry();
-  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
+template <bool WG>
+__device__ __forceinline__ void am_fwd_blocks(bf16_t *sm, bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r, float scale,
+                                              float *part_o, float *part_ml, int parts, int splitBlocks) {
   if ((int)blockIdx.x < splitBlocks) {
-    am_fwd_split(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, blockIdx.x);
+    if constexpr (WG) am_fwd_split<true>(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, blockIdx.x);
+    else am_fwd_split_mma(part_o, part_ml, sm, qkv, S, H, dh, G, w, r, scale, parts, blockIdx.x);
     return;
   }
   const AmPlace P = am_place(S, H, dh, blockIdx.x - splitBlocks);
@@ -415,12 +448,18 @@ extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out,
   if (splitBlocks && q0 < G) return;
   float o[AM_DH / 8][4], m0, m1, l0, l1;
   int i0, i1;
-  am_fwd_tile(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, 0, 1);
+  am_fwd_query_tile<WG>(o, m0, m1, l0, l1, i0, i1, sm, qkv, q0, b, h, H, dh, S, G, w, r, scale, 0, 1);
   am_store(out, o, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f / l0, 1.0f / l1, d, h * dh, dh, t);
   if (t == 0) {
     if (i0 < S) lse[(i64)bh * S + i0] = m0 * AM_LN2 + logf(l0);
     if (i1 < S) lse[(i64)bh * S + i1] = m1 * AM_LN2 + logf(l1);
   }
+}
+extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma64(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+                                                                 float scale, float *part_o, float *part_ml, int parts, int splitBlocks) {
+  pdl_entry();
+  __shared__ __align__(16) bf16_t sm[4 * AM_TS];
+  am_fwd_blocks<false>(sm, out, lse, qkv, S, H, dh, G, w, r, scale, part_o, part_ml, parts, splitBlocks);
 }
 
 // Merges the split runs of attn_fwd_mma64 (am_fwd_split): per row, M = max m, L = sum l 2^(m - M), out = sum o 2^(m - M) / L
@@ -570,3 +609,154 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dq
   am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
   am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
 }
+
+// ---- the forward on Hopper's warpgroup instructions (wgmma, sm_90a: attn_fwd_wgmma) ---------------
+// The block's 4 warps are one warpgroup. The 64-row query tile Q and each (K, V) tile sit in shared
+// memory as 64 rows of 64 bf16 (128 bytes; head dimensions past dh zero-filled) in the 128-byte
+// swizzle of gw_desc (common.cuh). S = Q K^T is 4 wgmma m64n64k16 with both operands K-major (K's
+// rows are the product's N); O += P V takes P from registers (the scores' accumulator layout is the
+// A-fragment layout, as with mma.sync) and V as the MN-major operand (its rows are the product's K,
+// the transposed-B form). A thread's state is am_fwd_walk's: s and o in the accumulator layout of
+// rows 16 warp + g and + 8, so the masking, the online softmax, the stores and the split runs are the
+// mma kernel's. Q stays in shared memory: no fragments held in registers.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define AW_TILE 8192  // bytes of one 64 x 64 bf16 tile in 128-byte rows
+
+// Rows [t0, t0 + 64) of a head's slice (column `col` of rows of `stride` elements) into the swizzled
+// tile at shared address dst by cp.async; rows at or past `end` and chunks at or past dh are
+// zero-filled. Requires dh a multiple of 8 and a 16-byte aligned slice (the host checks).
+__device__ __forceinline__ void aw_load(u32 dst, const bf16_t *src, int t0, int end, i64 stride, int col, int dh) {
+  const int row = threadIdx.x >> 3, chunk = threadIdx.x & 7;
+  const u32 to = dst + (u32)(row * 128 + ((chunk ^ (row & 7)) << 4));
+  const bf16_t *from = src + (i64)(t0 + row) * stride + col + chunk * 8;
+  const bool inCols = chunk * 8 < dh;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const bool ok = inCols && t0 + row + 16 * j < end;
+    cp_async16(to + (u32)(j * 16 * 128), ok ? (const void *)(from + 16 * j * stride) : (const void *)src, ok ? 16u : 0u);
+  }
+}
+
+__device__ __forceinline__ void aw_pin(float d[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) wg_pin(d[j][e]);
+  }
+}
+// d += A B for one k16 step, A and B K-major in shared memory
+__device__ __forceinline__ void aw_mma_ss(float d[8][4], u64 a, u64 b) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(a), "l"(b), "n"(1));
+}
+// d += A B for one k16 step, A from registers (four bf16 pairs), B MN-major in shared memory
+__device__ __forceinline__ void aw_mma_rs(float d[8][4], const u32 a[4], u64 b) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %37, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1));
+}
+
+// s = Q K^T over the head dimension (4 k16 steps; the zero-filled columns past dh add nothing)
+__device__ __forceinline__ void aw_scores(float s[8][4], u32 sQ, u32 sK) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+  aw_pin(s);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_ss(s, gw_desc(sQ + kk * 32), gw_desc(sK + kk * 32));
+  wg_commit();
+  wg_wait0();
+  aw_pin(s);
+}
+// o += P V: P (the probabilities in the scores' layout) rounded to bf16 A fragments, 16 keys a step
+__device__ __forceinline__ void aw_accumulate(float o[8][4], const float p[8][4], u32 sV) {
+  u32 a[4][4];
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    a[kk][0] = pack_bf2(p[2 * kk][0], p[2 * kk][1]);
+    a[kk][1] = pack_bf2(p[2 * kk][2], p[2 * kk][3]);
+    a[kk][2] = pack_bf2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[kk][3] = pack_bf2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+  }
+  aw_pin(o);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_rs(o, a[kk], gw_desc(sV + kk * 16 * 128));
+  wg_commit();
+  wg_wait0();
+  aw_pin(o);
+}
+
+// am_fwd_walk with the products on wgmma: Q at shared address sQ, two (K, V) buffers from sKV.
+__device__ __forceinline__ void aw_fwd_walk(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, u32 sQ, u32 sKV, const AmTiles &T, int kBegin,
+                                            int kEnd, const bf16_t *base, i64 stride, int d, int h, int dh, int q0, int i0, int i1, int S, int G, int w, int r,
+                                            float sl2, int t) {
+  const auto fetch = [&](int k) {
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const u32 buf = sKV + (u32)((k & 1) * 2 * AW_TILE);
+    aw_load(buf, base, k0, end, stride, d + h * dh, dh);
+    aw_load(buf + AW_TILE, base, k0, end, stride, 2 * d + h * dh, dh);
+    cp_async_commit();
+  };
+  if (kBegin < kEnd) fetch(kBegin);
+  for (int k = kBegin; k < kEnd; k++) {
+    if (k + 1 < kEnd) fetch(k + 1);
+    am_wait(k + 1 < kEnd);
+    wg_proxy_fence();
+    __syncthreads();  // tile k (and Q) in shared memory for every thread and for the tensor cores
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const u32 buf = sKV + (u32)((k & 1) * 2 * AW_TILE);
+    float s[8][4];
+    aw_scores(s, sQ, buf);
+    if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
+    am_online_softmax(s, o, m0, m1, l0, l1, sl2);
+    aw_accumulate(o, s, buf + AW_TILE);
+    __syncthreads();  // done with buffer k & 1 before tile k + 2 is fetched into it
+  }
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+}
+
+// am_fwd_tile on wgmma: sm (1024-byte aligned) holds Q, then the two (K, V) buffers.
+__device__ __forceinline__ void aw_fwd_tile(float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, int &i0, int &i1, bf16_t *sm,
+                                            const bf16_t *qkv, int q0, int b, int h, int H, int dh, int S, int G, int w, int r, float scale, int part,
+                                            int parts) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, d = H * dh;
+  const i64 stride = 3 * (i64)d;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  const u32 sQ = smem_addr(sm);
+  aw_load(sQ, base, q0, S, stride, h * dh, dh);
+  cp_async_commit();  // the walk's first wait covers it
+  i0 = q0 + warp * 16 + g;
+  i1 = i0 + 8;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  m0 = m1 = NEG_INF_F;
+  l0 = l1 = 0.0f;
+  const AmTiles T = am_tiles(q0, min(S, q0 + AM_T) - 1, S, G, w, r);
+  const int per = (T.total + parts - 1) / parts;
+  aw_fwd_walk(o, m0, m1, l0, l1, sQ, sQ + AW_TILE, T, min(T.total, part * per), min(T.total, (part + 1) * per), base, stride, d, h, dh, q0, i0, i1, S, G, w,
+              r, scale * AM_LOG2E, t);
+  cp_async_wait<0>();  // an empty run never waited for Q
+}
+
+// attn_fwd_mma64's grid, arguments and results on wgmma. Dynamic shared memory AW_SHARED (host:
+// ATTN_WGMMA_SHARED): Q and two (K, V) buffers, aligned to 1,024 bytes.
+#define AW_SHARED (5 * AW_TILE + 1024)
+extern "C" __global__ void __launch_bounds__(128, 4) attn_fwd_wgmma(bf16_t *out, float *lse, const bf16_t *qkv, int S, int H, int dh, int G, int w, int r,
+                                                                 float scale, float *part_o, float *part_ml, int parts, int splitBlocks) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char aw_dyn[];
+  bf16_t *sm = (bf16_t *)(aw_dyn + ((1024u - (smem_addr(aw_dyn) & 1023u)) & 1023u));
+  am_fwd_blocks<true>(sm, out, lse, qkv, S, H, dh, G, w, r, scale, part_o, part_ml, parts, splitBlocks);
+}
+#endif

@@ -259,6 +259,26 @@ __device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1)
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// ---- Hopper's warpgroup instructions (wgmma, sm_90a only: grouped_wgmma.cu, attention_mma.cu) ----
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// A wgmma shared-memory descriptor of a tile in 128-byte swizzled rows (16-byte chunk c of row r at
+// chunk c ^ (r % 8)): start address, leading byte offset 16 (unused by these layouts), stride byte
+// offset 1024 (eight 128-byte rows), 128-byte swizzle. The same descriptor serves a K-major operand
+// (rows along M or N, 64 bf16 of K each; a k16 step moves the start 32 bytes) and an MN-major one
+// (rows along K, 64 bf16 of N each, at most 64 wide; a k16 step moves it 16 rows, 2,048 bytes).
+__device__ __forceinline__ u64 gw_desc(u32 addr) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// the copies (generic proxy) that wgmma (async proxy) is to read
+__device__ __forceinline__ void wg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Pins a register in place for the compiler: wgmma writes its accumulators asynchronously, so reads
+// after wg_wait0 and writes before wg_fence must not be moved across them.
+__device__ __forceinline__ void wg_pin(float &x) { asm volatile("" : "+f"(x)::"memory"); }
+#endif
+
 // The grouped products' store of two adjacent outputs v0, v1 (bias added) at element `at` (even) of
 // C, bf16 (`cbf`) or float32: with `gelu`, the pre-activation goes to `pre` in C's dtype and C gets
 // GELU of the stored value (so a recomputation from pre gives the same bits).

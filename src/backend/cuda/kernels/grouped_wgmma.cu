@@ -28,11 +28,6 @@
 #define GW_TILE_BYTES (GW_BM * GW_BK * 2)  // 16 KiB: one A or B tile of a stage
 #define GW_SHARED (GW_STAGES * 2 * GW_TILE_BYTES + 1024)  // + alignment of the swizzled tiles to 1024 bytes (99,328)
 
-// A wgmma shared-memory descriptor: start address, leading byte offset 16 (unused by swizzled K-major
-// layouts), stride byte offset 1024 (eight 128-byte rows), 128-byte swizzle
-__device__ __forceinline__ u64 gw_desc(u32 addr) {
-  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
-}
 // d += a b for one k16 step (the accumulators start at zero, so every step accumulates)
 __device__ __forceinline__ void gw_mma(float d[64], u64 a, u64 b) {
   asm volatile(
@@ -106,16 +101,16 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
   for (int s = 0; s < steps; s++) {
     cp_async_wait<GW_STAGES - 2>();
     // the copies (generic proxy) are to be read by wgmma (async proxy)
-    asm volatile("fence.proxy.async.shared::cta;\n" ::);
+    wg_proxy_fence();
     __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
     if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
     cp_async_commit();
     const u32 a = sA + (s % GW_STAGES) * A_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    wg_fence();
 #pragma unroll
     for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    wg_commit();
+    wg_wait0();
   }
 }
 
