@@ -71,8 +71,7 @@ export interface CudaBackendOptions {
   /**
    * Attention kernels: `mma` (bfloat16 activations with head sizes up to 64 run FlashAttention-2
    * tiles on the tensor cores with mma.sync, everything else the `tiled` kernels), `wgmma` (as mma,
-   * but the forward on Hopper's warpgroup instructions where the head size is a multiple of 8;
-   * sm_90 only), `auto` (the default: wgmma where the card has it, else mma), `tiled`
+   * but on Hopper's warpgroup instructions where the head size is a multiple of 8; sm_90 only), `auto` (the default: wgmma where the card has it, else mma), `tiled`
    * (FlashAttention-style tiles on float32 CUDA cores, head sizes up to 128 where the card's shared
    * memory allows; the slow twin of `mma`) or `rows` (one warp per query row, float32 only: the
    * slow twin of `tiled`). MOE_DIFFUSEQ_ATTENTION=wgmma, mma, tiled or rows selects one.
@@ -158,7 +157,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
-  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64'],
+  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
   'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
 };
@@ -271,6 +270,8 @@ const GROUPED_MMA_ROWS = 8192;
 const GROUPED_SHARED = 4 * 2 * 128 * 40 * 2;
 /** Dynamic shared memory of attn_fwd_wgmma (AW_SHARED in attention_mma.cu: Q and two (K, V) buffers of 64 x 64 bf16, and 1 KiB to align them). */
 const ATTN_WGMMA_SHARED = 5 * 64 * 64 * 2 + 1024;
+/** The same for attn_bwd_dq_wgmma / attn_bwd_dkdv_wgmma (AWB_SHARED: the block's two tiles, two buffers of two, 1 KiB to align). */
+const ATTN_WGMMA_BWD_SHARED = 6 * 64 * 64 * 2 + 1024;
 /** Dynamic shared memory of grouped_wgmma.cu's kernel (GW_SHARED there: 3 stages of two 128 x 64 bf16 tiles, and 1 KiB to align them). */
 const GROUPED_WGMMA_SHARED = 3 * 2 * 128 * 64 * 2 + 1024;
 /** The same for its one-warpgroup form (grouped_wgmma64_nt_bf16: 64-row A tiles, 128-row B tiles). */
@@ -345,7 +346,7 @@ export class CudaBackend implements Backend {
   private readonly argPtrs: bigint;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
-  /** Whether the bf16 attention forward runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
+  /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
   private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
   private readonly pdl: { config: bigint; view: DataView } | null = null;
@@ -419,7 +420,7 @@ export class CudaBackend implements Backend {
   describe(): string {
     const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
     const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
-    const attn = this.attentionKernel === 'auto' ? (this.arch === 90 ? 'wgmma forward + mma' : 'mma') : this.attentionKernel === 'wgmma' ? 'wgmma forward + mma' : this.attentionKernel;
+    const attn = this.attentionKernel === 'auto' ? (this.arch === 90 ? 'wgmma' : 'mma') : this.attentionKernel === 'wgmma' ? 'wgmma' : this.attentionKernel;
     const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
@@ -1429,7 +1430,11 @@ export class CudaBackend implements Backend {
         this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh), B(bf)]);
         const blocks = Math.ceil(g.S / AT_T) * g.B * g.H;
         const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
-        if (mma) {
+        if (mma && this.attnWgmma && g.dh % 8 === 0 && cu(op, qkv).ptr % 16 === 0 && cu(op, dout).ptr % 16 === 0) {
+          // Hopper: the products on wgmma (attention_mma.cu), whole 16-byte chunks of the heads
+          this.launch('attn_bwd_dq_wgmma', blocks, 128, args, ATTN_WGMMA_BWD_SHARED);
+          this.launch('attn_bwd_dkdv_wgmma', blocks, 128, args, ATTN_WGMMA_BWD_SHARED);
+        } else if (mma) {
           this.launch('attn_bwd_dq_mma64', blocks, 128, args);
           this.launch('attn_bwd_dkdv_mma64', blocks, 128, args);
         } else {

@@ -661,6 +661,34 @@ __device__ __forceinline__ void aw_mma_rs(float d[8][4], const u32 a[4], u64 b) 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1));
 }
 
+// s = A1 B1^T and t = A2 B2^T (two score-shaped products, both operands K-major) in one wgmma
+// group: the backward's scores and dP (or their transposes)
+__device__ __forceinline__ void aw_scores2(float s[8][4], u32 sA1, u32 sB1, float t[8][4], u32 sA2, u32 sB2) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = t[j][0] = t[j][1] = t[j][2] = t[j][3] = 0.0f;
+  aw_pin(s);
+  aw_pin(t);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_ss(s, gw_desc(sA1 + kk * 32), gw_desc(sB1 + kk * 32));
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_ss(t, gw_desc(sA2 + kk * 32), gw_desc(sB2 + kk * 32));
+  wg_commit();
+  wg_wait0();
+  aw_pin(s);
+  aw_pin(t);
+}
+// P's bf16 A fragments (the accumulator layout of 64 columns as 4 k16 steps)
+__device__ __forceinline__ void aw_afrags(u32 a[4][4], const float p[8][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    a[kk][0] = pack_bf2(p[2 * kk][0], p[2 * kk][1]);
+    a[kk][1] = pack_bf2(p[2 * kk][2], p[2 * kk][3]);
+    a[kk][2] = pack_bf2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[kk][3] = pack_bf2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+  }
+}
+
 // s = Q K^T over the head dimension (4 k16 steps; the zero-filled columns past dh add nothing)
 __device__ __forceinline__ void aw_scores(float s[8][4], u32 sQ, u32 sK) {
 #pragma unroll
@@ -676,13 +704,7 @@ __device__ __forceinline__ void aw_scores(float s[8][4], u32 sQ, u32 sK) {
 // o += P V: P (the probabilities in the scores' layout) rounded to bf16 A fragments, 16 keys a step
 __device__ __forceinline__ void aw_accumulate(float o[8][4], const float p[8][4], u32 sV) {
   u32 a[4][4];
-#pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
-    a[kk][0] = pack_bf2(p[2 * kk][0], p[2 * kk][1]);
-    a[kk][1] = pack_bf2(p[2 * kk][2], p[2 * kk][3]);
-    a[kk][2] = pack_bf2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-    a[kk][3] = pack_bf2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
-  }
+  aw_afrags(a, p);
   aw_pin(o);
   wg_fence();
 #pragma unroll
@@ -690,6 +712,24 @@ __device__ __forceinline__ void aw_accumulate(float o[8][4], const float p[8][4]
   wg_commit();
   wg_wait0();
   aw_pin(o);
+}
+
+// o += P V and o2 += P2 V2 in one wgmma group (the dK / dV accumulations)
+__device__ __forceinline__ void aw_accumulate2(float o[8][4], const float p[8][4], u32 sV, float o2[8][4], const float p2[8][4], u32 sV2) {
+  u32 a[4][4], a2[4][4];
+  aw_afrags(a, p);
+  aw_afrags(a2, p2);
+  aw_pin(o);
+  aw_pin(o2);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_rs(o, a[kk], gw_desc(sV + kk * 16 * 128));
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) aw_mma_rs(o2, a2[kk], gw_desc(sV2 + kk * 16 * 128));
+  wg_commit();
+  wg_wait0();
+  aw_pin(o);
+  aw_pin(o2);
 }
 
 // am_fwd_walk with the products on wgmma: Q at shared address sQ, two (K, V) buffers from sKV.
@@ -758,5 +798,135 @@ extern "C" __global__ void __launch_bounds__(128, 4) attn_fwd_wgmma(bf16_t *out,
   extern __shared__ __align__(16) unsigned char aw_dyn[];
   bf16_t *sm = (bf16_t *)(aw_dyn + ((1024u - (smem_addr(aw_dyn) & 1023u)) & 1023u));
   am_fwd_blocks<true>(sm, out, lse, qkv, S, H, dh, G, w, r, scale, part_o, part_ml, parts, splitBlocks);
+}
+// ---- the backward on wgmma (attn_bwd_dq_wgmma, attn_bwd_dkdv_wgmma) ------------------------------
+// attn_bwd_dq_mma64 and attn_bwd_dkdv_mma64 with their products on wgmma: the block's own tiles
+// (Q and dout, or K and V) stay in shared memory, the other side's pairs of tiles arrive by
+// cp.async a tile ahead; the score-shaped products (both operands K-major) go in one wgmma group,
+// the accumulations take dS or P from registers against the MN-major tiles. Same grid, same
+// arithmetic per element (P and dS rounded to bf16 for the second products), so the same results up
+// to the tensor cores' order of addition. Dynamic shared memory AWB_SHARED (host: ATTN_WGMMA_BWD_SHARED).
+#define AWB_SHARED (6 * AW_TILE + 1024)
+
+__device__ __forceinline__ bf16_t *aw_aligned(unsigned char *dyn) { return (bf16_t *)(dyn + ((1024u - (smem_addr(dyn) & 1023u)) & 1023u)); }
+
+extern "C" __global__ void __launch_bounds__(128, 3) attn_bwd_dq_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
+                                                                    int S, int H, int dh, int G, int w, int r, float scale) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char aw_dyn[];
+  const u32 sQ = smem_addr(aw_aligned(aw_dyn)), sO = sQ + AW_TILE, sKV = sO + AW_TILE;
+  const AmPlace P = am_place(S, H, dh, blockIdx.x);
+  const int t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
+  const i64 stride = P.stride;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  aw_load(sQ, base, q0, S, stride, h * dh, dh);
+  aw_load(sO, dout + (i64)b * S * d, q0, S, d, h * dh, dh);
+  cp_async_commit();  // the loop's first wait covers it
+  const int i0 = q0 + P.warp * 16 + P.g, i1 = i0 + 8;
+  const float sl2 = scale * AM_LOG2E;
+  const float L0 = i0 < S ? lse[(i64)bh * S + i0] * AM_LOG2E : 0.0f, L1 = i1 < S ? lse[(i64)bh * S + i1] * AM_LOG2E : 0.0f;
+  const float D0 = i0 < S ? D[(i64)bh * S + i0] : 0.0f, D1 = i1 < S ? D[(i64)bh * S + i1] : 0.0f;
+  float dq[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
+  const AmTiles T = am_tiles(q0, q1, S, G, w, r);
+  const auto fetch = [&](int k) {
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const u32 buf = sKV + (u32)((k & 1) * 2 * AW_TILE);
+    aw_load(buf, base, k0, end, stride, d + h * dh, dh);
+    aw_load(buf + AW_TILE, base, k0, end, stride, 2 * d + h * dh, dh);
+    cp_async_commit();
+  };
+  if (T.total > 0) fetch(0);
+  for (int k = 0; k < T.total; k++) {
+    if (k + 1 < T.total) fetch(k + 1);
+    am_wait(k + 1 < T.total);
+    wg_proxy_fence();
+    __syncthreads();
+    int k0, end;
+    am_tile(T, k, k0, end);
+    const u32 Ks = sKV + (u32)((k & 1) * 2 * AW_TILE), Vs = Ks + AW_TILE;
+    float s[8][4], dp[8][4];
+    aw_scores2(s, sQ, Ks, dp, sO, Vs);
+    if (!am_unmasked(q0, k0, S, end, G, w, r)) am_mask(s, i0, i1, k0 + 2 * t, S, end, G, w, r);
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float p = exp2f(fmaf(s[nt][e], sl2, -(e < 2 ? L0 : L1)));  // 0 where masked
+        s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;            // dS
+      }
+    }
+    aw_accumulate(dq, s, Ks);
+    __syncthreads();
+  }
+  cp_async_wait<0>();  // a tile that sees no key never waited for its own
+  am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dkdv_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
+                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char aw_dyn[];
+  __shared__ float Ls[2][AM_T], Ds[2][AM_T];
+  const u32 sK = smem_addr(aw_aligned(aw_dyn)), sV = sK + AW_TILE, sQO = sV + AW_TILE;
+  const AmPlace P = am_place(S, H, dh, blockIdx.x);
+  const int t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, j0 = P.r0, j1 = P.r1;
+  const i64 stride = P.stride;
+  const bf16_t *base = qkv + (i64)b * S * stride;
+  const bf16_t *obase = dout + (i64)b * S * d;
+  aw_load(sK, base, j0, S, stride, d + h * dh, dh);
+  aw_load(sV, base, j0, S, stride, 2 * d + h * dh, dh);
+  cp_async_commit();
+  const int jr0 = j0 + P.warp * 16 + P.g, jr1 = jr0 + 8;  // this thread's key rows
+  const float sl2 = scale * AM_LOG2E;
+  float dk[AM_DH / 8][4], dv[AM_DH / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) dk[nt][0] = dk[nt][1] = dk[nt][2] = dk[nt][3] = dv[nt][0] = dv[nt][1] = dv[nt][2] = dv[nt][3] = 0.0f;
+  const AmTiles T = am_tiles(j0, j1, S, G, w, r);
+  const auto fetch = [&](int k) {
+    int q0, end;
+    am_tile(T, k, q0, end);
+    const u32 buf = sQO + (u32)((k & 1) * 2 * AW_TILE);
+    aw_load(buf, base, q0, end, stride, h * dh, dh);
+    aw_load(buf + AW_TILE, obase, q0, end, d, h * dh, dh);
+    cp_async_commit();
+    if (threadIdx.x < AM_T) {
+      const int i = q0 + threadIdx.x;
+      Ls[k & 1][threadIdx.x] = i < end ? lse[(i64)bh * S + i] * AM_LOG2E : 0.0f;
+      Ds[k & 1][threadIdx.x] = i < end ? D[(i64)bh * S + i] : 0.0f;
+    }
+  };
+  if (T.total > 0) fetch(0);
+  for (int k = 0; k < T.total; k++) {
+    if (k + 1 < T.total) fetch(k + 1);
+    am_wait(k + 1 < T.total);
+    wg_proxy_fence();
+    __syncthreads();
+    int q0, end;
+    am_tile(T, k, q0, end);
+    const u32 Qs = sQO + (u32)((k & 1) * 2 * AW_TILE), Os = Qs + AW_TILE;
+    const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
+    float s[8][4], dp[8][4];
+    aw_scores2(s, sK, Qs, dp, sV, Os);  // S^T and dP^T: keys x queries
+    // rows are this thread's keys, columns the tile's queries (the pattern is symmetric)
+    if (!am_unmasked(j0, q0, S, end, G, w, r)) am_mask(s, jr0, jr1, q0 + 2 * t, S, end, G, w, r);
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int qi = nt * 8 + 2 * t + (e & 1);
+        const float p = exp2f(fmaf(s[nt][e], sl2, -Lk[qi]));  // 0 where masked
+        s[nt][e] = p;
+        dp[nt][e] = p * (dp[nt][e] - Dk[qi]) * scale;  // dS^T
+      }
+    }
+    aw_accumulate2(dv, s, Os, dk, dp, Qs);
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+  am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
+  am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
 }
 #endif
