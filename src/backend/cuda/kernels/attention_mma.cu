@@ -865,7 +865,7 @@ extern "C" __global__ void __launch_bounds__(128, 3) attn_bwd_dq_wgmma(bf16_t *d
   am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
 }
 
-extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dkdv_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
+extern "C" __global__ void __launch_bounds__(128, 3) attn_bwd_dkdv_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
                                                                       const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char aw_dyn[];
