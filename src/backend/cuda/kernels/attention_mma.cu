@@ -4,7 +4,10 @@
 // kernels that each own their output rows: no atomics), with every product on the tensor cores
 // (mma.sync m16n8k16, bf16 operands, float32 accumulation). The probabilities and dS are rounded to
 // bf16 between the two products of each step, as FlashAttention does; row statistics stay float32.
-// attention_tiled.cu (float32 CUDA cores) is the slow twin these are tested against.
+// attention_tiled.cu (float32 CUDA cores) is the slow twin these are tested against. On sm_90 the
+// file is built for sm_90a and also holds the same three kernels on Hopper's warpgroup instructions
+// (attn_fwd_wgmma, attn_bwd_dq_wgmma, attn_bwd_dkdv_wgmma, at the end), sharing the ranges, masks,
+// online softmax, split runs and stores.
 //
 // A block is 4 warps; it owns a tile of 64 rows (queries for the forward and dQ, keys for dK/dV),
 // 16 per warp, and walks the tiles of the other side that its rows can see (at_ranges). Tiles sit
