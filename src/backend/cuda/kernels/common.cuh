@@ -259,6 +259,29 @@ __device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1)
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// The grouped products' grid (grouped_gemm.cu, grouped_wgmma.cu): expert after expert, each
+// expert's rows in tiles of BM, each row tile in tilesN column tiles of BN. Block `blk`'s expert e,
+// its rows r0 .. rEnd - 1 (rEnd: the expert's end) and first column n0; false past the last tile
+// (a grid sized before the counts are known has spare blocks).
+struct GroupedTile {
+  int e, n0;
+  i64 r0, rEnd;
+};
+__device__ __forceinline__ bool grouped_tile(GroupedTile &T, const int *off, int E, int BM, int BN, int tilesN, int blk) {
+  int t = blk, e = 0;
+  for (; e < E; e++) {
+    const int tiles = (off[e + 1] - off[e] + BM - 1) / BM * tilesN;
+    if (t < tiles) break;
+    t -= tiles;
+  }
+  if (e == E) return false;
+  T.e = e;
+  T.r0 = (i64)off[e] + (i64)(t / tilesN) * BM;
+  T.rEnd = off[e + 1];
+  T.n0 = (t % tilesN) * BN;
+  return true;
+}
+
 // ---- Hopper's warpgroup instructions (wgmma, sm_90a only: grouped_wgmma.cu, attention_mma.cu) ----
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // A wgmma shared-memory descriptor of a tile in 128-byte swizzled rows (16-byte chunk c of row r at

@@ -129,15 +129,10 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
   const u32 sA = smem_addr(gg_dyn), sB = sA + GG_STAGES * A_BYTES;
   // which expert and tile
   const int tilesN = (Nc + GG_BN - 1) / GG_BN;
-  int t = blockIdx.x, e = 0;
-  for (; e < E; e++) {
-    const int tiles = (off[e + 1] - off[e] + BM - 1) / BM * tilesN;
-    if (t < tiles) break;
-    t -= tiles;
-  }
-  if (e == E) return;
-  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * BM, rEnd = off[e + 1];
-  const int n0 = (t % tilesN) * GG_BN;
+  GroupedTile gt;
+  if (!grouped_tile(gt, off, E, BM, GG_BN, tilesN, blockIdx.x)) return;
+  const int e = gt.e, n0 = gt.n0;
+  const i64 r0 = gt.r0, rEnd = gt.rEnd;
   const bf16_t *We = W + (i64)e * Kr * Nc;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;  // the warp's corner in the tile

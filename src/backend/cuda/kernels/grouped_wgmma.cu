@@ -122,15 +122,10 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * BM * GW_BK * 2;
   const int tilesN = (Nc + GW_BN - 1) / GW_BN;
-  int t = blockIdx.x, e = 0;
-  for (; e < E; e++) {
-    const int tiles = (off[e + 1] - off[e] + BM - 1) / BM * tilesN;
-    if (t < tiles) break;
-    t -= tiles;
-  }
-  if (e == E) return;
-  const i64 r0 = (i64)off[e] + (i64)(t / tilesN) * BM, rEnd = off[e + 1];
-  const int n0 = (t % tilesN) * GW_BN;
+  GroupedTile gt;
+  if (!grouped_tile(gt, off, E, BM, GW_BN, tilesN, blockIdx.x)) return;
+  const int e = gt.e, n0 = gt.n0;
+  const i64 r0 = gt.r0, rEnd = gt.rEnd;
   const bf16_t *We = W + (i64)e * Kr * Nc;
   const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
   float d[64];
