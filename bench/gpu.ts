@@ -332,8 +332,9 @@ function opsTable(be: Backend, log: (s: string) => void): void {
   const pairs = 16 * (16 * 2064 + 2048 * 16 + 2048 * 257 - 128 * 129);
   time('attention fwd 16x2064 sliding 128', 4 * d * pairs, () => be.attention(out, lse, qkv2, spec));
   const [q1, o1, l1] = [be.view(qkv2, 0, [1, 2064, 3 * d]), be.view(out, 0, [1, 2064, d]), be.view(lse, 0, [12 * 2064])];
-  // wall time: at batch 1 the host's launches can bound it (ncu: 21 us of kernel for the wgmma
-  // forward, 36 for mma.sync, where this row read 68 and 38)
+  // wall time per call: for the wgmma forward it read 68-83 us where Nsight Compute gives its kernel
+  // 21 us (36 for mma.sync, which read 38) and a sampling run's wall time follows Nsight's sum: not
+  // understood yet (H200, v12); trust `--items kernels-sample` under ncu for batch 1
   time('attention fwd 1x2064 (batch-1 sampling; wall)', (4 * d * pairs) / 16, () => be.attention(o1, l1, q1, spec));
   for (const t of [q1, o1, l1]) t.dispose();
   const dqkv = be.empty([16, 2064, 3 * d], bf);
