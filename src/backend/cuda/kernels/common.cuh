@@ -244,6 +244,23 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+// The grouped products' multi-stage cp.async pipeline: one commit group per step, empty ones
+// included, so that after step s's cp_async_wait<STAGES - 2> the groups still in flight are exactly
+// those of the STAGES - 2 steps after it. `load(stage)` issues the next step's copies into a stage.
+template <int STAGES, class Load>
+__device__ __forceinline__ void cp_pipeline_start(int steps, Load &load) {
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; p++) {
+    if (p < steps) load(p);
+    cp_async_commit();
+  }
+}
+// At step s, after the barrier that frees step s - 1's stage: step s + STAGES - 1's copies into it.
+template <int STAGES, class Load>
+__device__ __forceinline__ void cp_pipeline_refill(int s, int steps, Load &load) {
+  if (s + STAGES - 1 < steps) load((s + STAGES - 1) % STAGES);
+  cp_async_commit();
+}
 // Four 8 x 8 bf16 matrices from shared memory (a shared-space address), lanes 8m..8m+7 addressing
 // the rows of matrix m; lane L receives (row L / 4, columns 2 (L % 4), + 1) of each, or with the
 // transposing form (rows 2 (L % 4), + 1, column L / 4).

@@ -156,18 +156,11 @@ __device__ __forceinline__ void gg_body(void *C, const bf16_t *A, const bf16_t *
     gg_issue(lb, sB + stage * GG_TILE_BYTES, kLoad, Kr, W);
     kLoad += GG_BK;
   };
-  // one commit group per step, empty ones included, so that after step s's wait the groups still in
-  // flight are exactly those of the GG_STAGES - 2 steps after it
-#pragma unroll
-  for (int p = 0; p < GG_STAGES - 1; p++) {
-    if (p < steps) load(p);
-    cp_async_commit();
-  }
+  cp_pipeline_start<GG_STAGES>(steps, load);
   for (int s = 0; s < steps; s++) {
     cp_async_wait<GG_STAGES - 2>();  // step s's tiles have landed (this thread's copies)
     __syncthreads();           // ... everyone's; and everyone is done with step s - 1's stage
-    if (s + GG_STAGES - 1 < steps) load((s + GG_STAGES - 1) % GG_STAGES);  // into step s - 1's stage
-    cp_async_commit();
+    cp_pipeline_refill<GG_STAGES>(s, steps, load);
     const u32 as = sA + (s % GG_STAGES) * A_BYTES + aLane, bs = sB + (s % GG_STAGES) * GG_TILE_BYTES + bLane;
 #pragma unroll
     for (int kk = 0; kk < GG_BK; kk += 16) {
@@ -271,16 +264,11 @@ extern "C" __global__ void __launch_bounds__(GG_THREADS, 2) grouped_gemm_tn_bf16
     gg_issue(lb, sB + stage * GG_KTILE_BYTES, kLoad, rows, X);
     kLoad += GG_BK;
   };
-#pragma unroll
-  for (int p = 0; p < GG_STAGES - 1; p++) {
-    if (p < steps) load(p);
-    cp_async_commit();
-  }
+  cp_pipeline_start<GG_STAGES>(steps, load);
   for (int s = 0; s < steps; s++) {
     cp_async_wait<GG_STAGES - 2>();
     __syncthreads();
-    if (s + GG_STAGES - 1 < steps) load((s + GG_STAGES - 1) % GG_STAGES);
-    cp_async_commit();
+    cp_pipeline_refill<GG_STAGES>(s, steps, load);
     const int stage = s % GG_STAGES;
     if (sums && threadIdx.x < GG_BM) {
       // rows past the expert's end were loaded as zeros
