@@ -420,7 +420,8 @@ export class CudaBackend implements Backend {
   describe(): string {
     const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
     const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
-    const attn = this.attentionKernel === 'auto' ? (this.arch === 90 ? 'wgmma' : 'mma') : this.attentionKernel === 'wgmma' ? 'wgmma' : this.attentionKernel;
+    // what runs: `auto` and `wgmma` are the mma.sync kernels where the card has no wgmma
+    const attn = this.attnWgmma ? 'wgmma' : this.attentionKernel === 'auto' || this.attentionKernel === 'wgmma' ? 'mma' : this.attentionKernel;
     const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
