@@ -765,7 +765,8 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
 });
 
 test('adamw', { skip }, () => {
-  for (const [n, step] of [[1, 1], [1001, 7]] as const) {
+  // 1, 1,001 and 4,099: element by element, then groups of four with a tail (adamw_x4 + adamw_f32)
+  for (const [n, step] of [[1, 1], [1001, 7], [4099, 3]] as const) {
     const p = rpair([n]);
     const g = rpair([n]);
     const m = rpair([n], 0.1);

@@ -144,7 +144,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'gelu_bf16x2', 'bias_act_bf16x8', 'gelu_bf16x8', 'gelu_backward_bf16x8',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
-  'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32'],
+  'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32', 'adamw_x4'],
   'reduce.cu': [
     'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_backward_dx_bf16_vec',
@@ -1909,9 +1909,13 @@ export class CudaBackend implements Backend {
     const bc1 = 1 - o.beta1 ** o.step;
     const bc2 = 1 - o.beta2 ** o.step;
     const decay = 1 - o.lr * o.weightDecay;
-    this.launchN('adamw_f32', param.size, [
-      P(cu(op, param)), P(cu(op, grad)), P(cu(op, m)), P(cu(op, v)), L(param.size), D(o.beta1), D(o.beta2), D(o.lr), D(o.eps), D(bc1), D(bc2), D(decay),
-    ]);
+    const ptrs = [cu(op, param).ptr, cu(op, grad).ptr, cu(op, m).ptr, cu(op, v).ptr];
+    const hyper = [D(o.beta1), D(o.beta2), D(o.lr), D(o.eps), D(bc1), D(bc2), D(decay)];
+    // groups of four over the aligned front (adamw_x4), element by element for the rest
+    const n4 = byFours(0, ...ptrs) ? Math.floor(param.size / 4) : 0;
+    if (n4) this.launchN('adamw_x4', n4, [...ptrs.map(A), L(n4), ...hyper]);
+    const done = 4 * n4;
+    if (done < param.size) this.launchN('adamw_f32', param.size - done, [...ptrs.map((p) => A(p + done * 4)), L(param.size - done), ...hyper]);
   }
 }
 

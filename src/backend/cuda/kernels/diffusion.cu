@@ -63,15 +63,36 @@ extern "C" __global__ void qsample_backward_dm_partial(double *partial, const fl
 
 // One AdamW step (decoupled weight decay, bias-corrected), float64 as the CPU reference: the new
 // moments are stored rounded but the update uses them unrounded.
+// One element's AdamW step in float64 (the CPU's arithmetic, rounded once to float32).
+__device__ __forceinline__ void adamw_one(float &p, float g, float &m, float &v, double beta1, double beta2, double lr, double eps, double bc1, double bc2,
+                                          double decay) {
+  const double gi = g;
+  const double mi = beta1 * (double)m + (1.0 - beta1) * gi;
+  const double vi = beta2 * (double)v + (1.0 - beta2) * gi * gi;
+  m = (float)mi;
+  v = (float)vi;
+  p = (float)((double)p * decay - (lr * (mi / bc1)) / (sqrt(vi / bc2) + eps));
+}
 extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, i64 n, double beta1, double beta2, double lr, double eps,
                                      double bc1, double bc2, double decay) {
   pdl_entry();
-  GRID_STRIDE(i, n) {
-    const double gi = g[i];
-    const double mi = beta1 * (double)m[i] + (1.0 - beta1) * gi;
-    const double vi = beta2 * (double)v[i] + (1.0 - beta2) * gi * gi;
-    m[i] = (float)mi;
-    v[i] = (float)vi;
-    p[i] = (float)((double)p[i] * decay - (lr * (mi / bc1)) / (sqrt(vi / bc2) + eps));
+  GRID_STRIDE(i, n) adamw_one(p[i], g[i], m[i], v[i], beta1, beta2, lr, eps, bc1, bc2, decay);
+}
+// The same over n4 groups of four (16-byte aligned arrays): a step reads four and writes three
+// streams of the parameters' size, so it is bound by memory; 4-byte accesses reached ~60% of the
+// H200's bandwidth (2.5 ms for base's 286M parameters against 1.5 ms of traffic).
+extern "C" __global__ void adamw_x4(float4 *p, const float4 *g, float4 *m, float4 *v, i64 n4, double beta1, double beta2, double lr, double eps,
+                                    double bc1, double bc2, double decay) {
+  pdl_entry();
+  GRID_STRIDE(i, n4) {
+    float4 pp = p[i], mm = m[i], vv = v[i];
+    const float4 gg = g[i];
+    adamw_one(pp.x, gg.x, mm.x, vv.x, beta1, beta2, lr, eps, bc1, bc2, decay);
+    adamw_one(pp.y, gg.y, mm.y, vv.y, beta1, beta2, lr, eps, bc1, bc2, decay);
+    adamw_one(pp.z, gg.z, mm.z, vv.z, beta1, beta2, lr, eps, bc1, bc2, decay);
+    adamw_one(pp.w, gg.w, mm.w, vv.w, beta1, beta2, lr, eps, bc1, bc2, decay);
+    p[i] = pp;
+    m[i] = mm;
+    v[i] = vv;
   }
 }
