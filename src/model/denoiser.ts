@@ -44,8 +44,9 @@ export interface ForwardOptions {
   /**
    * The parameters as bfloat16 (from {@link Denoiser.castWeights}), taken as the weights of the
    * matrix products, which round their float32 weights to bfloat16 anyway: the same numbers without
-   * a rounding per product. For many forwards of unchanged parameters (sampling); only with
-   * bfloat16 activations. The backward does not use them.
+   * a rounding per product. For many forwards of unchanged parameters (sampling) or a forward and
+   * its backward (a training step: the backward's products take them too, from the cache); only
+   * with bfloat16 activations. The caller disposes them after the backward.
    */
   weights?: ParamCopy;
 }
@@ -116,6 +117,8 @@ export interface DenoiserCache {
     y1: Tensor;
     y2: Tensor;
     rngSeed: number;
+    /** ForwardOptions.weights, for the backward's products. */
+    weights: ParamCopy | null;
   };
   dispose(): void;
 }
@@ -329,7 +332,7 @@ export class Denoiser {
     const x0 = s.keep(be.view(x0flat, 0, [B, N, e]));
     return {
       B, N, t: [...t], x0, moe,
-      inner: { xt, temb0, th1, ta1, temb, u1, u2, hs, mean0, rstd0, dropIn, layers, hout, y1, y2, rngSeed: opts.rng?.seed ?? 0 },
+      inner: { xt, temb0, th1, ta1, temb, u1, u2, hs, mean0, rstd0, dropIn, layers, hout, y1, y2, rngSeed: opts.rng?.seed ?? 0, weights: opts.weights ?? null },
       dispose: () => s.dispose(),
     };
   }
@@ -454,6 +457,15 @@ export class Denoiser {
    * It frees each layer's part of the cache once done with it: a cache serves one backward.
    */
   backward(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
+    // the forward's bf16 weights (ForwardOptions.weights) as the products' operands here too
+    this.operands = cache.inner.weights;
+    try {
+      return this.backwardPass(cache, dx0, dAux, dZ);
+    } finally {
+      this.operands = null;
+    }
+  }
+  private backwardPass(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -467,10 +479,10 @@ export class Denoiser {
     const s = new Scope();
     try {
       // output head
-      const dy2 = this.linearBackward(s, dx0, I.y2, this.p('output_down_proj.2.weight'), P.grad('output_down_proj.2.weight'), P.grad('output_down_proj.2.bias'), B * N, d, e, true)!;
+      const dy2 = this.linearBackward(s, dx0, I.y2, this.w('output_down_proj.2.weight'), P.grad('output_down_proj.2.weight'), P.grad('output_down_proj.2.bias'), B * N, d, e, true)!;
       const dy1 = s.keep(be.empty([B * N, d], ac));
       be.activationBackward(dy1, dy2, I.y1, 'tanh', false);
-      const dhout = this.linearBackward(s, dy1, I.hout, this.p('output_down_proj.0.weight'), P.grad('output_down_proj.0.weight'), P.grad('output_down_proj.0.bias'), B * N, d, d, true)!;
+      const dhout = this.linearBackward(s, dy1, I.hout, this.w('output_down_proj.0.weight'), P.grad('output_down_proj.0.weight'), P.grad('output_down_proj.0.bias'), B * N, d, d, true)!;
       let dh: Tensor;
       if (G > 0) {
         dh = s.keep(be.zeros([B, S, d], ac));
@@ -506,11 +518,11 @@ export class Denoiser {
           const dao = ls.keep(be.empty([M, d], ac));
           if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
           else be.copy(dao, dr1);
-          const datt = this.linearBackward(ls, dao, L.att, this.p(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
+          const datt = this.linearBackward(ls, dao, L.att, this.w(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
           const dqkv = ls.keep(be.empty([B, S, 3 * d], ac));
           be.attentionBackward(dqkv, ls.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
           const dx = dr1; // residual: dx = dr1 + dqkv Wqkv
-          this.linearBackward(ls, dqkv, L.x, P.span(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, ls.keep(be.view(dx, 0, [M, d])));
+          this.linearBackward(ls, dqkv, L.x, this.wSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.weight`, [3 * d, d]), P.gradSpan(`${p}.attn.q.bias`, [3 * d]), M, d, 3 * d, true, ls.keep(be.view(dx, 0, [M, d])));
           dh = dx;
         } finally {
           ls.dispose();
@@ -532,17 +544,17 @@ export class Denoiser {
       be.reduceBroadcast(dpos, dhs, [B, N, d], [1, N, d], true);
       const dtemb = s.keep(be.empty([B, d], dt));
       be.reduceBroadcast(dtemb, dhs, [B, N, d], [B, 1, d], false);
-      const du2 = this.linearBackward(s, dhs, I.u2, this.p('input_up_proj.2.weight'), P.grad('input_up_proj.2.weight'), P.grad('input_up_proj.2.bias'), B * N, d, d, true)!;
+      const du2 = this.linearBackward(s, dhs, I.u2, this.w('input_up_proj.2.weight'), P.grad('input_up_proj.2.weight'), P.grad('input_up_proj.2.bias'), B * N, d, d, true)!;
       const du1 = s.keep(be.empty([B * N, d], ac));
       be.activationBackward(du1, du2, I.u1, 'tanh', false);
-      const dxt2 = this.linearBackward(s, du1, I.xt, this.p('input_up_proj.0.weight'), P.grad('input_up_proj.0.weight'), P.grad('input_up_proj.0.bias'), B * N, e, d, true)!;
+      const dxt2 = this.linearBackward(s, du1, I.xt, this.w('input_up_proj.0.weight'), P.grad('input_up_proj.0.weight'), P.grad('input_up_proj.0.bias'), B * N, e, d, true)!;
       const dxt = be.empty([B, N, e], dt);
       be.copy(dxt, dxt2);
       // time embedding
-      const dta1 = this.linearBackward(s, dtemb, I.ta1, this.p('time_embed.2.weight'), P.grad('time_embed.2.weight'), P.grad('time_embed.2.bias'), B, 4 * e, d, true)!;
+      const dta1 = this.linearBackward(s, dtemb, I.ta1, this.w('time_embed.2.weight'), P.grad('time_embed.2.weight'), P.grad('time_embed.2.bias'), B, 4 * e, d, true)!;
       const dth1 = s.keep(be.empty([B, 4 * e], ac));
       be.activationBackward(dth1, dta1, I.th1, 'silu', false);
-      this.linearBackward(s, dth1, I.temb0, this.p('time_embed.0.weight'), P.grad('time_embed.0.weight'), P.grad('time_embed.0.bias'), B, e, 4 * e, false);
+      this.linearBackward(s, dth1, I.temb0, this.w('time_embed.0.weight'), P.grad('time_embed.0.weight'), P.grad('time_embed.0.bias'), B, e, 4 * e, false);
       return dxt;
     } finally {
       s.dispose();
@@ -561,10 +573,10 @@ export class Denoiser {
     if (f.kind === 'dense') {
       const act = s.keep(be.empty([M, 4 * d], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
       be.activation(act, f.pre, 'gelu');
-      const dact = this.linearBackward(s, dfo, act, this.p(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.bias`), M, 4 * d, d, true)!;
+      const dact = this.linearBackward(s, dfo, act, this.w(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.weight`), P.grad(`${p}.ffn.fc2.bias`), M, 4 * d, d, true)!;
       act.dispose();
       be.activationBackward(dact, dact, f.pre, 'gelu', false);
-      this.linearBackward(s, dact, h1, this.p(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.bias`), M, d, 4 * d, true, dh1flat);
+      this.linearBackward(s, dact, h1, this.w(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.weight`), P.grad(`${p}.ffn.fc1.bias`), M, d, 4 * d, true, dh1flat);
       return;
     }
     const r = f.routing;
@@ -574,8 +586,8 @@ export class Denoiser {
     // shared experts
     for (let j = 0; j < c.ffn.sharedExperts; j++) {
       const sh = f.shared[j]!;
-      const w1 = s.keep(be.view(this.p(`${p}.ffn.shared.fc1.weight`), j * fh * d, [fh, d]));
-      const w2 = s.keep(be.view(this.p(`${p}.ffn.shared.fc2.weight`), j * d * fh, [d, fh]));
+      const w1 = s.keep(be.view(this.w(`${p}.ffn.shared.fc1.weight`), j * fh * d, [fh, d]));
+      const w2 = s.keep(be.view(this.w(`${p}.ffn.shared.fc2.weight`), j * d * fh, [d, fh]));
       const gw1 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc1.weight`), j * fh * d, [fh, d]));
       const gb1 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc1.bias`), j * fh, [fh]));
       const gw2 = s.keep(be.view(P.grad(`${p}.ffn.shared.fc2.weight`), j * d * fh, [d, fh]));
@@ -591,19 +603,19 @@ export class Denoiser {
     const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
     be.activation(act, f.pre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
-    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.p(`${p}.ffn.experts.fc2.weight`), r);
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r);
     act.dispose();
     be.activationBackward(dact, dact, f.pre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));
-    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, xs, this.p(`${p}.ffn.experts.fc1.weight`), r);
+    be.groupedMatmulBackward(dxs, P.grad(`${p}.ffn.experts.fc1.weight`), P.grad(`${p}.ffn.experts.fc1.bias`), dact, xs, this.w(`${p}.ffn.experts.fc1.weight`), r);
     xs.dispose();
     be.moePermuteBackward(dh1flat, dxs, r, true);
     // router
     const dlogits = s.keep(be.empty([M, E], dt));
     be.moeRouteBackward(dlogits, r, dgates, dAux, dZ);
-    be.matmul(dh1flat, dlogits, this.p(`${p}.ffn.router.weight`), { beta: 1 });
+    be.matmul(dh1flat, dlogits, this.w(`${p}.ffn.router.weight`), { beta: 1 });
     be.matmul(P.grad(`${p}.ffn.router.weight`), dlogits, s.keep(be.view(h1, 0, [M, d])), { transA: true, beta: 1 });
   }
 }

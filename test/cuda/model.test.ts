@@ -21,6 +21,30 @@ import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
 const probe = probeCuda();
 const skip: string | false = probe.available ? false : `no CUDA GPU on this machine: ${probe.reason}`;
 
+/**
+ * The parameters whose gradients differ between two runs, bit for bit, except those named in
+ * `atomic` (written by atomicAdd, whose order and so last bits change from run to run), which are
+ * held to 1e-6 of their largest gradient: there a race would show as a large difference.
+ */
+function differingGradients(a: { g: ArrayLike<number>; spans: { name: string; off: number; n: number }[] }, b: { g: ArrayLike<number> }, atomic: ReadonlySet<string>): string[] {
+  const bad: string[] = [];
+  for (const s of a.spans) {
+    let maxAbs = 0;
+    let maxDiff = 0;
+    let differ = 0;
+    for (let i = s.off; i < s.off + s.n; i++) {
+      const d = Math.abs(a.g[i]! - b.g[i]!);
+      maxAbs = Math.max(maxAbs, Math.abs(b.g[i]!));
+      if (d !== 0 || Number.isNaN(d)) differ++;
+      if (!(d <= maxDiff)) maxDiff = d;
+    }
+    const ok = atomic.has(s.name) ? maxDiff <= 1e-6 * maxAbs : differ === 0;
+    if (!ok) bad.push(`${s.name}: ${differ} of ${s.n} differ, largest ${maxDiff} (largest gradient ${maxAbs})`);
+  }
+  return bad;
+}
+const spansOf = (m: Model) => m.params.specs.map((s) => ({ name: s.name, off: m.params.offsets.get(s.name)!, n: s.shape.reduce((x, y) => x * y, 1) }));
+
 test('base config: loss and gradients on the GPU equal the CPU (float32)', { skip }, async () => {
   const cfg = presetConfig('base', { dropout: 0, seqLen: 48, maxLen: 48 });
   const gpu = await createBackend('cuda');
@@ -69,7 +93,7 @@ test('programmatic dependent launch changes no number: base loss and gradients w
       const r = diffusionLoss(m, batch, noise, { train: false, backward: true });
       const g = be.toArray(m.params.grads);
       m.dispose();
-      const spans = m.params.specs.map((s) => ({ name: s.name, off: m.params.offsets.get(s.name)!, n: s.shape.reduce((x, y) => x * y, 1) }));
+      const spans = spansOf(m);
       return { loss: r.terms.total, g, spans, described: be.describe() };
     } finally {
       be.close();
@@ -80,26 +104,44 @@ test('programmatic dependent launch changes no number: base loss and gradients w
   assert.ok(!off.described.includes('programmatic'), off.described);
   process.stderr.write(`pdl: ${on.described}\n`);
   assert.equal(on.loss, off.loss);
-  // Every gradient bit for bit, except the embedding tables': embedding_backward_f32 adds rows that
-  // share an id with atomicAdd, whose order (and so the last bits) changes from run to run with or
-  // without PDL. There a race would show as a large difference, so they are held to 1e-6 of the
-  // table's largest gradient.
-  const atomic = new Set(['word_embeddings.weight', 'position_embeddings.weight']);
-  const bad: string[] = [];
-  for (const s of on.spans) {
-    let maxAbs = 0;
-    let maxDiff = 0;
-    let differ = 0;
-    for (let i = s.off; i < s.off + s.n; i++) {
-      const d = Math.abs(on.g[i]! - off.g[i]!);
-      maxAbs = Math.max(maxAbs, Math.abs(off.g[i]!));
-      if (d !== 0 || Number.isNaN(d)) differ++;
-      if (!(d <= maxDiff)) maxDiff = d;
-    }
-    const ok = atomic.has(s.name) ? maxDiff <= 1e-6 * maxAbs : differ === 0;
-    if (!ok) bad.push(`${s.name}: ${differ} of ${s.n} differ, largest ${maxDiff} (largest gradient ${maxAbs})`);
+  assert.deepEqual(differingGradients(on, off, new Set(['word_embeddings.weight', 'position_embeddings.weight'])), []);
+});
+
+test('the bf16 weights cast once for a forward and its backward change no number (ForwardOptions.weights against the per-product rounding)', { skip }, () => {
+  const cfg = presetConfig('base', { dropout: 0, seqLen: 96, maxLen: 96 });
+  const be = new CudaBackend();
+  try {
+    const m = Model.init(cfg, be, 3);
+    m.precision = 'bf16';
+    const [B, N, e] = [2, 96, cfg.embDim];
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+    const xt = be.fromArray(Float32Array.from({ length: B * N * e }, rnd), [B, N, e]);
+    const dx0 = be.fromArray(Float32Array.from({ length: B * N * e }, () => 1e-3 * rnd()), [B, N, e]);
+    const run = (cast: boolean) => {
+      m.params.zeroGrads();
+      const w = cast ? m.denoiser.castWeights() : null;
+      if (cast) assert.ok(w, 'bf16 activations give a cast');
+      const cache = m.denoiser.forward(xt, [5, 700], { train: false, ...(w ? { weights: w } : {}) });
+      const x0 = be.toArray(cache.x0);
+      const dxt = m.denoiser.backward(cache, dx0, 0.01, 0.001);
+      const r = { x0, dxt: be.toArray(dxt), g: be.toArray(m.params.grads), spans: spansOf(m) };
+      dxt.dispose();
+      cache.dispose();
+      w?.dispose();
+      return r;
+    };
+    const a = run(true);
+    const b = run(false);
+    assert.deepEqual(a.x0, b.x0);
+    assert.deepEqual(a.dxt, b.dxt);
+    assert.deepEqual(differingGradients(a, b, new Set()), []);
+    m.dispose();
+    xt.dispose();
+    dx0.dispose();
+  } finally {
+    be.close();
   }
-  assert.deepEqual(bad, []);
 });
 
 test('tiny preset: 300 training steps on the GPU follow the CPU loss curve', { skip }, async () => {
