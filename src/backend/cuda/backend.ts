@@ -154,7 +154,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'moe_permute_backward_bf16v', 'moe_combine_bf16v', 'moe_combine_backward_bf16v'],
   'attention.cu': ['attn_fwd_f32', 'attn_bwd_f32'],
   'attention_tiled.cu': [
-    'attn_bwd_dot_f32', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
+    'attn_bwd_dot_f32', 'attn_bwd_dot_bf16x8', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
@@ -1428,7 +1428,14 @@ export class CudaBackend implements Backend {
       // every element of dqkv is written (dQ by one kernel, dK and dV by the other): no zeroing
       const D = this.scratch(rows * 4);
       try {
-        this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), P(cu(op, dout)), P(cu(op, out)), I(g.B), I(g.S), I(g.H), I(g.dh), B(bf)]);
+        const [po, pout] = [cu(op, dout).ptr, cu(op, out).ptr];
+        if (bf && [8, 16, 32, 64].includes(g.dh) && po % 16 === 0 && pout % 16 === 0) {
+          // 16-byte vectors, dh / 8 lanes per (position, head)
+          const threads = rows * (g.dh / 8);
+          this.launch('attn_bwd_dot_bf16x8', Math.min(Math.ceil(threads / BLOCK), MAX_GRID), BLOCK, [A(D.ptr), A(po), A(pout), I(g.B), I(g.S), I(g.H), I(g.dh)]);
+        } else {
+          this.launch('attn_bwd_dot_f32', Math.min(Math.ceil(rows / (BLOCK / 32)), MAX_GRID), BLOCK, [A(D.ptr), A(po), A(pout), I(g.B), I(g.S), I(g.H), I(g.dh), B(bf)]);
+        }
         const blocks = Math.ceil(g.S / AT_T) * g.B * g.H;
         const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
         if (mma && this.attnWgmma && g.dh % 8 === 0 && cu(op, qkv).ptr % 16 === 0 && cu(op, dout).ptr % 16 === 0) {
