@@ -274,6 +274,17 @@ test('bfloat16 activations: elementwise, broadcasts, copies, activations, dropou
   const gb = param([50]);
   both((be, s) => be.biasBackward(gb[s], y[s], true));
   close('biasBackward (bf16 dy)', gb);
+  // rows of whole 16-byte vectors (the eight-column sums, two blocks of 256 columns)
+  const [x8, y8] = [act([300, 264]), act([300, 264])];
+  const [w8, b8] = [param([264]), param([264], 0.1)];
+  const [ln8, mean8, rstd8] = [out([300, 264]), out([300], 'float32'), out([300], 'float32')];
+  both((be, s) => be.layerNorm(ln8[s], mean8[s], rstd8[s], x8[s], w8[s], b8[s], 1e-12));
+  const [dln8, dw8, db8, gb8] = [out([300, 264]), param([264]), param([264]), param([264])];
+  both((be, s) => be.layerNormBackward(dln8[s], dw8[s], db8[s], y8[s], x8[s], w8[s], mean8[s], rstd8[s], false));
+  close('layerNormBackward dweight, 264 columns', dw8);
+  close('layerNormBackward dbias, 264 columns', db8);
+  both((be, s) => be.biasBackward(gb8[s], y8[s], true));
+  close('biasBackward (bf16 dy), 264 columns', gb8);
   freeAll();
 });
 

@@ -146,7 +146,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32', 'adamw_x4'],
   'reduce.cu': [
-    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_partial_bf16x8', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_backward_dx_bf16_vec',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
@@ -1079,12 +1079,13 @@ export class CudaBackend implements Backend {
    */
   private colSums(outB: number, outA: number, dy: number, x: number, mean: number, rstd: number, R: number, C: number, accumulate: boolean, bf: number): void {
     const ln = x !== 0;
-    // pairs of columns where C is even and the rows start on a pair's alignment
+    // bf16 rows of whole 16-byte vectors: eight columns a thread; pairs of columns where C is even
+    // and the rows start on a pair's alignment; else one
+    const vec8 = (bf & 1) === 1 && (!ln || (bf & 2) === 2) && C % 8 === 0 && [dy, ln ? x : 0].every((p) => p % 16 === 0);
     const pairs = C % 2 === 0 && [dy, ln ? x : 0].every((p) => p % 8 === 0);
+    const [name, W] = vec8 ? ['col_sums_partial_bf16x8', 8] : pairs ? ['col_sums_partial_x2', 2] : ['col_sums_partial_f32', 1];
     this.chunkedColSums(R, C, outB, outA, ln, accumulate, (part, n, rowsPerChunk) =>
-      pairs
-        ? this.launch2('col_sums_partial_x2', [Math.ceil(C / 64), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)])
-        : this.launch2('col_sums_partial_f32', [Math.ceil(C / 32), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]),
+      this.launch2(name, [Math.ceil(C / (32 * W)), n], [32, 8], [A(part), A(dy), A(x), A(mean), A(rstd), L(R), L(C), L(rowsPerChunk), B(ln), I(bf)]),
     );
   }
   /**
