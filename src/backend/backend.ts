@@ -264,6 +264,13 @@ export interface Backend {
    * that holds bfloat16 accepts bfloat16 dlogits beside float32 logits (the gradient rounded once).
    */
   crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void;
+  /**
+   * crossEntropy of the logits x table^T (the loss's tied head: x [R, K], table [V, K], float32 or
+   * bfloat16 operands as matmul takes them, float32 loss), without the [R, V] float32 logits in
+   * memory where the backend can; dlogits [R, V] as crossEntropy writes them. The same numbers as
+   * matmul(logits, x, table, { transB: true }) then crossEntropy, up to the order of additions.
+   */
+  tiedCrossEntropy(loss: Tensor, dlogits: Tensor | null, x: Tensor, table: Tensor, targets: Tensor, weights: Tensor | null): void;
   /** Attention over qkv [B, S, 3d] -> out [B, S, d], lse [B, H, S] (SPEC section 2). */
   attention(out: Tensor, lse: Tensor, qkv: Tensor, spec: AttentionSpec): void;
   /** dqkv = gradient of attention (overwrites dqkv). */

@@ -242,13 +242,12 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     if (R) be.embedding(be.view(zr, 0, [R, e]), z0flat, rowIdx);
     const idsUsed = s.keep(be.fromArray(rowsUsed.map((i) => batch.inputIds[i]!), [R], 'int32'));
     const dzr = opts.backward && R ? s.keep(be.zeros([R, e], dt)) : null;
-    // the head's chunk buffers (logits, their gradient, bf16 copies) go before the denoiser's
+    // the head's chunk buffers (the logits' gradient, bf16 copies) go before the denoiser's
     // backward, which holds the step's peak of memory
     const head = new Scope();
     try {
       const chunk = Math.max(1, Math.min(R, nllChunk(V)));
       const bf = model.denoiser.activations === 'bfloat16';
-      const logits = head.keep(be.empty([chunk, V], dt));
       // under bf16 the gradient of the logits is written in bf16 straight away (the operand of the
       // head's backward products), never as a float32 chunk
       const dlogits = opts.backward ? head.keep(be.empty([chunk, V], bf ? 'bfloat16' : dt)) : null;
@@ -268,18 +267,17 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
       for (let r0 = 0; r0 < R; r0 += chunk) {
         const n = Math.min(chunk, R - r0);
         const zc = be.view(zr16 ?? zr, r0 * e, [n, e]);
-        const lg = be.view(logits, 0, [n, V]);
-        be.matmul(lg, zc, E16 ?? E, { transB: true });
         const idr = be.view(idsUsed, r0, [n]);
         const cer = be.view(ce, r0, [n]);
         const dl = dlogits ? be.view(dlogits, 0, [n, V]) : null;
         const wr = dl && wAll ? be.view(wAll, r0, [n]) : null;
-        be.crossEntropy(cer, dl, lg, idr, wr);
+        // the logits zc E^T and their cross-entropy (on sm_90 never written: tiedCrossEntropy)
+        be.tiedCrossEntropy(cer, dl, zc, E16 ?? E, idr, wr);
         if (dl && dzr && dE) {
           be.matmul(be.view(dzr, r0 * e, [n, e]), dl, E16 ?? E, { beta: 1 });
           be.matmul(dE, dl, zc, { transA: true, beta: 1 });
         }
-        [zc, lg, idr, cer, dl, wr].forEach((t) => t?.dispose());
+        [zc, idr, cer, dl, wr].forEach((t) => t?.dispose());
       }
       const ceh = R ? be.toArray(ce) : new Float32Array(0);
       for (let i = 0; i < R; i++) {

@@ -225,6 +225,36 @@ test('embedding gather and scatter-add backward (repeated ids)', () => {
   [table, ids].forEach((t) => t.dispose());
 });
 
+test('tiedCrossEntropy: the cross-entropy of x table^T, loss and weighted gradient against a float64 reference; shapes checked', () => {
+  const [R, V, K] = [5, 11, 7];
+  const x = randn(be, [R, K], 31);
+  const table = randn(be, [V, K], 32);
+  const tg = [0, 10, 3, 3, 7];
+  const targets = be.fromArray(tg, [R], 'int32');
+  const wv = [1, 0.5, 2, 0, 3];
+  const weights = be.fromArray(wv, [R], F);
+  const loss = be.empty([R], F);
+  const dl = be.empty([R, V], F);
+  be.tiedCrossEntropy(loss, dl, x, table, targets, weights);
+  const [xh, th, lh, gh] = [be.toArray(x), be.toArray(table), be.toArray(loss), be.toArray(dl)];
+  for (let r = 0; r < R; r++) {
+    const z = Array.from({ length: V }, (_, v) => {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += xh[r * K + k]! * th[v * K + k]!;
+      return s;
+    });
+    const mx = Math.max(...z);
+    const lse = mx + Math.log(z.reduce((a, b) => a + Math.exp(b - mx), 0));
+    assert.ok(Math.abs(lh[r]! - (lse - z[tg[r]!]!)) < 1e-12, `loss row ${r}`);
+    for (let v = 0; v < V; v++) {
+      const want = wv[r]! * (Math.exp(z[v]! - lse) - (v === tg[r] ? 1 : 0));
+      assert.ok(Math.abs(gh[r * V + v]! - want) < 1e-12, `dlogits [${r}, ${v}]`);
+    }
+  }
+  assert.throws(() => be.tiedCrossEntropy(loss, null, x, be.view(table, 0, [V, K - 1]), targets, null), /tiedCrossEntropy/);
+  [x, table, targets, weights, loss, dl].forEach((t) => t.dispose());
+});
+
 test('fused softmax cross-entropy backward, with row weights', () => {
   const logits = randn(be, [6, 13], 17, 2);
   const targets = be.fromArray([0, 12, 5, 5, 7, 1], [6], 'int32');

@@ -160,6 +160,45 @@ test('crossEntropy: bfloat16 dlogits are the float32 gradient rounded once; the 
   }
 });
 
+test('tiedCrossEntropy: the fused wgmma kernels (logits never written) give the composition\'s loss and bf16 dlogits', { skip }, () => {
+  // the composition: grouped 'mma' turns the wgmma kernels off (matmul, then crossEntropy)
+  const composed = new CudaBackend({ grouped: 'mma' });
+  const g = G() as CudaBackend;
+  try {
+    // tile edges: 128 rows and columns a tile; targets at both ends and across a tile boundary
+    for (const [R, V, K, withW, withD] of [[300, 1000, 128, true, true], [5, 130, 64, false, false], [257, 30522, 128, true, true], [129, 257, 136, false, true]] as const) {
+      const tag = `R${R} V${V} K${K}${withW ? ' weighted' : ''}${withD ? ' with dlogits' : ''}`;
+      const xs = randn(R * K, 0.5);
+      const ts = randn(V * K, 0.5);
+      const tg = Array.from({ length: R }, (_, r) => [0, V - 1, 127, 128 % V, (r * 7919) % V][r % 5]!);
+      const ws = Array.from({ length: R }, (_, r) => (r % 3) * 0.5);
+      const run = (be: Backend) => {
+        const x = be.fromArray(xs, [R, K], 'bfloat16');
+        const table = be.fromArray(ts, [V, K], 'bfloat16');
+        const targets = be.fromArray(tg, [R], 'int32');
+        const weights = withW ? be.fromArray(ws, [R]) : null;
+        const loss = be.fromArray(new Float32Array(R).fill(NaN), [R]);
+        const dl = withD ? be.fromArray(new Float32Array(R * V).fill(NaN), [R, V], 'bfloat16') : null;
+        be.tiedCrossEntropy(loss, dl, x, table, targets, weights);
+        const r = { loss: be.toArray(loss), dl: dl ? be.toArray(dl) : null };
+        for (const t of [x, table, targets, weights, loss, dl]) t?.dispose();
+        return r;
+      };
+      const a = run(g);
+      const b = run(composed);
+      const le = relErrOf(a.loss, b.loss, `tiedCrossEntropy loss ${tag}`);
+      assert.ok(le <= 1e-5, `loss ${tag}: rel err ${le}`);
+      if (a.dl && b.dl) {
+        // the logits' float32 sums differ in order, so a bf16 rounding may flip: within one bf16 ulp of the largest
+        const de = relErrOf(a.dl, b.dl, `tiedCrossEntropy dlogits ${tag}`);
+        assert.ok(de <= 8e-3, `dlogits ${tag}: rel err ${de}`);
+      }
+    }
+  } finally {
+    composed.close();
+  }
+});
+
 test('crossEntropy: rows held in registers (more rows than the persistent grid, the widest row) and the two-pass kernel past 32,768, against the CPU', { skip }, () => {
   // a backend of its own with the kernel profile on: it names the kernel each shape took
   const times = new Map<string, [number, number]>();

@@ -22,6 +22,7 @@ import {
   type Tensor,
 } from '../backend.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
+import { tiedCrossEntropyComposed } from '../compose.js';
 import { philoxNormal, philoxUniform } from '../philox.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnGeometry } from './attention.js';
 import { gemmF32, gemmReference, type GemmProblem } from './gemm.js';
@@ -571,6 +572,9 @@ export class CpuBackend implements Backend {
       if (v < 0 || v >= V) throw new IndexError(op, `id ${v} at position ${m} is outside the vocabulary [0, ${V})`);
       for (let c = 0; c < e; c++) g[v * e + c]! += d[m * e + c]!;
     }
+  }
+  tiedCrossEntropy(loss: Tensor, dlogits: Tensor | null, x: Tensor, table: Tensor, targets: Tensor, weights: Tensor | null): void {
+    tiedCrossEntropyComposed(this, loss, dlogits, x, table, targets, weights);
   }
   crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void {
     const op = 'crossEntropy';

@@ -42,6 +42,7 @@ import {
 } from '../backend.js';
 import { fromBf16Bits, toBf16Bits } from '../bf16.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, floats, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
+import { tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
@@ -159,7 +160,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -1292,6 +1293,46 @@ export class CudaBackend implements Backend {
     this.checkIndices(op, id, V, (v, m) => `id ${v} at position ${m} is outside the vocabulary [0, ${V})`);
     this.launchN('embedding_backward_f32', ids.size * e, [P(cu(op, dtable)), P(id), P(cu(op, dout)), L(ids.size), L(e)]);
   }
+  /**
+   * On sm_90 with the wgmma kernels on and bf16 operands (x, table and dlogits), grouped_wgmma.cu's
+   * xe_tied_stats / xe_tied_finish / xe_tied_grad: the logits computed per 128 x 128 tile and
+   * reduced there (twice with dlogits: once for the log-sum-exp, once for the gradient), never
+   * written. Otherwise the composition (matmul, then crossEntropy).
+   */
+  tiedCrossEntropy(loss: Tensor, dlogits: Tensor | null, x: Tensor, table: Tensor, targets: Tensor, weights: Tensor | null): void {
+    const op = 'tiedCrossEntropy';
+    const { R, V, K } = tiedShapes(op, loss, dlogits, x, table, targets, weights);
+    live(op, loss, dlogits, x, table, targets, weights);
+    const [xx, tb] = [cu(op, x), cu(op, table)];
+    const fused = this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED && xx.dtype === 'bfloat16' && tb.dtype === 'bfloat16' && (!dlogits || dlogits.dtype === 'bfloat16') &&
+      loss.dtype === 'float32' && (!weights || weights.dtype === 'float32') && K % 8 === 0 && xx.ptr % 16 === 0 && tb.ptr % 16 === 0 && V > 0;
+    if (!fused) {
+      tiedCrossEntropyComposed(this, loss, dlogits, x, table, targets, weights);
+      return;
+    }
+    if (!R) return;
+    const t = cu(op, targets);
+    this.checkIndices(op, t, V, (v, r) => `target ${v} at row ${r} is outside [0, ${V})`);
+    const tiles = Math.ceil(V / 128);
+    const blocks = Math.ceil(R / 128) * tiles;
+    const partM = this.scratch(R * tiles * 4);
+    const partS = this.scratch(R * tiles * 8);
+    const tgt = this.scratch(R * 4);
+    const lse = this.scratch(R * 8);
+    try {
+      this.launch('xe_tied_stats', blocks, 256, [A(partM.ptr), A(partS.ptr), A(tgt.ptr), P(xx), P(tb), P(t), I(R), I(V), I(K)], GROUPED_WGMMA_SHARED);
+      this.launch('xe_tied_finish', Math.min(Math.ceil(R / (BLOCK / 32)), MAX_GRID), BLOCK, [P(cu(op, loss)), A(lse.ptr), A(partM.ptr), A(partS.ptr), A(tgt.ptr), I(R), I(tiles)]);
+      if (dlogits) {
+        this.launch('xe_tied_grad', blocks, 256, [P(cu(op, dlogits)), A(lse.ptr), P(weights ? cu(op, weights) : null), B(!!weights), P(xx), P(tb), P(t), I(R), I(V), I(K)], GROUPED_WGMMA_SHARED);
+      }
+    } finally {
+      lse.free();
+      tgt.free();
+      partS.free();
+      partM.free();
+    }
+  }
+
   crossEntropy(loss: Tensor, dlogits: Tensor | null, logits: Tensor, targets: Tensor, weights: Tensor | null): void {
     const op = 'crossEntropy';
     sameFloat(op, loss, logits, weights);

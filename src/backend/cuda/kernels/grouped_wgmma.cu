@@ -305,3 +305,129 @@ extern "C" __global__ void score_argmax_finish(int *out, const double *partScore
     if (lane == 0) out[row0 + r] = bi;
   }
 }
+
+// ---- the tied head's cross-entropy without its logits in memory (tiedCrossEntropy) ---------------
+// Block (row tile, vocabulary tile), the vocabulary fastest, as score_argmax_wgmma: S = X T^T for 128
+// rows of X [M, K] and 128 rows of the table T [V, K] (bf16, K-major; gw_mainloop), the float32
+// logits that crossEntropy would read. xe_tied_stats keeps per (row, tile) the tile's max m and the
+// float64 sum of the float32 exp2f((s - m) log2 e) (cross_entropy_rows' terms, from the tile's max
+// instead of the row's), and the target's logit from the tile that holds it; xe_tied_finish merges
+// the tiles: lse = M + ln sum_t s_t e^(m_t - M); loss = lse - x_target. xe_tied_grad computes the
+// tile again and writes crossEntropy's gradient w e^(s - lse), minus w at the target, in bf16. The
+// [M, V] float32 logits (134 MB per 1,100 rows of a 30k vocabulary), written by a cuBLAS kernel at
+// ~180 TFLOP/s and read back, never exist.
+#define XE_LOG2E 1.4426950408889634
+
+// The block's S tile into d (the epilogue layout of grouped_wgmma_nt_bf16); its row tile r0 and
+// first column n0, and the vocabulary tile vt of tilesV.
+__device__ __forceinline__ void xe_tile(float d[64], const bf16_t *X, const bf16_t *T, int M, int V, int K, unsigned char *dyn, i64 &r0, int &n0, int &vt,
+                                        int &tilesV) {
+  const u32 base = (smem_addr(dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  tilesV = (V + GW_BN - 1) / GW_BN;
+  vt = blockIdx.x % tilesV;
+  r0 = (i64)(blockIdx.x / tilesV) * GW_BM;
+  n0 = vt * GW_BN;
+  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
+}
+
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_stats(float *partM, double *partS, float *tgt, const bf16_t *X, const bf16_t *T,
+                                                                   const int *targets, int M, int V, int K) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  i64 r0;
+  int n0, vt, tilesV;
+  float d[64];
+  xe_tile(d, X, T, M, V, K, gw_dyn, r0, n0, vt, tilesV);
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    // the row's 128 columns lie in the lane's quad: column n0 (tq 0) is always below V
+    float m = NEG_INF_F;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+#pragma unroll
+      for (int q = 0; q < 2; q++)
+        if (n0 + j * 8 + 2 * tq + q < V) m = fmaxf(m, d[4 * j + 2 * h + q]);
+    }
+    m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 2));
+    double s = 0.0;
+    const int t = r < M ? targets[r] : -1;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int c = n0 + j * 8 + 2 * tq + q;
+        if (c < V) s += (double)exp2f((float)(((double)d[4 * j + 2 * h + q] - (double)m) * XE_LOG2E));
+        if (c == t) tgt[r] = d[4 * j + 2 * h + q];  // one lane of one block
+      }
+    }
+    s += __shfl_xor_sync(FULL_MASK, s, 1);
+    s += __shfl_xor_sync(FULL_MASK, s, 2);
+    if (tq == 0 && r < M) {
+      partM[r * tilesV + vt] = m;
+      partS[r * tilesV + vt] = s;
+    }
+  }
+}
+
+// A warp per row: lse[r] (float64) and loss[r] = (float)(lse - x_target).
+extern "C" __global__ void xe_tied_finish(float *loss, double *lse, const float *partM, const double *partS, const float *tgt, int M, int tiles) {
+  pdl_entry();
+  const int lane = threadIdx.x & 31;
+  for (int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < M; r += (gridDim.x * blockDim.x) >> 5) {
+    float mx = NEG_INF_F;
+    for (int t = lane; t < tiles; t += 32) mx = fmaxf(mx, partM[(i64)r * tiles + t]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, o));
+    double L = 0.0;
+    for (int t = lane; t < tiles; t += 32) L += partS[(i64)r * tiles + t] * exp((double)partM[(i64)r * tiles + t] - (double)mx);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(FULL_MASK, L, o);
+    if (lane == 0) {
+      const double l = (double)mx + log(L);
+      lse[r] = l;
+      loss[r] = (float)(l - (double)tgt[r]);
+    }
+  }
+}
+
+// dlogits [M, V] bf16 = w (e^(s - lse) - [c = target]), as cross_entropy_rows writes it: w times the
+// float32 exp2f rounded once to float32, then w subtracted at the target in float64.
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_grad(bf16_t *dlogits, const double *lse, const float *weights, int hasW, const bf16_t *X,
+                                                                  const bf16_t *T, const int *targets, int M, int V, int K) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  i64 r0;
+  int n0, vt, tilesV;
+  float d[64];
+  xe_tile(d, X, T, M, V, K, gw_dyn, r0, n0, vt, tilesV);
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    if (r >= M) continue;
+    const double l = lse[r];
+    const float w = hasW ? weights[r] : 1.0f;
+    const int t = targets[r];
+    bf16_t *row = dlogits + r * V;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int c = n0 + j * 8 + 2 * tq;
+      float gv[2];
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        gv[q] = w * exp2f((float)(((double)d[4 * j + 2 * h + q] - l) * XE_LOG2E));
+        if (c + q == t) gv[q] = (float)((double)gv[q] - (double)w);
+      }
+      // a 4-byte pair where the row's pairs are aligned (V even), else element by element
+      if ((V & 1) == 0 && c + 1 < V) *(u32 *)(row + c) = pack_bf2(gv[0], gv[1]);
+      else {
+        if (c < V) row[c] = f2bf(gv[0]);
+        if (c + 1 < V) row[c + 1] = f2bf(gv[1]);
+      }
+    }
+  }
+}
