@@ -318,31 +318,42 @@ extern "C" __global__ void score_argmax_finish(int *out, const double *partScore
 // ~180 TFLOP/s and read back, never exist.
 #define XE_LOG2E 1.4426950408889634
 
-// The block's S tile into d (the epilogue layout of grouped_wgmma_nt_bf16); its row tile r0 and
-// first column n0, and the vocabulary tile vt of tilesV.
-__device__ __forceinline__ void xe_tile(float d[64], const bf16_t *X, const bf16_t *T, int M, int V, int K, unsigned char *dyn, i64 &r0, int &n0, int &vt,
-                                        int &tilesV) {
+// Where a block's tile is (its row tile r0, first column n0, vocabulary tile vt of tilesV) and this
+// thread's place in the epilogue layout of grouped_wgmma_nt_bf16: rows r0 + 64 wg + 16 warp + g
+// (+ 8), columns n0 + 8 j + 2 tq (+ 1).
+struct XeTile {
+  i64 r0;
+  int n0, vt, tilesV, wg, warp, g, tq;
+  // this thread's row of half h (0: rows g, 1: g + 8)
+  __device__ __forceinline__ i64 row(int h) const { return r0 + wg * 64 + warp * 16 + g + h * 8; }
+};
+// The block's S tile into d.
+__device__ __forceinline__ XeTile xe_tile(float d[64], const bf16_t *X, const bf16_t *T, int M, int V, int K, unsigned char *dyn) {
   const u32 base = (smem_addr(dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
-  tilesV = (V + GW_BN - 1) / GW_BN;
-  vt = blockIdx.x % tilesV;
-  r0 = (i64)(blockIdx.x / tilesV) * GW_BM;
-  n0 = vt * GW_BN;
-  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
+  XeTile p;
+  p.tilesV = (V + GW_BN - 1) / GW_BN;
+  p.vt = blockIdx.x % p.tilesV;
+  p.r0 = (i64)(blockIdx.x / p.tilesV) * GW_BM;
+  p.n0 = p.vt * GW_BN;
+  p.wg = threadIdx.x >> 7;
+  p.warp = (threadIdx.x >> 5) & 3;
+  p.g = (threadIdx.x & 31) >> 2;
+  p.tq = threadIdx.x & 3;
+  gw_mainloop<2>(d, X, p.r0, M, T, p.n0, V, X, T, K, sA, sB);
+  return p;
 }
 
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_stats(float *partM, double *partS, float *tgt, const bf16_t *X, const bf16_t *T,
                                                                    const int *targets, int M, int V, int K) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
-  i64 r0;
-  int n0, vt, tilesV;
   float d[64];
-  xe_tile(d, X, T, M, V, K, gw_dyn, r0, n0, vt, tilesV);
-  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const XeTile p = xe_tile(d, X, T, M, V, K, gw_dyn);
+  const int n0 = p.n0, tq = p.tq;
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    const i64 r = p.row(h);
     // the row's 128 columns lie in the lane's quad: column n0 (tq 0) is always below V
     float m = NEG_INF_F;
 #pragma unroll
@@ -367,8 +378,8 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_stats(float 
     s += __shfl_xor_sync(FULL_MASK, s, 1);
     s += __shfl_xor_sync(FULL_MASK, s, 2);
     if (tq == 0 && r < M) {
-      partM[r * tilesV + vt] = m;
-      partS[r * tilesV + vt] = s;
+      partM[r * p.tilesV + p.vt] = m;
+      partS[r * p.tilesV + p.vt] = s;
     }
   }
 }
@@ -400,14 +411,11 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_grad(bf16_t 
                                                                   const bf16_t *T, const int *targets, int M, int V, int K) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
-  i64 r0;
-  int n0, vt, tilesV;
   float d[64];
-  xe_tile(d, X, T, M, V, K, gw_dyn, r0, n0, vt, tilesV);
-  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const XeTile p = xe_tile(d, X, T, M, V, K, gw_dyn);
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
+    const i64 r = p.row(h);
     if (r >= M) continue;
     const double l = lse[r];
     const float w = hasW ? weights[r] : 1.0f;
@@ -415,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) xe_tied_grad(bf16_t 
     bf16_t *row = dlogits + r * V;
 #pragma unroll
     for (int j = 0; j < 16; j++) {
-      const int c = n0 + j * 8 + 2 * tq;
+      const int c = p.n0 + j * 8 + 2 * p.tq;
       float gv[2];
 #pragma unroll
       for (int q = 0; q < 2; q++) {
