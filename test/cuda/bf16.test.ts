@@ -163,7 +163,9 @@ test('crossEntropy: bfloat16 dlogits are the float32 gradient rounded once; the 
 test('tiedCrossEntropy: the fused wgmma kernels (logits never written) give the composition\'s loss and bf16 dlogits', { skip }, () => {
   // the composition: grouped 'mma' turns the wgmma kernels off (matmul, then crossEntropy)
   const composed = new CudaBackend({ grouped: 'mma' });
-  const g = G() as CudaBackend;
+  // launch times say that the fused kernels ran (on sm_90; elsewhere both sides compose)
+  const times = new Map<string, [number, number]>();
+  const g = new CudaBackend({ launchTimes: times });
   try {
     // tile edges: 128 rows and columns a tile; targets at both ends and across a tile boundary
     for (const [R, V, K, withW, withD] of [[300, 1000, 128, true, true], [5, 130, 64, false, false], [257, 30522, 128, true, true], [129, 257, 136, false, true]] as const) {
@@ -184,7 +186,9 @@ test('tiedCrossEntropy: the fused wgmma kernels (logits never written) give the 
         for (const t of [x, table, targets, weights, loss, dl]) t?.dispose();
         return r;
       };
+      times.clear();
       const a = run(g);
+      if (g.arch === 90) assert.ok(times.has('xe_tied_stats') && (!withD || times.has('xe_tied_grad')), `the fused kernels did not run: ${tag}`);
       const b = run(composed);
       const le = relErrOf(a.loss, b.loss, `tiedCrossEntropy loss ${tag}`);
       assert.ok(le <= 1e-5, `loss ${tag}: rel err ${le}`);
@@ -196,6 +200,7 @@ test('tiedCrossEntropy: the fused wgmma kernels (logits never written) give the 
     }
   } finally {
     composed.close();
+    g.close();
   }
 });
 

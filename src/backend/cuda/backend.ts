@@ -964,6 +964,14 @@ export class CudaBackend implements Backend {
    * Otherwise the weight itself. `free` returns the scratch.
    */
   private weightOperand(w: CudaTensor, bf16Product: boolean): { ptr: number; dtype: DType; free: () => void } {
+    // a bf16 weight of a cast (Denoiser.castWeights) sits at its parameter's offset, 16-byte aligned
+    // only where that offset is a multiple of 8 (not after a 4-element expert_bias, say): copied into
+    // aligned scratch so that the one-launch grouped kernels still serve it
+    if (w.dtype === 'bfloat16' && w.ptr % 16 !== 0 && w.size > 0) {
+      const t = this.scratch(w.size * 2);
+      this.convert(t.ptr, w.ptr, w.size, 3);
+      return { ...t, dtype: 'bfloat16' };
+    }
     if (w.dtype === 'bfloat16' || !(bf16Product || this.matmulPrecision === 'bfloat16') || w.size === 0) return { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
     return { ...this.bf16Copy(w.ptr, w.size), dtype: 'bfloat16' };
   }
@@ -1304,7 +1312,9 @@ export class CudaBackend implements Backend {
     const { R, V, K } = tiedShapes(op, loss, dlogits, x, table, targets, weights);
     live(op, loss, dlogits, x, table, targets, weights);
     const [xx, tb] = [cu(op, x), cu(op, table)];
-    const fused = this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED && xx.dtype === 'bfloat16' && tb.dtype === 'bfloat16' && (!dlogits || dlogits.dtype === 'bfloat16') &&
+    // (xe_tied_grad stores pairs of bf16: dlogits 4-byte aligned)
+    const fused = this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED && xx.dtype === 'bfloat16' && tb.dtype === 'bfloat16' &&
+      (!dlogits || (dlogits.dtype === 'bfloat16' && cu(op, dlogits).ptr % 4 === 0)) &&
       loss.dtype === 'float32' && (!weights || weights.dtype === 'float32') && K % 8 === 0 && xx.ptr % 16 === 0 && tb.ptr % 16 === 0 && V > 0;
     if (!fused) {
       tiedCrossEntropyComposed(this, loss, dlogits, x, table, targets, weights);
