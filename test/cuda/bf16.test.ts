@@ -526,20 +526,22 @@ test('tensor-core attention kernels (mma, and wgmma on sm_90) equal their slow t
 
 test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the per-expert cuBLAS path', { skip }, () => {
   const mma = new CudaBackend({ grouped: 'mma' });
-  // the forward by grouped_wgmma.cu on sm_90 cards (elsewhere the same kernels as mma): with its
-  // 128-row tiles at every size, and with its 64-row tiles (one warpgroup) at every size
-  const withRows64 = (v: string) => {
-    const saved = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
-    process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'] = v;
+  // `wgmma`: every grouped product by grouped_wgmma.cu on sm_90 cards (elsewhere the same kernels as
+  // mma): the forward with its 128-row tiles at every size, and with its 64-row tiles (one warpgroup)
+  // launch times say which kernels ran: on sm_90 the backward's too (grouped_wgmma_nn / _tn)
+  const times = new Map<string, [number, number]>();
+  const withEnv = (name: string, v: string) => {
+    const saved = process.env[name];
+    process.env[name] = v;
     try {
-      return new CudaBackend({ grouped: 'wgmma' });
+      return new CudaBackend({ grouped: 'wgmma', launchTimes: times });
     } finally {
-      if (saved === undefined) delete process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
-      else process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'] = saved;
+      if (saved === undefined) delete process.env[name];
+      else process.env[name] = saved;
     }
   };
-  const wgmma = withRows64('0');
-  const wgmma64 = withRows64('1000000000');
+  const wgmma = withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', '0');
+  const wgmma64 = withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', '1000000000');
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -577,7 +579,11 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
       const b = run(cublas);
       for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64]] as const) {
+        times.clear();
         const a = run(be);
+        if (kind === 'wgmma' && be.arch === 90) {
+          for (const k of ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16']) assert.ok(times.has(k), `${k} did not run: ${tag}`);
+        }
         for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
           const err = relErrOf(a[k], b[k], `grouped ${kind} vs cublas ${k} ${tag}`);
           assert.ok(err <= 1e-2, `grouped ${kind} vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
@@ -611,10 +617,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     [logits, x, xs, w, bias].forEach((t) => t.dispose());
     routing.dispose();
   } finally {
-    mma.close();
-    wgmma.close();
-    wgmma64.close();
-    cublas.close();
+    for (const be of [mma, wgmma, wgmma64, cublas]) be.close();
   }
 });
 

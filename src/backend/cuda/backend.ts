@@ -82,11 +82,12 @@ export interface CudaBackendOptions {
    * The MoE's grouped products on bf16 activations: `cublas` (one cuBLAS call per expert, see
    * expertChunks), `mma` (grouped_gemm.cu: every expert in one launch on the tensor cores with
    * mma.sync, for the forward with its bias + GELU, the input gradient, and the weight + bias
-   * gradient), `wgmma` (as mma, but the forward by grouped_wgmma.cu: Hopper's warpgroup
+   * gradient), `wgmma` (as mma, but every one of them by grouped_wgmma.cu: Hopper's warpgroup
    * instructions, sm_90 only) or `auto` (the default): the forward by wgmma where the card has it,
    * else mma up to GROUPED_MMA_ROWS rows; the backward by mma up to GROUPED_MMA_ROWS rows, where one
    * launch and no read-back of the experts' counts win, cuBLAS above (mma.sync runs at about 240
-   * TFLOP/s on an H200, cuBLAS at 400-550). MOE_DIFFUSEQ_GROUPED=mma, wgmma or cublas forces one.
+   * TFLOP/s on an H200, cuBLAS at 400-550; the wgmma backward measured slower than cuBLAS in a base
+   * step, see grouped_wgmma_tn_bf16). MOE_DIFFUSEQ_GROUPED=mma, wgmma or cublas forces one.
    * `auto` and `wgmma` also score the vocabulary of a bf16x3 nearestRows / argmaxDot with wgmma
    * (the product and its row argmax in one kernel); `mma` and `cublas` score it through cuBLAS.
    */
@@ -160,7 +161,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -419,8 +420,9 @@ export class CudaBackend implements Backend {
   }
 
   describe(): string {
-    const wgmma = (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90 ? ', wgmma grouped forward' : '';
-    const grouped = this.groupedKernel === 'cublas' ? '' : this.groupedKernel === 'auto' ? `${wgmma}, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : `${wgmma}, mma grouped products`;
+    const wgmma = this.wgmmaOn() ? (this.groupedKernel === 'wgmma' ? ', wgmma grouped products' : ', wgmma grouped forward') : '';
+    const mma = this.groupedKernel === 'auto' ? `, mma grouped products up to ${GROUPED_MMA_ROWS} rows` : this.groupedKernel === 'mma' || !this.wgmmaOn() ? ', mma grouped products' : '';
+    const grouped = this.groupedKernel === 'cublas' ? '' : `${wgmma}${mma}`;
     // what runs: `auto` and `wgmma` are the mma.sync kernels where the card has no wgmma
     const attn = this.attnWgmma ? 'wgmma' : this.attentionKernel === 'auto' || this.attentionKernel === 'wgmma' ? 'mma' : this.attentionKernel;
     const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
@@ -987,14 +989,14 @@ export class CudaBackend implements Backend {
   }
   /**
    * Whether grouped_wgmma.cu's kernels are on: `grouped` is `auto` or `wgmma` and the card is sm_90
-   * (the file is built for sm_90a). They serve the grouped forward products and the bf16x3
+   * (the file is built for sm_90a). They serve the grouped forward products (with `wgmma` the backward too) and the bf16x3
    * vocabulary scoring (score_argmax_wgmma; `grouped: 'mma'` or `'cublas'` scores through cuBLAS).
    */
   private wgmmaOn(): boolean {
     return (this.groupedKernel === 'auto' || this.groupedKernel === 'wgmma') && this.arch === 90;
   }
   /**
-   * Whether grouped_wgmma.cu serves a grouped forward product (`auto` or `wgmma`, at any row count):
+   * Whether grouped_wgmma.cu serves a grouped product (`auto` or `wgmma`, at any row count):
    * an sm_90 card (the kernel is built for sm_90a), the operand conditions of groupedOperands, and
    * GROUPED_WGMMA_SHARED bytes of shared memory per block.
    */
@@ -1020,7 +1022,7 @@ export class CudaBackend implements Backend {
    * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
    * the host counts (with the exact grid).
    */
-  private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
+  private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt' | 'wgmma_nn', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
     // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
     const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
@@ -1030,8 +1032,8 @@ export class CudaBackend implements Backend {
     try {
       const [name, shared, threads] = small
         ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
-        : op === 'wgmma_nt'
-          ? ['grouped_wgmma_nt_bf16', GROUPED_WGMMA_SHARED, 256]
+        : op === 'wgmma_nt' || op === 'wgmma_nn'
+          ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
       this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
     } finally {
@@ -1791,16 +1793,22 @@ export class CudaBackend implements Backend {
     // the weight is only an operand of dxs
     const wo = gx ? this.weightOperand(w, g.dtype === 'bfloat16' || gx.dtype === 'bfloat16') : { ptr: w.ptr, dtype: w.dtype, free: () => undefined };
     try {
-      // with grouped_gemm.cu (groupedMma), dxs = dout W_e and dW_e (+ db_e) for every expert in one launch each;
-      // the per-expert loop below does what they do not
-      const oneLaunch = gx !== null && this.groupedMma(g, wo, K, N, Acount);
-      if (oneLaunch) this.groupedGemm('nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
+      // with grouped_wgmma.cu (groupedWgmma) or grouped_gemm.cu (groupedMma), dxs = dout W_e and
+      // dW_e (+ db_e) for every expert in one launch each; the per-expert loop below does what they do not
+      // (the backward on wgmma only when asked for: in a base step it measured slower than cuBLAS)
+      const wgBackward = this.groupedKernel === 'wgmma';
+      const wgNN = gx !== null && wgBackward && this.groupedWgmma(g, wo, K, N);
+      const oneLaunch = gx !== null && (wgNN || this.groupedMma(g, wo, K, N, Acount));
+      if (oneLaunch) this.groupedGemm(wgNN ? 'wgmma_nn' : 'nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
-      const oneLaunchDw = gw.dtype === 'float32' && this.groupedMma(g, x, K, N, Acount);
+      const wgTN = gw.dtype === 'float32' && wgBackward && this.groupedWgmma(g, x, K, N);
+      const oneLaunchDw = gw.dtype === 'float32' && (wgTN || this.groupedMma(g, x, K, N, Acount));
       if (oneLaunchDw && N > 0 && K > 0 && Acount > 0) {
         const offs = this.expertOffsets(groups, onDevice);
         try {
-          this.launch('grouped_gemm_tn_bf16', E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)], GROUPED_TN_SHARED);
+          // both kernels: a 128 x 128 tile of one expert's dW a block
+          const [name, shared] = wgTN ? ['grouped_wgmma_tn_bf16', GROUPED_WGMMA_SHARED] : ['grouped_gemm_tn_bf16', GROUPED_TN_SHARED];
+          this.launch(name, E * Math.ceil(N / 128) * Math.ceil(K / 128), 256, [P(gw), P(gb), P(g), P(x), A(offs.ptr), I(E), I(N), I(K)], shared);
         } finally {
           offs.free();
         }

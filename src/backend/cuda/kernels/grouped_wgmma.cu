@@ -28,13 +28,15 @@
 #define GW_TILE_BYTES (GW_BM * GW_BK * 2)  // 16 KiB: one A or B tile of a stage
 #define GW_SHARED (GW_STAGES * 2 * GW_TILE_BYTES + 1024)  // + alignment of the swizzled tiles to 1024 bytes (99,328)
 
-// d += a b for one k16 step (the accumulators start at zero, so every step accumulates)
+// d += a b for one k16 step (the accumulators start at zero, so every step accumulates); TA / TB:
+// A / B MN-major in shared memory (the transposed layouts, bf16 only), else K-major
+template <int TA = 0, int TB = 0>
 __device__ __forceinline__ void gw_mma(float d[64], u64 a, u64 b) {
   asm volatile(
       "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
-      " wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      " wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(a), "l"(b), "n"(1));
+      : "l"(a), "l"(b), "n"(1), "n"(TA), "n"(TB));
 }
 
 // One thread's N 16-byte chunks of a tile of rows x 64 columns per stage: rows t / 8 + STEP j
@@ -71,51 +73,101 @@ __device__ __forceinline__ void gw_issue(GwChunks<N> &c, u32 stage, int k0, int 
   }
 }
 
+// A K-major operand's loader: rows r0 .. rEnd - 1 of M (ld elements a row), 64 columns of K a
+// step (gw_rows / gw_issue: N chunks a thread, rows STEP apart).
+template <int N, int STEP>
+struct GwKMajor {
+  GwChunks<N> c;
+  __device__ __forceinline__ GwKMajor(const bf16_t *M, i64 r0, i64 rEnd, int ld) : c(gw_rows<N, STEP>(M, r0, rEnd, ld)) {}
+  __device__ __forceinline__ void issue(u32 stage, int k0, int kEnd, const bf16_t *any) { gw_issue<N, STEP>(c, stage, k0, kEnd, any); }
+};
+// An MN-major operand's loader (256 threads): the step's 64 rows of K of M (row k at M + k ld),
+// columns c0 .. c0 + 127 (those from cEnd on zero), as two 64-column halves 8 KiB apart, each in
+// 128-byte swizzled rows (16-byte chunk c of row k at chunk c ^ (k % 8)): the canonical MN-major
+// layout of the 128-byte swizzle, 64 columns an atom, the atoms LBO = 8192 bytes apart, groups of 8
+// rows of K SBO = 1024 bytes apart (gw_desc_mn). Thread t copies chunk t % 16 of rows t / 16 + 16 j.
+struct GwMNMajor {
+  const bf16_t *src;
+  i64 ld;
+  int row;
+  bool ok;
+  u32 dst;
+  __device__ __forceinline__ GwMNMajor(const bf16_t *M, int ld_, int c0, int cEnd) {
+    const int t = threadIdx.x, c = t & 15;
+    row = t >> 4;
+    ld = ld_;
+    src = M + (i64)row * ld + c0 + c * 8;
+    ok = c0 + c * 8 < cEnd;  // cEnd is a multiple of 8: whole chunks
+    dst = (u32)((c >> 3) * 8192 + row * 128 + (((c & 7) ^ (row & 7)) << 4));
+  }
+  __device__ __forceinline__ void issue(u32 stage, int k0, int kEnd, const bf16_t *any) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const bool v = ok && k0 + row + 16 * j < kEnd;
+      cp_async16(stage + dst + j * 16 * 128, v ? (const void *)(src + (i64)(16 * j) * ld) : (const void *)any, v ? 16u : 0u);
+    }
+    src += (i64)GW_BK * ld;
+  }
+};
+// The descriptor of an MN-major tile of two 64-column atoms (GwMNMajor): a k16 step moves the start
+// 16 rows (2,048 bytes)
+__device__ __forceinline__ u64 gw_desc_mn(u32 addr) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(8192 >> 4) << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+struct GwNoHook {
+  __device__ __forceinline__ void operator()(int) const {}
+};
+
 // The main loop of the kernels: WG warpgroups (64 WG rows of A, 128 WG threads) per block; d (zeroed
-// here) = this warpgroup's 64 rows of the block's A tile times its 128-row B tile, over K (a
+// here) = this warpgroup's 64 rows of the block's A tile times its 128-column B tile, over K (a
 // multiple of 8) in steps of GW_BK, GW_STAGES deep (see the file comment); the A stages take
-// 8 KiB WG each at sA, the B stages 16 KiB each at sB. `any` operands give cp.async a valid
-// address for zero-filled copies. A is loaded from rows r0 .. rEnd - 1 of A (ld K), B from rows
-// n0 .. nEnd - 1 of B.
-template <int WG>
-__device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0, i64 rEnd, const bf16_t *B, int n0, int nEnd, const bf16_t *anyA,
-                                            const bf16_t *anyB, int K, u32 sA, u32 sB) {
-  constexpr int STEP = 16 * WG, A_BYTES = 64 * WG * GW_BK * 2;
-  GwChunks<4> la = gw_rows<4, STEP>(A, r0, rEnd, K);
-  GwChunks<8 / WG> lb = gw_rows<8 / WG, STEP>(B, n0, nEnd, K);
-  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
+// 8 KiB WG each at sA, the B stages 16 KiB each at sB. la / lb load them (GwKMajor, or GwMNMajor
+// with TA / TB); `any` operands give cp.async a valid address for zero-filled copies. hook(stage)
+// runs while a step's products are in flight (the TN kernel's bias sums read the stage).
+template <int WG, int TA, int TB, class LA, class LB, class Hook>
+__device__ __forceinline__ void gw_loop(float d[64], LA &la, LB &lb, const bf16_t *anyA, const bf16_t *anyB, int K, u32 sA, u32 sB, const Hook &hook) {
+  constexpr int A_BYTES = 64 * WG * GW_BK * 2;
+  const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg .. (K-major A), or A's atom wg (MN-major)
 #pragma unroll
   for (int i = 0; i < 64; i++) d[i] = 0.0f;
   const int steps = (K + GW_BK - 1) / GW_BK;
   int kLoad = 0;
   auto load = [&](int stage) {
-    gw_issue<4, STEP>(la, sA + stage * A_BYTES, kLoad, K, anyA);
-    gw_issue<8 / WG, STEP>(lb, sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
+    la.issue(sA + stage * A_BYTES, kLoad, K, anyA);
+    lb.issue(sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
     kLoad += GW_BK;
   };
-#pragma unroll
-  for (int p = 0; p < GW_STAGES - 1; p++) {
-    if (p < steps) load(p);
-    cp_async_commit();
-  }
+  cp_pipeline_start<GW_STAGES>(steps, load);
   for (int s = 0; s < steps; s++) {
     cp_async_wait<GW_STAGES - 2>();
     // the copies (generic proxy) are to be read by wgmma (async proxy)
     wg_proxy_fence();
     __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
-    if (s + GW_STAGES - 1 < steps) load((s + GW_STAGES - 1) % GW_STAGES);
-    cp_async_commit();
+    cp_pipeline_refill<GW_STAGES>(s, steps, load);
+    // both layouts put warpgroup wg's part of A 64 x 128 bytes (8 KiB) into the stage
     const u32 a = sA + (s % GW_STAGES) * A_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
+    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma<TA, TB>(d, TA ? gw_desc_mn(a + kk * 2048) : gw_desc(a + kk * 32), TB ? gw_desc_mn(b + kk * 2048) : gw_desc(b + kk * 32));
     wg_commit();
+    hook(s % GW_STAGES);
     wg_wait0();
   }
 }
-
-// The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns.
+// gw_loop with both operands K-major: A's rows r0 .. rEnd - 1 and B's rows n0 .. nEnd - 1 (ld K).
 template <int WG>
+__device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0, i64 rEnd, const bf16_t *B, int n0, int nEnd, const bf16_t *anyA,
+                                            const bf16_t *anyB, int K, u32 sA, u32 sB) {
+  constexpr int STEP = 16 * WG;
+  GwKMajor<4, STEP> la(A, r0, rEnd, K);
+  GwKMajor<8 / WG, STEP> lb(B, n0, nEnd, K);
+  gw_loop<WG, 0, 0>(d, la, lb, anyA, anyB, K, sA, sB, GwNoHook());
+}
+
+// The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
+// expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
+// [Nc, Kr] (C = A W_e^T, the forward).
+template <int WG, bool NN = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
                                       unsigned char *gw_dyn, float *gw_bias) {
   constexpr int BM = 64 * WG;
@@ -129,7 +181,14 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
   const bf16_t *We = W + (i64)e * Kr * Nc;
   const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
   float d[64];
-  gw_mainloop<WG>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
+  if constexpr (NN) {
+    static_assert(WG == 2, "GwMNMajor copies with 256 threads");
+    GwKMajor<4, 32> la(A, r0, rEnd, Kr);
+    GwMNMajor lb(We, Nc, n0, Nc);
+    gw_loop<2, 0, 1>(d, la, lb, A, W, Kr, sA, sB, GwNoHook());
+  } else {
+    gw_mainloop<WG>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
+  }
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
@@ -200,6 +259,69 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
   gw_nt<2>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
+}
+// The input gradient of the grouped product, C = A W_e per expert (W [E, Kr, Nc], bf16), as
+// grouped_gemm.cu's grouped_gemm_nn_bf16 (same arguments; flags & 1: bf16 C, else float32).
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nn_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
+                                                                       int Nc, const float *bias, void *pre, int flags) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_bias[GW_BN];
+  gw_nt<2, true>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
+}
+// The weight gradient of every expert in one launch, as grouped_gemm.cu's grouped_gemm_tn_bf16 (same
+// arguments and grid): dW_e [Nm, Kn] += G_e^T X_e (float32) and dB_e [Nm] += the column sums of G_e,
+// G_e and X_e being expert e's rows of G [rows, Nm] and X [rows, Kn] (bf16). Block (e, m tile, n
+// tile) owns a 128 x 128 tile of dW_e and walks the expert's rows 64 at a time; both operands are
+// MN-major in shared memory (GwMNMajor), warpgroup g taking A's 64-column atom g (rows m0 + 64 g ..).
+// The first column tile's threads < 128 also sum column m0 + t of G_e from the staged A tile while
+// the step's products run.
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_tn_bf16(float *dW, float *dB, const bf16_t *G, const bf16_t *X, const int *off, int E,
+                                                                       int Nm, int Kn) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesM = (Nm + GW_BM - 1) / GW_BM, tilesN = (Kn + GW_BN - 1) / GW_BN;
+  const int e = blockIdx.x / (tilesM * tilesN), t = blockIdx.x % (tilesM * tilesN);
+  if (e >= E) return;
+  const int m0 = (t / tilesN) * GW_BM, n0 = (t % tilesN) * GW_BN;
+  const int rows = off[e + 1] - off[e];
+  if (rows <= 0) return;
+  const bf16_t *Ge = G + (i64)off[e] * Nm, *Xe = X + (i64)off[e] * Kn;
+  GwMNMajor la(Ge, Nm, m0, Nm);
+  GwMNMajor lb(Xe, Kn, n0, Kn);
+  // column m = threadIdx.x of the A tile: atom m / 64, chunk (m % 64) / 8, element m % 8; rows past
+  // the expert's end and columns past Nm were loaded as zeros
+  const bool sums = dB != nullptr && n0 == 0 && threadIdx.x < GW_BM;
+  float bsum = 0.0f;
+  const int m = threadIdx.x & (GW_BM - 1), mAtom = (m >> 6) * 8192, mChunk = (m & 63) >> 3, mElem = (m & 7) * 2;
+  const unsigned char *stages = gw_dyn + (base - smem_addr(gw_dyn));
+  auto hook = [&](int stage) {
+    if (!sums) return;
+    const unsigned char *at = stages + stage * GW_TILE_BYTES + mAtom + mElem;
+#pragma unroll 8
+    for (int k = 0; k < GW_BK; k++) bsum += bf2f(*(const bf16_t *)(at + k * 128 + ((mChunk ^ (k & 7)) << 4)));
+  };
+  float d[64];
+  gw_loop<2, 1, 1>(d, la, lb, G, X, rows, sA, sB, hook);
+  // the accumulators of m64n128 (see gw_nt): warpgroup wg's rows m0 + 64 wg + 16 warp + g (+ 8)
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  float *We = dW + (i64)e * Nm * Kn;
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int r = m0 + wg * 64 + warp * 16 + g + h * 8;
+    if (r >= Nm) continue;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int col = n0 + j * 8 + 2 * tq;
+      if (col >= Kn) continue;  // Kn is even
+      float2 *w = (float2 *)(We + (i64)r * Kn + col);
+      const float2 old = *w;
+      *w = make_float2(old.x + d[4 * j + 2 * h], old.y + d[4 * j + 2 * h + 1]);
+    }
+  }
+  if (sums && m0 + m < Nm) dB[(i64)e * Nm + m0 + m] += bsum;
 }
 // The same with one warpgroup and 64-row tiles (three blocks per SM: 73 KiB of shared memory
 // each): for few rows per expert (batch-1 sampling: 8 x ~516 rows made 480 tiles of 128 rows, the
