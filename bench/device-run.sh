@@ -9,6 +9,9 @@
 #                                             Compute, summed by kernel (~60 s)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
+#   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
+#                                             (bench/build-base.sh <ref>; carry "dist-base" too)
+#                                             alternately, twice each (~90 s)
 #   bash bench/device-run.sh tests profile    several, in that order; `bench` runs only if the
 #                                             tests (when asked for) passed
 #
@@ -49,8 +52,18 @@ for what in "$@"; do
         echo "bench skipped: the GPU tests failed (see $OUT/tests.log)"
       fi
       ;;
+    train-ab)
+      # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)
+      [ -d dist-base ] || { echo "train-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
+      for round in 1 2; do
+        for build in dist dist-base; do
+          echo "== $build (round $round)" | tee -a "$OUT/train-ab.log"
+          timeout 100 node $build/bench/gpu.js --items train --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base train" | tee -a "$OUT/train-ab.log"
+        done
+      done
+      ;;
     *)
-      echo "unknown step '$what' (tests, ops, profile, profile-sample, bench)" >&2
+      echo "unknown step '$what' (tests, ops, profile, profile-sample, bench, train-ab)" >&2
       exit 2
       ;;
   esac
