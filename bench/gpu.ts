@@ -374,7 +374,37 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** `--help`: the options main() reads (printed without touching a GPU). */
+const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
+
+  --configs LIST      model presets, comma-separated (default base,diffuseq-base)
+  --items LIST        what to measure, comma-separated (default train,memory,long,sample):
+                        train           training tokens/s and MFU at 64x512, 16x2048, 4x8192
+                        memory          peak memory of a step with one sequence of 2k-32k tokens
+                        long            64k and 128k tokens, with and without recomputation
+                        sample          sampling one 2048-token document and a batch of 16
+                        ops             the hot ops of a base step alone (default and mma kernels)
+                        kernels         every kernel of one base step, timed by name
+                        kernels-sample  the same for one sampling run
+                        profile         one base step by op, every call synchronised
+                        profile-sample  the same for one sampling run
+  --iters N           timed repetitions per figure, the median reported (default 5)
+  --precision P       auto | bf16 | float32 (default auto: bf16 on a GPU)
+  --device D          cuda | cuda:N (default cuda)
+  --peer DIR|none     the PyTorch peer's folder (default .peer when it holds bench_fast.py)
+  --peer-deadline S   seconds the peer may take (default 420)
+  --out FILE          JSON results (default bench/results/gpu.json; the peer's as FILE.peer.json)
+  --help              this text
+
+Environment: MOE_DIFFUSEQ_GROUPED, MOE_DIFFUSEQ_ATTENTION, MOE_DIFFUSEQ_PDL and the other
+MOE_DIFFUSEQ_* switches of the CUDA backend (src/backend/cuda/backend.ts) apply as in training.
+`;
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(USAGE);
+    return;
+  }
   const configs = arg('configs', 'base,diffuseq-base').split(',');
   const items = arg('items', 'train,memory,long,sample').split(',');
   const iters = Number(arg('iters', '5'));
