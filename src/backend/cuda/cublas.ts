@@ -10,7 +10,7 @@
  * row-major leading dimension.
  */
 import { CudaError } from './driver.js';
-import { cublasVersionOf, loadCudaLibrary, type NativeFn } from './libs.js';
+import { bindFunctions, cublasVersionOf, loadCudaLibrary, type NativeFn } from './libs.js';
 
 const CUBLAS_OP_N = 0;
 const CUBLAS_OP_T = 1;
@@ -56,8 +56,7 @@ let libCache: CublasLib | undefined;
 function cublasLib(): CublasLib {
   if (libCache) return libCache;
   const { lib, path } = loadCudaLibrary('cublas');
-  const f: Record<string, NativeFn> = {};
-  for (const sig of [
+  const f = bindFunctions(lib, [
     'const char *cublasGetStatusName(int status)',
     'int cublasCreate_v2(_Out_ void **handle)',
     'int cublasDestroy_v2(void *handle)',
@@ -66,10 +65,7 @@ function cublasLib(): CublasLib {
     'int cublasSetWorkspace_v2(void *handle, uint64_t workspace, size_t bytes)',
     // device addresses go as uint64_t: on the 64-bit ABIs a pointer and a uint64_t pass alike
     'int cublasGemmStridedBatchedEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, int64_t strideA, uint64_t B, int Btype, int ldb, int64_t strideB, const void *beta, uint64_t C, int Ctype, int ldc, int64_t strideC, int batchCount, int computeType, int algo)',
-  ]) {
-    const name = /\s\*?(\w+)\(/.exec(sig)![1]!;
-    f[name] = lib.func(sig);
-  }
+  ]);
   libCache = { path, version: cublasVersionOf(lib), f };
   return libCache;
 }

@@ -55,6 +55,16 @@ export function koffi(): KoffiApi {
   return koffiCache;
 }
 
+/**
+ * Binds C prototypes of a library, keyed by function name ('int cublasCreate_v2(_Out_ void **h)' ->
+ * 'cublasCreate_v2').
+ */
+export function bindFunctions(lib: NativeLibrary, signatures: readonly string[]): Record<string, NativeFn> {
+  const f: Record<string, NativeFn> = {};
+  for (const sig of signatures) f[/\s\*?(\w+)\(/.exec(sig)![1]!] = lib.func(sig);
+  return f;
+}
+
 /** A library that was found, and where. */
 export interface FoundLibrary {
   lib: NativeLibrary;

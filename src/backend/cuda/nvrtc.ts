@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DeviceError } from '../../errors.js';
 import { CudaError } from './driver.js';
-import { loadCudaLibrary, nvrtcVersionOf, type NativeFn } from './libs.js';
+import { bindFunctions, loadCudaLibrary, nvrtcVersionOf, type NativeFn } from './libs.js';
 
 /**
  * Options every kernel is compiled with. `--fmad=false`: no contraction of a*b+c into one rounding,
@@ -65,14 +65,14 @@ export class Nvrtc {
   readonly path: string;
   /** "major.minor". */
   readonly version: string;
-  private readonly f: Record<string, NativeFn> = {};
+  private readonly f: Record<string, NativeFn>;
   private supported: number[] | undefined;
 
   private constructor() {
     const { lib, path } = loadCudaLibrary('nvrtc');
     this.path = path;
     this.version = nvrtcVersionOf(lib);
-    for (const sig of [
+    this.f = bindFunctions(lib, [
       'const char *nvrtcGetErrorString(int result)',
       'int nvrtcCreateProgram(_Out_ void **prog, const char *src, const char *name, int numHeaders, const char **headers, const char **includeNames)',
       'int nvrtcCompileProgram(void *prog, int numOptions, const char **options)',
@@ -85,10 +85,7 @@ export class Nvrtc {
       'int nvrtcDestroyProgram(_Inout_ void **prog)',
       'int nvrtcGetNumSupportedArchs(_Out_ int *n)',
       'int nvrtcGetSupportedArchs(_Out_ int *archs)',
-    ]) {
-      const name = /\s\*?(\w+)\(/.exec(sig)![1]!;
-      this.f[name] = lib.func(sig);
-    }
+    ]);
   }
 
   /** The process-wide NVRTC (throws a DeviceError naming what was tried when it is missing). */
