@@ -6,7 +6,8 @@
 #   bash bench/device-run.sh tests            the GPU test suite (~200 s on an H200)
 #   bash bench/device-run.sh ops              the hot ops alone, default kernels and mma.sync (~10 s)
 #   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
-#                                             Compute, summed by kernel (~60 s)
+#                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
+#                                             another step)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
@@ -34,7 +35,7 @@ for what in "$@"; do
       ;;
     profile)
       timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
-        node dist/bench/gpu.js --items kernels --configs base --peer none --out /tmp/kernels.json > /tmp/step.csv 2> "$OUT/profile.err"
+        node dist/bench/gpu.js --items kernels --shape "${SHAPE:-16x2048}" --configs base --peer none --out /tmp/kernels.json > /tmp/step.csv 2> "$OUT/profile.err"
       # --items kernels runs the step twice (warm-up, profiled): halve to one step
       node dist/bench/ncu-sum.js /tmp/step.csv --runs 2 --top 60 | tee "$OUT/profile.txt"
       ;;

@@ -374,6 +374,17 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** --shape BxN: the training step of the kernel and op profiles (default 16x2048). */
+function shapeArg(): [number, number] {
+  const v = arg('shape', '16x2048');
+  const m = /^(\d+)x(\d+)$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 2 || Number(m[2]) % 2 !== 0) {
+    process.stderr.write(`--shape ${v}: expected BxN with B >= 1 and an even N >= 2, e.g. 64x512\n`);
+    process.exit(2);
+  }
+  return [Number(m[1]), Number(m[2])];
+}
+
 /** `--help`: the options main() reads (printed without touching a GPU). */
 const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
 
@@ -388,6 +399,7 @@ const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
                         kernels-sample  the same for one sampling run
                         profile         one base step by op, every call synchronised
                         profile-sample  the same for one sampling run
+  --shape BxN         the training step that kernels and profile time (default 16x2048)
   --iters N           timed repetitions per figure, the median reported (default 5)
   --precision P       auto | bf16 | float32 (default auto: bf16 on a GPU)
   --device D          cuda | cuda:N (default cuda)
@@ -406,6 +418,8 @@ async function main(): Promise<void> {
     return;
   }
   const configs = arg('configs', 'base,diffuseq-base').split(',');
+  // the training step the kernel and op profiles time (--shape, default 16x2048): checked before the GPU
+  const [pB, pN] = shapeArg();
   const items = arg('items', 'train,memory,long,sample').split(',');
   const iters = Number(arg('iters', '5'));
   const out = arg('out', 'bench/results/gpu.json');
@@ -425,8 +439,9 @@ async function main(): Promise<void> {
   if (items.includes('kernels') || items.includes('kernels-sample')) {
     const cfg = config(configs[0]!, 2048);
     if (items.includes('kernels')) {
-      kernelProfile(cfg, `${configs[0]} kernels of one training step 16x2048`, (model) => {
-        const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
+      const tcfg = config(configs[0]!, pN);
+      kernelProfile(tcfg, `${configs[0]} kernels of one training step ${pB}x${pN}`, (model) => {
+        const step = makeStep(model, batchOf(tcfg, pB, pN, pN / 2));
         return { run: () => void step.run(), dispose: () => step.dispose() };
       }, log);
     }
@@ -440,9 +455,9 @@ async function main(): Promise<void> {
   }
   for (const name of configs) {
     if (items.includes('profile')) {
-      const cfg = config(name, 2048);
-      profile(be, cfg, `${name} profile of one training step 16x2048`, (model) => {
-        const step = makeStep(model, batchOf(cfg, 16, 2048, 1024));
+      const cfg = config(name, pN);
+      profile(be, cfg, `${name} profile of one training step ${pB}x${pN}`, (model) => {
+        const step = makeStep(model, batchOf(cfg, pB, pN, pN / 2));
         return { run: () => void step.run(), dispose: () => step.dispose() };
       }, log);
     }
