@@ -160,12 +160,11 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
   const BN = B * N;
   const s = new Scope();
   let cache: DenoiserCache | null = null;
-  // bfloat16 activations: each product rounds its float32 weight into scratch (the backend's
-  // weightOperand). Casting every weight once for the forward and the backward
-  // (ForwardOptions.weights, as the sampler does) saved 0.7 ms of a base step on an H200 (164
-  // conversion launches -> 34) but held a bf16 copy of all parameters through the step: +0.5 GB,
-  // which put the 2,048-token step's peak (4.99 GiB) above the compiled peer's (4.74). The
-  // per-layer form that keeps both is future work (bench/NOTES.md, v13d).
+  // bfloat16 activations: the weights rounded to bf16 layer by layer for the forward and again for
+  // the backward (one conversion a layer each way, one layer's copy alive at a time), not by each
+  // product into scratch (164 conversions a base step, 1.2 ms on an H200); null otherwise. A whole
+  // copy held through the step (v13) raised the 2k-token peak by 0.5 GB, above the compiled peer's.
+  const weights = model.denoiser.layerwiseWeights();
   try {
     const E = P.get('word_embeddings.weight');
     const m = cfg.absorbing ? P.get('mean_embed') : null;
@@ -190,7 +189,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     const eps = s.keep(normals(noise.eps));
     const xt = s.keep(be.empty([B, N, e], dt));
     be.qSample(xt, z0, eps, m, sa, sb, imask, rmask);
-    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}), recompute: !!opts.recompute && opts.backward });
+    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}), ...(weights ? { weights } : {}), recompute: !!opts.recompute && opts.backward });
     const x0 = cache.x0;
 
     // masks and per-example counts

@@ -12,7 +12,7 @@ import type { AttentionSpec, Backend, DType, FloatDType, MoeRouting, Tensor } fr
 import { DTypeError } from '../errors.js';
 import { timestepEmbedding } from '../diffusion/schedule.js';
 import { expertHidden, type ModelConfig } from './config.js';
-import type { ParamCopy, ParamStore } from './params.js';
+import { LayerwiseCopy, type ParamCopy, type ParamOperands, type ParamStore } from './params.js';
 import { Scope } from './scope.js';
 
 /** LayerNorm epsilon of every norm (SPEC 2.3). */
@@ -42,13 +42,15 @@ export interface ForwardOptions {
    */
   timeEmbedding?: Tensor;
   /**
-   * The parameters as bfloat16 (from {@link Denoiser.castWeights}), taken as the weights of the
-   * matrix products, which round their float32 weights to bfloat16 anyway: the same numbers without
-   * a rounding per product. For many forwards of unchanged parameters (sampling) or a forward and
-   * its backward (a training step: the backward's products take them too, from the cache); only
-   * with bfloat16 activations. The caller disposes them after the backward.
+   * The parameters converted for the matrix products (from {@link Denoiser.castWeights} or
+   * {@link Denoiser.layerwiseWeights}): bfloat16 with bfloat16 activations (the products round
+   * their float32 weights to bfloat16 anyway: the same numbers without a rounding per product),
+   * else the parameters' own dtype (the same numbers). For many forwards of unchanged parameters
+   * (sampling: a whole copy) or a forward and its backward (a training step: a layerwise copy, each
+   * layer released after its forward and after its backward; the backward's products take them
+   * from the cache). The caller disposes them after the backward.
    */
-  weights?: ParamCopy;
+  weights?: ParamOperands;
 }
 
 /** Per-MoE-layer routing statistics of a forward. */
@@ -118,7 +120,7 @@ export interface DenoiserCache {
     y2: Tensor;
     rngSeed: number;
     /** ForwardOptions.weights, for the backward's products. */
-    weights: ParamCopy | null;
+    weights: ParamOperands | null;
   };
   dispose(): void;
 }
@@ -136,7 +138,7 @@ export class Denoiser {
   private readonly dtype: FloatDType;
   private act: DType;
   /** ForwardOptions.weights during a forward (the helpers read their weights through w), else null. */
-  private operands: ParamCopy | null = null;
+  private operands: ParamOperands | null = null;
 
   constructor(
     readonly cfg: ModelConfig,
@@ -178,6 +180,16 @@ export class Denoiser {
    */
   castWeights(): ParamCopy | null {
     return this.act === 'bfloat16' ? this.params.copyAs('bfloat16') : null;
+  }
+
+  /**
+   * The parameters rounded to bfloat16 layer by layer, for the ForwardOptions.weights of a forward
+   * and its backward (a training step): one conversion per layer each way, one layer's copy alive
+   * at a time (a whole castWeights() copy held through the step raised base's 2k-token peak by
+   * 0.5 GB); null unless the activations are bfloat16. Dispose it after the backward.
+   */
+  layerwiseWeights(): LayerwiseCopy | null {
+    return this.act === 'bfloat16' ? new LayerwiseCopy(this.params, 'bfloat16') : null;
   }
 
   /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear); y of `dtype` (default: the activations'). */
@@ -235,8 +247,10 @@ export class Denoiser {
 
   /** Runs f(x_t, t). x_t is [B, N, e]; t holds B integer timesteps. */
   forward(xt: Tensor, t: readonly number[], opts: ForwardOptions = { train: false }): DenoiserCache {
-    if (opts.weights && (opts.weights.source !== this.params || opts.weights.flat.dtype !== 'bfloat16' || this.act !== 'bfloat16')) {
-      throw new DTypeError('denoiser', 'ForwardOptions.weights must be this denoiser\'s castWeights(), with bfloat16 activations');
+    // bf16 operands with bf16 activations, else the parameters' own dtype (a copy: the same numbers)
+    const want = this.act === 'bfloat16' ? 'bfloat16' : this.dtype;
+    if (opts.weights && (opts.weights.source !== this.params || opts.weights.dtype !== want)) {
+      throw new DTypeError('denoiser', `ForwardOptions.weights must be converted from this denoiser's parameters to ${want}`);
     }
     this.operands = opts.weights ?? null;
     try {
@@ -317,6 +331,7 @@ export class Denoiser {
         layers.push({ x: h, dropAttn: L.dropAttn, dropFfn: L.dropFfn, cache: L });
       }
       h = L.h2;
+      this.operands?.release(i); // a layerwise copy converts the layer again for its backward
     }
 
     // output: drop the globals, Linear(d,e)(tanh(Linear(d,d)(h)))
@@ -527,6 +542,7 @@ export class Denoiser {
         } finally {
           ls.dispose();
           rec.cache?.scope.dispose();
+          this.operands?.release(i);
         }
       }
 

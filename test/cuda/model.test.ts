@@ -107,7 +107,7 @@ test('programmatic dependent launch changes no number: base loss and gradients w
   assert.deepEqual(differingGradients(on, off, new Set(['word_embeddings.weight', 'position_embeddings.weight'])), []);
 });
 
-test('the bf16 weights cast once for a forward and its backward change no number (ForwardOptions.weights against the per-product rounding)', { skip }, () => {
+test('the bf16 weights cast once, or layer by layer, for a forward and its backward change no number (ForwardOptions.weights against the per-product rounding)', { skip }, () => {
   const cfg = presetConfig('base', { dropout: 0, seqLen: 96, maxLen: 96 });
   const be = new CudaBackend();
   try {
@@ -118,9 +118,9 @@ test('the bf16 weights cast once for a forward and its backward change no number
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
     const xt = be.fromArray(Float32Array.from({ length: B * N * e }, rnd), [B, N, e]);
     const dx0 = be.fromArray(Float32Array.from({ length: B * N * e }, () => 1e-3 * rnd()), [B, N, e]);
-    const run = (cast: boolean) => {
+    const run = (cast: 'whole' | 'layerwise' | null) => {
       m.params.zeroGrads();
-      const w = cast ? m.denoiser.castWeights() : null;
+      const w = cast === 'whole' ? m.denoiser.castWeights() : cast === 'layerwise' ? m.denoiser.layerwiseWeights() : null;
       if (cast) assert.ok(w, 'bf16 activations give a cast');
       const cache = m.denoiser.forward(xt, [5, 700], { train: false, ...(w ? { weights: w } : {}) });
       const x0 = be.toArray(cache.x0);
@@ -131,11 +131,13 @@ test('the bf16 weights cast once for a forward and its backward change no number
       w?.dispose();
       return r;
     };
-    const a = run(true);
-    const b = run(false);
-    assert.deepEqual(a.x0, b.x0);
-    assert.deepEqual(a.dxt, b.dxt);
-    assert.deepEqual(differingGradients(a, b, new Set()), []);
+    const b = run(null);
+    for (const kind of ['whole', 'layerwise'] as const) {
+      const a = run(kind);
+      assert.deepEqual(a.x0, b.x0, kind);
+      assert.deepEqual(a.dxt, b.dxt, kind);
+      assert.deepEqual(differingGradients(a, b, new Set()), [], kind);
+    }
     m.dispose();
     xt.dispose();
     dx0.dispose();
