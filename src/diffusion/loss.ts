@@ -348,6 +348,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     return result;
   } finally {
     cache?.dispose();
+    weights?.dispose();
     s.dispose();
   }
 }

@@ -271,6 +271,7 @@ interface Segment {
  */
 export class LayerwiseCopy implements ParamOperands {
   private readonly segments = new Map<string, Segment>();
+  private disposed = false;
   constructor(
     readonly source: ParamStore,
     readonly dtype: DType,
@@ -290,6 +291,7 @@ export class LayerwiseCopy implements ParamOperands {
   }
   /** The segment holding `name`, converted now if it is not. */
   private converted(name: string): Segment {
+    if (this.disposed) throw new Error('LayerwiseCopy: used after dispose()');
     const seg = this.segments.get(segmentOf(name));
     if (!seg || !this.source.offsets.has(name)) throw new Error(`no parameter named ${name}`);
     if (!seg.copy) {
@@ -327,6 +329,7 @@ export class LayerwiseCopy implements ParamOperands {
     return [...this.segments].filter(([, s]) => s.copy !== null).map(([k]) => k);
   }
   dispose(): void {
+    this.disposed = true;
     for (const seg of this.segments.values()) this.free(seg);
   }
   private free(seg: Segment): void {

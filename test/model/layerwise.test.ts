@@ -10,8 +10,9 @@ import { test } from 'node:test';
 import { CpuBackend } from '../../src/backend/cpu/backend.js';
 import type { Tensor } from '../../src/backend/backend.js';
 import { Model } from '../../src/model/model.js';
+import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { LayerwiseCopy } from '../../src/model/params.js';
-import { microConfig } from './fixtures.js';
+import { microBatch, microConfig, microNoise } from './fixtures.js';
 
 /** The converted segments (a call, not the getter: assert.deepEqual would narrow the getter's type). */
 const liveOf = (c: LayerwiseCopy): string[] => c.live;
@@ -87,6 +88,41 @@ test('LayerwiseCopy as ForwardOptions.weights: forward and backward give the sam
       for (const k of ['x0', 'dxt', 'grads'] as const) assert.deepEqual([...viaCopy[k]], [...plain[k]], `${k}${recompute ? ' (recompute)' : ''}`);
       assert.ok(plain.grads.some((g) => g !== 0), 'the gradients are not all zero');
       for (const t of [xt, dx0, m]) t.dispose();
+    }
+  } finally {
+    be.close();
+  }
+});
+
+test('diffusionLoss under a layerwise copy: the same loss and gradients, and every converted segment freed after the step', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    for (const recompute of [false, true]) {
+      const cfg = microConfig();
+      const m = Model.init(cfg, be, 5, 'float64');
+      const batch = microBatch(cfg, 3, 7);
+      const noise = microNoise(cfg, batch);
+      const run = () => {
+        m.params.zeroGrads();
+        const before = be.memory().liveBytes;
+        const r = diffusionLoss(m, batch, noise, { train: true, backward: true, recompute });
+        assert.equal(be.memory().liveBytes, before, `the step frees all it allocated${recompute ? ' (recompute)' : ''}`);
+        return { loss: r.terms.total, grads: Float64Array.from(be.toArray(m.params.grads)) };
+      };
+      const plain = run();
+      // the CPU has no bf16: stand the parameters' own dtype in for it (same numbers)
+      const copies: LayerwiseCopy[] = [];
+      m.denoiser.layerwiseWeights = () => {
+        const c = new LayerwiseCopy(m.params, 'float64');
+        copies.push(c);
+        return c;
+      };
+      const viaCopy = run();
+      assert.equal(copies.length, 1);
+      assert.throws(() => copies[0]!.get('time_embed.0.weight'), /used after dispose/, 'the loss disposed its copy');
+      assert.equal(viaCopy.loss, plain.loss);
+      assert.deepEqual([...viaCopy.grads], [...plain.grads]);
+      m.dispose();
     }
   } finally {
     be.close();
