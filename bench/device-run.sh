@@ -9,6 +9,8 @@
 #                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
 #                                             another step)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
+#   bash bench/device-run.sh host-profile     the host's time in a base step (node --cpu-prof, summed
+#                                             by bench/cpuprof-sum.ts; SHAPE as for profile; ~30 s)
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
 #                                             (bench/build-base.sh <ref>; carry "dist-base" too)
@@ -45,6 +47,11 @@ for what in "$@"; do
       # a warm-up sampling run, then the profiled one: halve to one
       node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top 60 | tee "$OUT/profile-sample.txt"
       ;;
+    host-profile)
+      rm -rf /tmp/cpuprof && mkdir -p /tmp/cpuprof
+      timeout 120 node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/bench/gpu.js --items train --shape "${SHAPE:-16x2048}" --iters 20 --configs base --peer none --out /tmp/hp.json 2>&1 | grep "^base"
+      node dist/bench/cpuprof-sum.js /tmp/cpuprof/*.cpuprofile --top 30 --callers toArray | tee "$OUT/host-profile.txt"
+      ;;
     bench)
       if [ "$ok" = 1 ]; then
         timeout 420 node dist/bench/gpu.js --peer .peer --peer-deadline 230 --out "$OUT/gpu.json" > "$OUT/gpu.log" 2>&1
@@ -64,7 +71,7 @@ for what in "$@"; do
       done
       ;;
     *)
-      echo "unknown step '$what' (tests, ops, profile, profile-sample, bench, train-ab)" >&2
+      echo "unknown step '$what' (tests, ops, profile, profile-sample, host-profile, bench, train-ab)" >&2
       exit 2
       ;;
   esac
