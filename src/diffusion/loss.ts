@@ -168,6 +168,12 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
   try {
     const E = P.get('word_embeddings.weight');
     const m = cfg.absorbing ? P.get('mean_embed') : null;
+    // every number this step brings back to the host is read at its end, once the backward is
+    // queued, so that the host runs ahead of the device through the whole step (a read-back after
+    // the forward drained the queue: ~15 ms a base 64 x 512 step on an H200 waited there, and the
+    // device then waited on the host). ||m|| is the exception the backward needs as a host number:
+    // read before any of this step's work is queued, it waits only for earlier work.
+    const mNorm = m ? Math.sqrt(be.sumSquares(m)) : 0;
     const ids = s.keep(be.fromArray(batch.inputIds, [B, N], 'int32'));
     const imask = s.keep(be.fromArray(batch.inputMask, [B, N], 'int32'));
     const rmask = s.keep(be.fromArray(noise.replaceMask, [B, N], 'int32'));
@@ -210,16 +216,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     be.rowSquaredDistance(rowsMse, target, x0);
     const rowsTT = s.keep(be.empty([BN], dt));
     be.rowSquaredDistance(rowsTT, z0);
-    const msR = be.toArray(rowsMse);
-    const ttR = be.toArray(rowsTT);
-    const mseB = new Float64Array(B);
-    const tTB = new Float64Array(B);
     const abLast = ab[T - 1]!;
-    for (let i = 0; i < BN; i++) {
-      const b = Math.floor(i / N);
-      mseB[b]! += (mask[i]! * msR[i]!) / e / cnt[b]!;
-      tTB[b]! += (mask[i]! * abLast * ttR[i]!) / e / cnt[b]!;
-    }
 
     // gradient coefficient of each position's term: w_b / B * mask / cnt_b
     const scale = opts.gradScale ?? 1;
@@ -233,7 +230,6 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
 
     // nll over the tied head, only at the positions the mask counts (the others weigh 0), gathered
     // into consecutive rows and taken in chunks (never [rows, V] at once); forward and backward together
-    const nllB = new Float64Array(B);
     const rowsUsed: number[] = [];
     for (let i = 0; i < BN; i++) if (mask[i]) rowsUsed.push(i);
     const R = rowsUsed.length;
@@ -243,6 +239,9 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     if (R) be.embedding(be.view(zr, 0, [R, e]), z0flat, rowIdx);
     const idsUsed = s.keep(be.fromArray(rowsUsed.map((i) => batch.inputIds[i]!), [R], 'int32'));
     const dzr = opts.backward && R ? s.keep(be.zeros([R, e], dt)) : null;
+    // every row's nll in one buffer (and below, every row's loss weight): one upload, one read-back
+    // at the step's end (a read-back per chunk drained the stream about 30 times a base 16 x 2048 step)
+    const ce = s.keep(be.empty([Math.max(R, 1)], dt));
     // the head's chunk buffers (the logits' gradient, bf16 copies) go before the denoiser's
     // backward, which holds the step's peak of memory
     const head = new Scope();
@@ -252,9 +251,6 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
       // under bf16 the gradient of the logits is written in bf16 straight away (the operand of the
       // head's backward products), never as a float32 chunk
       const dlogits = opts.backward ? head.keep(be.empty([chunk, V], bf ? 'bfloat16' : dt)) : null;
-      // every row's nll and loss weight in one buffer each: one upload, one read-back (a read-back
-      // per chunk drained the stream about 30 times a base 16 x 2048 step)
-      const ce = head.keep(be.empty([Math.max(R, 1)], dt));
       const wAll = opts.backward && R ? head.keep(be.fromArray(rowsUsed.map((i) => g[i]!), [R], dt)) : null;
       // mixed precision: the tied head's products in bf16 like the denoiser's (float32 accumulation
       // and logits), with E, the rows and each chunk's dlogits rounded once (in float32 they ran on
@@ -280,38 +276,13 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
         }
         [zc, idr, cer, dl, wr].forEach((t) => t?.dispose());
       }
-      const ceh = R ? be.toArray(ce) : new Float32Array(0);
-      for (let i = 0; i < R; i++) {
-        const row = rowsUsed[i]!;
-        const b = Math.floor(row / N);
-        nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
-      }
     } finally {
       head.dispose();
     }
     // scatter the gathered rows' gradient back into dz0
     if (dzr && dz0) be.embeddingBackward(s.keep(be.view(dz0, 0, [BN, e])), rowIdx, dzr);
 
-    // the scalar loss
-    const perExample: number[] = [];
-    let mse = 0;
-    let tT = 0;
-    let nll = 0;
-    for (let b = 0; b < B; b++) {
-      perExample.push(mseB[b]! + tTB[b]! + nllB[b]!);
-      mse += (noise.weights[b]! * mseB[b]!) / B;
-      tT += (noise.weights[b]! * tTB[b]!) / B;
-      nll += (noise.weights[b]! * nllB[b]!) / B;
-    }
     const nMoe = cache.moe.length;
-    const aux = nMoe ? cache.moe.reduce((a, st) => a + st.aux, 0) / nMoe : 0;
-    const z = nMoe ? cache.moe.reduce((a, st) => a + st.z, 0) / nMoe : 0;
-    const mNorm = m ? Math.sqrt(be.sumSquares(m)) : 0;
-    const total = mse + tT + nll + cfg.ffn.auxWeight * aux + cfg.ffn.zWeight * z + M_NORM_WEIGHT * mNorm;
-    const terms: LossTerms = { total, mse, tT, nll, aux, z, mNorm, perExample };
-    const result: LossResult = { terms, loadShares: cache.moe.map((st) => st.loadShare) };
-    if (opts.returnX0) result.x0 = be.toArray(x0) as Float32Array | Float64Array;
-
     if (opts.backward && dz0 && dE) {
       const gt = s.keep(be.fromArray(g, [BN], dt));
       // mse: d x0 = 2 g / e (x0 - target); d target = -d x0
@@ -345,6 +316,40 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
       be.embeddingBackward(dE, ids, demb);
       if (m && dm && mNorm > 0) be.axpby(dm, 1, dm, (scale * M_NORM_WEIGHT) / mNorm, m);
     }
+
+    // the scalar loss, from the per-row terms read back now (the step's work is all queued)
+    const msR = be.toArray(rowsMse);
+    const ttR = be.toArray(rowsTT);
+    const ceh = R ? be.toArray(ce) : new Float32Array(0);
+    const mseB = new Float64Array(B);
+    const tTB = new Float64Array(B);
+    const nllB = new Float64Array(B);
+    for (let i = 0; i < BN; i++) {
+      const b = Math.floor(i / N);
+      mseB[b]! += (mask[i]! * msR[i]!) / e / cnt[b]!;
+      tTB[b]! += (mask[i]! * abLast * ttR[i]!) / e / cnt[b]!;
+    }
+    for (let i = 0; i < R; i++) {
+      const row = rowsUsed[i]!;
+      const b = Math.floor(row / N);
+      nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
+    }
+    const perExample: number[] = [];
+    let mse = 0;
+    let tT = 0;
+    let nll = 0;
+    for (let b = 0; b < B; b++) {
+      perExample.push(mseB[b]! + tTB[b]! + nllB[b]!);
+      mse += (noise.weights[b]! * mseB[b]!) / B;
+      tT += (noise.weights[b]! * tTB[b]!) / B;
+      nll += (noise.weights[b]! * nllB[b]!) / B;
+    }
+    const aux = nMoe ? cache.moe.reduce((a, st) => a + st.aux, 0) / nMoe : 0;
+    const z = nMoe ? cache.moe.reduce((a, st) => a + st.z, 0) / nMoe : 0;
+    const total = mse + tT + nll + cfg.ffn.auxWeight * aux + cfg.ffn.zWeight * z + M_NORM_WEIGHT * mNorm;
+    const terms: LossTerms = { total, mse, tT, nll, aux, z, mNorm, perExample };
+    const result: LossResult = { terms, loadShares: cache.moe.map((st) => st.loadShare) };
+    if (opts.returnX0) result.x0 = be.toArray(cache.x0) as Float32Array | Float64Array;
     return result;
   } finally {
     cache?.dispose();
