@@ -313,6 +313,11 @@ export class CudaBackend implements Backend {
   private readonly dev: number;
   private readonly ctx: bigint;
   private readonly stream: bigint;
+  /**
+   * A stream that waits only on events (non-blocking): the routing's statistics come back on it as
+   * soon as the routing is done, not after everything queued since (see moeRoute).
+   */
+  private readonly readStream: bigint;
   private readonly cublas: Cublas;
   private readonly nvrtc: Nvrtc;
   private readonly alloc: CachingAllocator;
@@ -386,6 +391,7 @@ export class CudaBackend implements Backend {
     this.sharedOptin = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     this.smCount = this.driver.attribute(this.dev, CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT);
     this.stream = this.driver.streamCreate();
+    this.readStream = this.driver.streamCreate(1);
     // cuBLAS's workspace (NVIDIA recommends 32 MiB on Hopper); MOE_DIFFUSEQ_CUBLAS_WORKSPACE=0 leaves cuBLAS its default
     const wsBytes = process.env['MOE_DIFFUSEQ_CUBLAS_WORKSPACE'] === '0' ? 0 : CUBLAS_WORKSPACE;
     this.cublasWorkspace = wsBytes ? this.driver.memAlloc(wsBytes) : 0;
@@ -712,6 +718,7 @@ export class CudaBackend implements Backend {
       this.modules.clear();
       this.functions.clear();
       this.driver.streamDestroy(this.stream);
+      this.driver.streamDestroy(this.readStream);
       const k = koffi();
       k.free(this.argMem);
       k.free(this.argPtrs);
@@ -1602,11 +1609,24 @@ export class CudaBackend implements Backend {
         this.launch('moe_order_scan', 1, Math.min(1024, Math.max(32, E)), [A(chunkOffsets), A(totals), A(chunkCounts), L(chunks), L(E)]);
       }
       // the loss statistics and counts: read back now when the capacity decides the order's size,
-      // else on first use (a forward that never reads them never waits for the device)
+      // else on first use (a forward that never reads them never waits for the device). A dropless
+      // routing outside a recording marks its place in the stream with an event, and the first use
+      // waits for that point alone: the training step's backward reads each layer's counts while the
+      // device may still be on later layers, the head and the loss, and keeps them queued
+      const ready = dropless && M > 0 && !this.recording ? this.driver.eventCreate(false) : null;
+      // the event goes with the routing's retained buffers (or with them on an error below)
+      if (ready) retained.push({ free: () => this.driver.eventDestroy(ready) });
+      if (ready) this.driver.eventRecord(ready, this.stream);
       const read = () => {
         const part = new Float64Array(statBlocks * (2 * E + 1));
         const tot = new Int32Array(E);
-        if (M > 0) {
+        if (M > 0 && ready) {
+          this.driver.streamWaitEvent(this.readStream, ready);
+          this.driver.memcpyDtoHAsync(part, partial, part.byteLength, this.readStream);
+          this.driver.memcpyDtoHAsync(tot, totals, tot.byteLength, this.readStream);
+          // (pageable copies return done; the sync makes that independent of the driver's staging)
+          this.driver.streamSynchronize(this.readStream);
+        } else if (M > 0) {
           this.driver.memcpyDtoH(part, partial, part.byteLength);
           this.driver.memcpyDtoH(tot, totals, tot.byteLength);
         }
@@ -1633,8 +1653,10 @@ export class CudaBackend implements Backend {
       let st: RouteStats | null = null;
       let released = false;
       return new CudaRouting(M, E, k, probs, lse, expertIndex, gates, gateNorm, order, slot, offsets, () => {
+        // statistics read before the release stay readable after it
+        if (st) return st;
         if (released) throw new DeviceError('moeRoute: the routing was disposed before its counts were read');
-        return (st ??= read());
+        return (st = read());
       }, () => {
         if (released) return;
         released = true;

@@ -114,6 +114,7 @@ export class Driver {
       'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
       'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
       'int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)',
+      'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)',
       'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
       'int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t count, void *stream)',
       'int cuMemsetD16Async(uint64_t dst, unsigned short value, size_t count, void *stream)',
@@ -134,6 +135,7 @@ export class Driver {
       'int cuEventCreate(_Out_ void **event, unsigned int flags)',
       'int cuEventRecord(void *event, void *stream)',
       'int cuEventSynchronize(void *event)',
+      'int cuStreamWaitEvent(void *stream, void *event, unsigned int flags)',
       // CUDA 13 headers map cuEventElapsedTime to _v2; older drivers only have the first form
       'int cuEventElapsedTime_v2(_Out_ float *ms, void *start, void *end) | cuEventElapsedTime',
       'int cuEventDestroy_v2(void *event)',
@@ -267,6 +269,15 @@ export class Driver {
   memcpyDtoH(dst: ArrayBufferView, src: number, bytes: number): void {
     this.call('cuMemcpyDtoH_v2', dst, src, bytes);
   }
+  /**
+   * Device-to-host copy ordered on `stream` alone. Into pageable memory (a typed array) it returns
+   * only once the copy is done (CUDA's rules for pageable transfers), so `dst` holds the bytes on
+   * return; on a stream that waits only on an event, it waits for the work before that event, not
+   * for everything queued since (what the synchronous copy waits for).
+   */
+  memcpyDtoHAsync(dst: ArrayBufferView, src: number, bytes: number, stream: bigint): void {
+    this.call('cuMemcpyDtoHAsync_v2', dst, src, bytes, stream);
+  }
   memcpyDtoDAsync(dst: number, src: number, bytes: number, stream: bigint | null): void {
     this.call('cuMemcpyDtoDAsync_v2', dst, src, bytes, stream);
   }
@@ -336,12 +347,19 @@ export class Driver {
   graphDestroy(graph: bigint): void {
     this.call('cuGraphDestroy', graph);
   }
-  streamCreate(): bigint {
+  /**
+   * A stream. flags 0 (CU_STREAM_DEFAULT): it synchronises with the legacy default stream, so the
+   * synchronous cuMemcpy calls are ordered with its kernels without extra waits; 1
+   * (CU_STREAM_NON_BLOCKING): it does not, and waits only on what it is told to (streamWaitEvent).
+   */
+  streamCreate(flags: 0 | 1 = 0): bigint {
     const s: (bigint | null)[] = [null];
-    // flags 0 (CU_STREAM_DEFAULT): the stream synchronises with the legacy default stream, so the
-    // synchronous cuMemcpy calls are ordered with the kernels without extra waits
-    this.call('cuStreamCreate', s, 0);
+    this.call('cuStreamCreate', s, flags);
     return s[0]!;
+  }
+  /** Makes later work on `stream` wait for `event`'s recorded point, without blocking the host. */
+  streamWaitEvent(stream: bigint, event: bigint): void {
+    this.call('cuStreamWaitEvent', stream, event, 0);
   }
   streamSynchronize(stream: bigint | null, detail?: string): void {
     this.check('cuStreamSynchronize', this.f['cuStreamSynchronize']!(stream), detail);
@@ -349,9 +367,10 @@ export class Driver {
   streamDestroy(stream: bigint): void {
     this.call('cuStreamDestroy_v2', stream);
   }
-  eventCreate(): bigint {
+  /** An event; `timing` false (CU_EVENT_DISABLE_TIMING) for one that only orders work (cheaper to record and wait on). */
+  eventCreate(timing = true): bigint {
     const e: (bigint | null)[] = [null];
-    this.call('cuEventCreate', e, 0);
+    this.call('cuEventCreate', e, timing ? 0 : 2);
     return e[0]!;
   }
   eventRecord(event: bigint, stream: bigint | null): void {
