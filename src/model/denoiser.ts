@@ -521,18 +521,24 @@ export class Denoiser {
           const dr2 = ls.keep(be.empty([B, S, d], ac));
           be.layerNormBackward(dr2, P.grad(`${p}.ffn_norm.weight`), P.grad(`${p}.ffn_norm.bias`), dh, L.r2, P.get(`${p}.ffn_norm.weight`), L.mean2, L.rstd2, false);
           carry?.dispose(); // dh is consumed
-          const dfo = ls.keep(be.empty([M, d], ac));
+          // without dropout the FFN's output gradient is dr2 itself, which also takes the residual's
+          // sum (dh1 = dr2 + d(ffn input)): ffnBackward reads dfo before it adds into dh1, unless
+          // shared experts read it again after their adds (then a copy; a copy of [M, d] bf16 was
+          // ~35 us a layer at 16 x 2048 on an H200, twice a layer, outside any kernel profile)
+          const aliasFfn = L.dropFfn < 0 && (c.ffn.kind === 'dense' || c.ffn.sharedExperts === 0);
+          const dfo = aliasFfn ? dr2 : ls.keep(be.empty([M, d], ac));
           if (L.dropFfn >= 0) be.dropoutBackward(dfo, dr2, c.dropout, seed, L.dropFfn);
-          else be.copy(dfo, dr2);
+          else if (!aliasFfn) be.copy(dfo, dr2);
           const dh1 = dr2; // residual: dh1 = dr2 + d(ffn input)
           this.ffnBackward(ls, L.ffn, dfo, L.h1, dh1, M, p, dAux, dZ);
           // h1 = LN(r1); r1 = x + drop(attn(x))
           carry = s.keep(new Scope()); // in s too: freed on an error
           const dr1 = carry.keep(be.empty([B, S, d], ac));
           be.layerNormBackward(dr1, P.grad(`${p}.attn_norm.weight`), P.grad(`${p}.attn_norm.bias`), dh1, L.r1, P.get(`${p}.attn_norm.weight`), L.mean1, L.rstd1, false);
-          const dao = ls.keep(be.empty([M, d], ac));
+          // likewise dr1 itself without dropout: the out-projection's backward reads it before the
+          // qkv projection's backward adds into dx = dr1
+          const dao = L.dropAttn >= 0 ? ls.keep(be.empty([M, d], ac)) : dr1;
           if (L.dropAttn >= 0) be.dropoutBackward(dao, dr1, c.dropout, seed, L.dropAttn);
-          else be.copy(dao, dr1);
           const datt = this.linearBackward(ls, dao, L.att, this.w(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.weight`), P.grad(`${p}.attn.o.bias`), M, d, d, true)!;
           const dqkv = ls.keep(be.empty([B, S, 3 * d], ac));
           be.attentionBackward(dqkv, ls.keep(be.view(datt, 0, [B, S, d])), L.qkv, L.att, L.lse, spec);
