@@ -219,11 +219,11 @@ export class Denoiser {
     return dx;
   }
 
-  /** Dropout in place of a fresh tensor; returns the counter offset used, or -1 when off. */
   /** Whether a forward with these options applies dropout (training, p > 0, a random stream). */
   private dropoutOn(opts: ForwardOptions): boolean {
     return opts.train && this.cfg.dropout > 0 && opts.rng !== undefined;
   }
+  /** Dropout in place of a fresh tensor; returns the counter offset used, or -1 when off. */
   private dropout(x: Tensor, opts: ForwardOptions, site: () => number): number {
     if (!this.dropoutOn(opts) || !opts.rng) return -1;
     const off = site();

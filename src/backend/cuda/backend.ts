@@ -1614,13 +1614,15 @@ export class CudaBackend implements Backend {
       // waits for that point alone: the training step's backward reads each layer's counts while the
       // device may still be on later layers, the head and the loss, and keeps them queued
       const ready = dropless && M > 0 && !this.recording ? this.driver.eventCreate(false) : null;
-      // the event goes with the routing's retained buffers (or with them on an error below)
-      if (ready) retained.push({ free: () => this.driver.eventDestroy(ready) });
-      if (ready) this.driver.eventRecord(ready, this.stream);
+      if (ready) {
+        // the event goes with the routing's retained buffers (or with them on an error below)
+        retained.push({ free: () => this.driver.eventDestroy(ready) });
+        this.driver.eventRecord(ready, this.stream);
+      }
       const read = () => {
         const part = new Float64Array(statBlocks * (2 * E + 1));
         const tot = new Int32Array(E);
-        if (M > 0 && ready) {
+        if (ready) {
           this.driver.streamWaitEvent(this.readStream, ready);
           this.driver.memcpyDtoHAsync(part, partial, part.byteLength, this.readStream);
           this.driver.memcpyDtoHAsync(tot, totals, tot.byteLength, this.readStream);
