@@ -113,21 +113,16 @@ function makeStep(model: Model, batch: LossBatch, recompute = false) {
   const v = be.zeros([model.params.total]);
   const noise = drawNoise(model.config, model.alphaBar, batch, new UniformSampler(model.config.diffusionSteps), new PhiloxStream(3));
   let step = 0;
-  const self = {
-    /** Milliseconds the last step waited in its final synchronize: near 0 when the host, not the GPU, set the pace. */
-    lastWaitMs: 0,
+  return {
     run: () => {
       model.params.zeroGrads();
       const r = diffusionLoss(model, batch, noise, { train: true, backward: true, recompute });
       be.adamw(model.params.flat, model.params.grads, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: ++step });
-      const t = performance.now();
       be.synchronize();
-      self.lastWaitMs = performance.now() - t;
       return r.terms.total;
     },
     dispose: () => [m, v].forEach((t) => t.dispose()),
   };
-  return self;
 }
 
 /** One figure of the peer's JSON (configs[name][item][variant][key]). */
@@ -488,20 +483,17 @@ async function main(): Promise<void> {
         // warm-up steps: cuBLAS chooses an algorithm per new GEMM shape, and expert row counts vary
         for (let i = 0; i < 3; i++) step.run();
         const ms: number[] = [];
-        const waits: number[] = [];
         let loss = 0;
         for (let i = 0; i < iters; i++) {
           const t = performance.now();
           loss = step.run();
           ms.push(performance.now() - t);
-          waits.push(step.lastWaitMs);
         }
         const med = median(ms);
-        const wait = median(waits);
         const tps = (B * N) / (med / 1000);
         const tflops = trainFlops(cfg, B, N) / (med / 1000) / 1e12;
-        rows.push({ config: name, item: 'train', B, N, msMedian: med, tokensPerS: tps, modelTflops: tflops, mfu: tflops / PEAK_TFLOPS, firstStepS: first, syncWaitMs: wait, loss });
-        log(`${name} train ${B}x${N}: ${tps.toFixed(0)} tok/s, ${med.toFixed(1)} ms/step, ${tflops.toFixed(1)} TFLOP/s (MFU ${((100 * tflops) / PEAK_TFLOPS).toFixed(2)}%), first step ${first.toFixed(1)} s, final sync wait ${wait.toFixed(1)} ms, loss ${loss.toFixed(4)}`);
+        rows.push({ config: name, item: 'train', B, N, msMedian: med, tokensPerS: tps, modelTflops: tflops, mfu: tflops / PEAK_TFLOPS, firstStepS: first, loss });
+        log(`${name} train ${B}x${N}: ${tps.toFixed(0)} tok/s, ${med.toFixed(1)} ms/step, ${tflops.toFixed(1)} TFLOP/s (MFU ${((100 * tflops) / PEAK_TFLOPS).toFixed(2)}%), first step ${first.toFixed(1)} s, loss ${loss.toFixed(4)}`);
         step.dispose();
         model.dispose();
       }
