@@ -11,6 +11,7 @@
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
 #   bash bench/device-run.sh host-profile     the host's time in a base step (node --cpu-prof, summed
 #                                             by bench/cpuprof-sum.ts; SHAPE as for profile; ~30 s)
+#   bash bench/device-run.sh host-profile-sample  the same for sampling one 2048-token document
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
 #                                             (bench/build-base.sh <ref>; carry "dist-base" too)
@@ -51,6 +52,11 @@ for what in "$@"; do
       rm -rf /tmp/cpuprof && mkdir -p /tmp/cpuprof
       timeout 120 node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/bench/gpu.js --items train --shape "${SHAPE:-16x2048}" --iters 20 --configs base --peer none --out /tmp/hp.json 2>&1 | grep "^base"
       node dist/bench/cpuprof-sum.js /tmp/cpuprof/*.cpuprofile --top 30 --callers toArray | tee "$OUT/host-profile.txt"
+      ;;
+    host-profile-sample)
+      rm -rf /tmp/cpuprof && mkdir -p /tmp/cpuprof
+      timeout 120 node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/bench/gpu.js --items sample --batches 1 --configs base --peer none --out /tmp/hp.json 2>&1 | grep "^base"
+      node dist/bench/cpuprof-sum.js /tmp/cpuprof/*.cpuprofile --top 40 --callers "call driver" | tee "$OUT/host-profile-sample.txt"
       ;;
     bench)
       if [ "$ok" = 1 ]; then

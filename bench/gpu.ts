@@ -37,7 +37,7 @@ import { diffusionLoss, drawNoise, type LossBatch } from '../src/diffusion/loss.
 import { UniformSampler } from '../src/diffusion/timestep.js';
 import { expertHidden, presetConfig, type ModelConfig } from '../src/model/config.js';
 import { Model, resolvePrecision } from '../src/model/model.js';
-import { sampleIds } from '../src/sample/sampler.js';
+import { SamplingGraphs, sampleIds } from '../src/sample/sampler.js';
 
 const PEAK_TFLOPS = 788;
 /** The issue's training shapes (batch x tokens), memory lengths and sampling batches. */
@@ -401,6 +401,7 @@ const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
                         profile-sample  the same for one sampling run
   --shape BxN         the training step that kernels and profile time (default 16x2048);
                         given, train measures that shape alone
+  --batches LIST      the sample item's batch sizes, comma-separated (default 1,16)
   --iters N           timed repetitions per figure, the median reported (default 5)
   --precision P       auto | bf16 | float32 (default auto: bf16 on a GPU)
   --device D          cuda | cuda:N (default cuda)
@@ -424,6 +425,11 @@ async function main(): Promise<void> {
   const shapeGiven = process.argv.includes('--shape');
   const items = arg('items', 'train,memory,long,sample').split(',');
   const iters = Number(arg('iters', '5'));
+  const sampleBatches = arg('batches', SAMPLE_BATCHES.join(',')).split(',').map(Number);
+  if (!sampleBatches.every((b) => Number.isInteger(b) && b >= 1)) {
+    process.stderr.write(`--batches ${arg('batches', '')}: expected batch sizes >= 1, comma-separated, e.g. 1,16\n`);
+    process.exit(2);
+  }
   const out = arg('out', 'bench/results/gpu.json');
   const be: Backend = await createBackend(arg('device', 'cuda'));
   const rows: Record<string, unknown>[] = [];
@@ -527,10 +533,14 @@ async function main(): Promise<void> {
       const N = 2048;
       const cfg = config(name, N);
       const model = modelOf(cfg, be);
-      for (const B of SAMPLE_BATCHES) {
+      // the denoiser call recorded once per batch shape and replayed in every run, as a server
+      // would (MOE_DIFFUSEQ_GRAPHS=0: plain calls; =1: a recording made in each run)
+      const env = process.env['MOE_DIFFUSEQ_GRAPHS'];
+      const graphs = env === '0' ? false : env === '1' ? true : new SamplingGraphs();
+      for (const B of sampleBatches) {
         const batch = batchOf(cfg, B, N, 2);
         const run = () => {
-          sampleIds(model, batch.inputIds, batch.inputMask, B, N, { sampler: 'ddim', steps: 10, seed: 1 });
+          sampleIds(model, batch.inputIds, batch.inputMask, B, N, { sampler: 'ddim', steps: 10, seed: 1, graphs });
           be.synchronize();
         };
         run();
@@ -544,6 +554,7 @@ async function main(): Promise<void> {
         rows.push({ config: name, item: 'sample', B, N, steps: 10, msMedian: med, perDocMs: med / B });
         log(`${name} sample ${B}x${N}, 10 denoiser calls: ${med.toFixed(1)} ms (${(med / B).toFixed(1)} ms per document)`);
       }
+      if (graphs instanceof SamplingGraphs) graphs.dispose();
       model.dispose();
     }
   }

@@ -20,7 +20,7 @@ export { resolveModelDir } from './train/checkpoints.js';
 export { runDemo } from './train/demo.js';
 export { generate, type GenerateOptions, type Generated } from './sample/generate.js';
 export { load, type LoadedDiffusionModel, type LoadOptions as SampleLoadOptions } from './sample/load.js';
-export { sampleIds, samplingTimesteps } from './sample/sampler.js';
+export { SamplingGraphs, sampleIds, samplingTimesteps } from './sample/sampler.js';
 export * from './eval/index.js';
 export * from './tokenizer/index.js';
 export * from './data/index.js';

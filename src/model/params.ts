@@ -239,6 +239,10 @@ export class ParamCopy implements ParamOperands {
   get dtype(): DType {
     return this.flat.dtype;
   }
+  /** Converts the store's current values into this copy again (its buffer and views stay). */
+  refresh(): void {
+    this.source.backend.copy(this.flat, this.source.flat);
+  }
   /** A whole copy keeps every layer. */
   release(): void {}
   dispose(): void {

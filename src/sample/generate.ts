@@ -7,7 +7,7 @@ import { InputError } from '../errors.js';
 import { mbrSelect } from '../eval/index.js';
 import type { Model } from '../model/model.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import { extractTarget, sampleIds, type SampleOptions } from './sampler.js';
+import { extractTarget, SamplingGraphs, sampleIds, type SampleOptions } from './sampler.js';
 
 /** Options of {@link generate}. */
 export interface GenerateOptions extends Omit<SampleOptions, 'onStep'> {
@@ -72,28 +72,36 @@ export function generate(model: Model, tok: Tokenizer, sources: readonly string[
   const { pad, sep } = tok.specials;
   // every (input, candidate) pair is one row; candidate k uses seed + k
   const texts: string[][] = sources.map(() => []);
-  for (let k = 0; k < K; k++) {
-    for (let b0 = 0; b0 < encoded.length; b0 += bs) {
-      const rows = encoded.slice(b0, b0 + bs);
-      const B = rows.length;
-      const ids = new Int32Array(B * N).fill(pad);
-      const mask = new Int32Array(B * N);
-      rows.forEach((r, b) => {
-        ids.set(r, b * N);
-        mask.fill(1, b * N + r.length, (b + 1) * N);
-      });
-      const decodeRows = (tokens: ArrayLike<number>) => rows.map((r, b) => tok.decode(extractTarget(Array.from({ length: N }, (_, n) => tokens[b * N + n]!), r.length, N, sep, pad)));
-      const out = sampleIds(model, ids, mask, B, N, {
-        sampler: opts.sampler,
-        steps: opts.steps,
-        seed: opts.seed + k * 1_000_003 + b0,
-        ...(opts.clamp !== undefined ? { clamp: opts.clamp } : {}),
-        ...(opts.eta !== undefined ? { eta: opts.eta } : {}),
-        ...(opts.onStep ? { onStep: (s: number, t: number, tokens: Int32Array) => opts.onStep!(s, t, decodeRows(tokens), b0) } : {}),
-      });
-      decodeRows(out).forEach((t, b) => texts[b0 + b]!.push(t));
-      opts.onProgress?.(k * encoded.length + b0 + B, K * encoded.length);
+  // on a GPU the denoiser call is recorded once per batch shape and replayed for every batch
+  // (MOE_DIFFUSEQ_GRAPHS=0: plain calls); a backend without graphs ignores it
+  const graphs = process.env['MOE_DIFFUSEQ_GRAPHS'] === '0' ? false : new SamplingGraphs();
+  try {
+    for (let k = 0; k < K; k++) {
+      for (let b0 = 0; b0 < encoded.length; b0 += bs) {
+        const rows = encoded.slice(b0, b0 + bs);
+        const B = rows.length;
+        const ids = new Int32Array(B * N).fill(pad);
+        const mask = new Int32Array(B * N);
+        rows.forEach((r, b) => {
+          ids.set(r, b * N);
+          mask.fill(1, b * N + r.length, (b + 1) * N);
+        });
+        const decodeRows = (tokens: ArrayLike<number>) => rows.map((r, b) => tok.decode(extractTarget(Array.from({ length: N }, (_, n) => tokens[b * N + n]!), r.length, N, sep, pad)));
+        const out = sampleIds(model, ids, mask, B, N, {
+          sampler: opts.sampler,
+          steps: opts.steps,
+          seed: opts.seed + k * 1_000_003 + b0,
+          ...(opts.clamp !== undefined ? { clamp: opts.clamp } : {}),
+          ...(opts.eta !== undefined ? { eta: opts.eta } : {}),
+          graphs,
+          ...(opts.onStep ? { onStep: (s: number, t: number, tokens: Int32Array) => opts.onStep!(s, t, decodeRows(tokens), b0) } : {}),
+        });
+        decodeRows(out).forEach((t, b) => texts[b0 + b]!.push(t));
+        opts.onProgress?.(k * encoded.length + b0 + B, K * encoded.length);
+      }
     }
+  } finally {
+    if (graphs) graphs.dispose();
   }
   return texts.map((c) => {
     if (K === 1) return { text: c[0]! };

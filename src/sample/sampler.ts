@@ -9,10 +9,11 @@
  *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
  * - Output: argmax of the last (unclamped) x0_hat E^T.
  */
-import type { Backend, Replayable, ScoreOptions } from '../backend/backend.js';
+import type { Backend, Replayable, ScoreOptions, Tensor } from '../backend/backend.js';
 import { PhiloxStream } from '../backend/philox.js';
 import type { DenoiserCache } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
+import type { ParamCopy } from '../model/params.js';
 import { Scope } from '../model/scope.js';
 
 /** Options of {@link sampleIds}. */
@@ -32,12 +33,77 @@ export interface SampleOptions {
   onState?: (step: number, x: Float32Array | Float64Array) => void;
   /**
    * Record the denoiser call as a device graph after the first step and replay it for the others
-   * (backends with Backend.capture; default: MOE_DIFFUSEQ_GRAPHS=1). Falls back to plain calls when
-   * the recording fails (on a GPU it needs the grouped kernels, so that the routing is never read
-   * back: the default for at most 8192 expert rows, or MOE_DIFFUSEQ_GROUPED=mma). Same numbers
-   * either way.
+   * (backends with Backend.capture; default: MOE_DIFFUSEQ_GRAPHS=1). A {@link SamplingGraphs} keeps
+   * the recording for the next calls of the same model and batch shape, which then replay it from
+   * their first step. Falls back to plain calls when the recording fails (on a GPU it needs the
+   * grouped kernels, so that the routing is never read back: the default for at most 8192 expert
+   * rows, or MOE_DIFFUSEQ_GROUPED=mma). Same numbers either way.
    */
-  graphs?: boolean;
+  graphs?: boolean | SamplingGraphs;
+}
+
+/** One recorded denoiser call of a {@link SamplingGraphs}, with the buffers the recording reads. */
+interface GraphEntry {
+  /** The denoiser's input [B, N, e] and time embedding [B, e], written before every replay. */
+  x: Tensor;
+  temb: Tensor;
+  /** The weights the recording's products read (converted again at the start of every call). */
+  cast: ParamCopy | null;
+  /** The recording, once made; null before, or when it failed (`failed`: not tried again). */
+  recorded: { cache: DenoiserCache; graph: Replayable } | null;
+  failed: boolean;
+}
+
+/**
+ * Denoiser calls recorded as device graphs (Backend.capture) and kept from one {@link sampleIds}
+ * call to the next: one recording per model and batch shape, made in the first call and replayed at
+ * every step of the later ones, where a plain `graphs: true` records again in every call (its first
+ * step plain, the recording's host time and the graph's instantiation in each). For a server, the
+ * CLI's batches and benchmarks. It holds device memory (the denoiser's input, its bfloat16 weights,
+ * the recording's buffers) until {@link SamplingGraphs.dispose}; the weights are converted again at
+ * the start of every call, so a model trained in between samples with its current values.
+ */
+export class SamplingGraphs {
+  private readonly entries = new Map<Model, Map<string, GraphEntry>>();
+
+  /** The entry of `model` at batch shape B x N, made (buffers allocated, nothing recorded) on first use. */
+  entry(model: Model, B: number, N: number): GraphEntry {
+    let byShape = this.entries.get(model);
+    if (!byShape) this.entries.set(model, (byShape = new Map()));
+    const key = `${B}x${N}`;
+    let ent = byShape.get(key);
+    if (ent) {
+      ent.cast?.refresh();
+      return ent;
+    }
+    const be = model.backend;
+    const s = new Scope();
+    try {
+      const x = s.keep(be.empty([B, N, model.config.embDim], model.dtype));
+      const temb = s.keep(be.empty([B, model.config.embDim], model.denoiser.activations));
+      const cast = model.denoiser.castWeights();
+      ent = { x, temb, cast, recorded: null, failed: false };
+    } catch (e) {
+      s.dispose();
+      throw e;
+    }
+    byShape.set(key, ent);
+    return ent;
+  }
+
+  /** Frees every recording and its buffers (the models stay usable; later calls record again). */
+  dispose(): void {
+    for (const byShape of this.entries.values()) {
+      for (const ent of byShape.values()) {
+        ent.recorded?.graph.dispose();
+        ent.recorded?.cache.dispose();
+        ent.cast?.dispose();
+        ent.temb.dispose();
+        ent.x.dispose();
+      }
+    }
+    this.entries.clear();
+  }
 }
 
 /**
@@ -100,7 +166,15 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     // y = x - m on target rows (the m-shifted frame); sources are kept apart and added back
     const y = s.keep(be.empty([B, N, e], dt));
     be.randomNormal(y, opts.seed, rng.take(B * N * e), Math.sqrt(1 - ab[T - 1]!));
-    const x = s.keep(be.empty([B, N, e], dt));
+    // graphs: the time embedding goes into one device tensor before each call; the first call runs
+    // plainly (kernels compiled, the allocator's blocks in place), the second is recorded, and the
+    // recording (whose cache holds its buffers) is replayed from then on; a SamplingGraphs keeps the
+    // recording and its buffers for the next call, which replays it from its first step
+    const kept = opts.graphs instanceof SamplingGraphs ? opts.graphs : null;
+    let useGraph = (opts.graphs === undefined ? process.env['MOE_DIFFUSEQ_GRAPHS'] === '1' : opts.graphs !== false) && typeof be.capture === 'function';
+    const ent = useGraph && kept ? kept.entry(model, B, N) : null;
+    if (ent?.failed) useGraph = false;
+    const x = ent ? ent.x : s.keep(be.empty([B, N, e], dt));
     const x0c = s.keep(be.empty([B * N, e], dt));
     const nearest = s.keep(be.empty([B * N], 'int32'));
     const out = s.keep(be.empty([B * N], 'int32'));
@@ -114,18 +188,14 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
       be.scaleRows(x, x, tgtRows, false);
       be.scaleRows(x, src, srcRows, true);
     };
-    // graphs: the time embedding goes into one device tensor before each call; the first call runs
-    // plainly (kernels compiled, the allocator's blocks in place), the second is recorded, and the
-    // recording (whose cache holds its buffers) is replayed from then on
-    let useGraph = (opts.graphs ?? process.env['MOE_DIFFUSEQ_GRAPHS'] === '1') && typeof be.capture === 'function';
-    const temb = useGraph ? s.keep(be.empty([B, e], model.denoiser.activations)) : null;
+    const temb = ent ? ent.temb : useGraph ? s.keep(be.empty([B, e], model.denoiser.activations)) : null;
     // bf16 activations: the weights rounded once for every call, not once per product per call
-    const cast = model.denoiser.castWeights();
-    if (cast) s.keep(cast);
+    const cast = ent ? ent.cast : model.denoiser.castWeights();
+    if (cast && !ent) s.keep(cast);
     // x0 from bf16 activations is of bf16 accuracy: its scores against the vocabulary need no
     // more than the split bf16 products (the float32 ones were 12% of batch-1 sampling on a GPU)
     const scoring: ScoreOptions = { precision: model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32' };
-    let recorded: { cache: DenoiserCache; graph: Replayable } | null = null;
+    let recorded: { cache: DenoiserCache; graph: Replayable } | null = ent?.recorded ?? null;
     let hPrev = 0;
     try {
       for (let k = 0; k < taus.length; k++) {
@@ -141,6 +211,10 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         if (useGraph && !recorded && k > 0) {
           recorded = record(be, denoise);
           useGraph = recorded !== null;
+          if (ent) {
+            ent.recorded = recorded;
+            ent.failed = !recorded;
+          }
         }
         // this step's x0: the recording replayed into its cache, or a plain call
         if (recorded) recorded.graph.replay();
@@ -195,8 +269,11 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         }
       }
     } finally {
-      recorded?.graph.dispose();
-      recorded?.cache.dispose();
+      // a kept recording stays with its SamplingGraphs
+      if (!ent) {
+        recorded?.graph.dispose();
+        recorded?.cache.dispose();
+      }
     }
     const tokens = be.toArray(out) as Int32Array;
     // sources are given, not generated

@@ -23,7 +23,7 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError } from '../../src/errors.js';
 import { presetConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
-import { sampleIds } from '../../src/sample/sampler.js';
+import { SamplingGraphs, sampleIds } from '../../src/sample/sampler.js';
 import { train } from '../../src/train/trainer.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
 import { cosine, maxRelErr } from '../helpers.js';
@@ -765,6 +765,36 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
     const graphed = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: true });
     assert.equal(recorded, 1, 'one recording, replayed for the steps after the first');
     assert.deepEqual([...graphed], [...plain]);
+    // kept recordings: the first call records, the later ones replay from their first step, on
+    // blocks no other allocation gets meanwhile (another batch shape's buffers, the sampler's own)
+    const kept = new SamplingGraphs();
+    const mem0 = be.memory().liveBytes;
+    try {
+      const first = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.equal(recorded, 2, 'a kept recording is made in the first call');
+      const one = sampleIds(model, ids.subarray(0, N), mask.subarray(0, N), 1, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.equal(recorded, 3, 'another batch shape records its own');
+      const again = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      const other = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 9, graphs: kept });
+      const otherPlain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 9, graphs: false });
+      assert.equal(recorded, 3, 'later calls of a recorded shape replay it');
+      assert.deepEqual([...first], [...plain]);
+      assert.deepEqual([...again], [...plain]);
+      assert.deepEqual([...other], [...otherPlain], 'another seed through the kept recording');
+      assert.deepEqual([...one], [...plain.subarray(0, N)], 'batch rows are independent');
+      // the weights are converted again in every call: a changed parameter changes the next call
+      const w = model.params.get('layers.0.attn.o.weight');
+      const wv = be.toArray(w) as Float32Array;
+      be.write(w, wv.map((v) => -3 * v));
+      const changedPlain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: false });
+      const changed = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.notDeepEqual([...changedPlain], [...plain], 'the change shows in the tokens');
+      assert.deepEqual([...changed], [...changedPlain], 'the kept recording reads the current weights');
+      be.write(w, wv);
+    } finally {
+      kept.dispose();
+    }
+    assert.equal(be.memory().liveBytes, mem0, 'dispose frees the kept buffers');
     // the sampler's weights rounded once (castWeights) give a forward the numbers of the per-product rounding
     const xt = be.fromArray(Float32Array.from({ length: B * N * cfg.embDim }, (_, i) => Math.sin(i * 0.37)), [B, N, cfg.embDim]);
     const cast = model.denoiser.castWeights()!;

@@ -37,6 +37,8 @@ export class CachingAllocator {
   private reserved = 0;
   private cached = 0;
   private allocs = 0;
+  /** Between beginHold and endHold: the blocks released, in order (a block may appear twice). */
+  private holding: { ptr: number; size: number }[] | null = null;
 
   constructor(private readonly driver: Driver) {}
 
@@ -69,6 +71,37 @@ export class CachingAllocator {
     if (!list) this.free.set(size, (list = []));
     list.push(ptr);
     this.cached += size;
+    this.holding?.push({ ptr, size });
+  }
+
+  /**
+   * Starts noting the blocks released from now on (a graph recording: work recorded on a block the
+   * host releases meanwhile runs again at every replay, so the block must not go to anyone else).
+   */
+  beginHold(): void {
+    this.holding = [];
+  }
+
+  /**
+   * Ends the note begun by beginHold: the blocks released since and still free are taken out of the
+   * free lists and returned (give them back with release once nothing replays their work); with
+   * `keep` false they stay free and nothing is returned.
+   */
+  endHold(keep = true): { ptr: number; size: number }[] {
+    const noted = this.holding ?? [];
+    this.holding = null;
+    if (!keep) return [];
+    const held: { ptr: number; size: number }[] = [];
+    for (const b of noted) {
+      const list = this.free.get(b.size);
+      const i = list ? list.lastIndexOf(b.ptr) : -1;
+      // not found: handed out again during the hold (its new owner keeps it), or noted twice
+      if (i < 0) continue;
+      list!.splice(i, 1);
+      this.cached -= b.size;
+      held.push(b);
+    }
+    return held;
   }
 
   /** Frees every cached block back to the driver. */

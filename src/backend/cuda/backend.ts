@@ -550,10 +550,14 @@ export class CudaBackend implements Backend {
     };
     this.driver.beginCapture(this.stream);
     this.recording = true;
+    // the blocks that `work` releases (its temporaries, and anything it frees) hold what the graph
+    // reads and writes at every replay: they stay out of the free lists until the graph is disposed
+    this.alloc.beginHold();
     try {
       work();
     } catch (e) {
       this.recording = false;
+      this.alloc.endHold(false);
       const g = end();
       if (g) this.driver.graphDestroy(g);
       if (e instanceof CudaError) return null;
@@ -561,15 +565,20 @@ export class CudaBackend implements Backend {
     }
     this.recording = false;
     const graph = end();
-    if (!graph) return null;
+    if (!graph) {
+      this.alloc.endHold(false);
+      return null;
+    }
     let exec: bigint;
     try {
       exec = this.driver.graphInstantiate(graph);
     } catch (e) {
+      this.alloc.endHold(false);
       this.driver.graphDestroy(graph);
       if (e instanceof CudaError) return null;
       throw e;
     }
+    const held = this.alloc.endHold();
     let live = true;
     return {
       replay: () => {
@@ -582,6 +591,8 @@ export class CudaBackend implements Backend {
         live = false;
         this.driver.graphExecDestroy(exec);
         this.driver.graphDestroy(graph);
+        // replays queued before stay ordered before any later use of these blocks (one stream)
+        if (!this.closed) for (const b of held) this.alloc.release(b.ptr, b.size);
       },
     };
   }
