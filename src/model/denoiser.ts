@@ -172,6 +172,16 @@ export class Denoiser {
   private wSpan(first: string, shape: readonly number[]): Tensor {
     return this.operands ? this.operands.span(first, shape) : this.params.span(first, shape);
   }
+  /**
+   * A Linear's bias for an output of `dtype` (consecutive biases from `first` as one [n] tensor):
+   * from bfloat16 operands (ForwardOptions.weights) into a bfloat16 output, where the backend can add
+   * it in the product's epilogue (cuBLASLt's takes a bias of the output's type; PyTorch's autocast
+   * rounds a Linear's bias to bf16 as well); else the float32 parameter.
+   */
+  private bias(first: string, n: number, dtype: DType): Tensor {
+    if (dtype === 'bfloat16' && this.operands?.dtype === 'bfloat16') return this.operands.span(first, [n]);
+    return this.params.span(first, [n]);
+  }
 
   /**
    * The parameters rounded to bfloat16 once, for ForwardOptions.weights (the sampler's forwards);
@@ -195,7 +205,7 @@ export class Denoiser {
   /** y [rows, out] = x [rows, in] W^T + b with W [out, in] (a PyTorch Linear); y of `dtype` (default: the activations'). */
   private linear(s: Scope, x: Tensor, prefix: string, rows: number, out: number, dtype: DType = this.act): Tensor {
     const y = s.keep(this.be.empty([rows, out], dtype));
-    this.be.matmul(y, x, this.w(`${prefix}.weight`), { transB: true, bias: this.p(`${prefix}.bias`) });
+    this.be.matmul(y, x, this.w(`${prefix}.weight`), { transB: true, bias: this.bias(`${prefix}.bias`, out, dtype) });
     return y;
   }
 
@@ -432,7 +442,7 @@ export class Denoiser {
     const spec = this.attentionSpec();
     // attention
     const qkv = ls.keep(be.empty([B, S, 3 * d], ac));
-    be.matmul(qkv, x, this.wSpan(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.params.span(`${p}.attn.q.bias`, [3 * d]) });
+    be.matmul(qkv, x, this.wSpan(`${p}.attn.q.weight`, [3 * d, d]), { transB: true, bias: this.bias(`${p}.attn.q.bias`, 3 * d, ac) });
     const att = ls.keep(be.empty([B, S, d], ac));
     const lse = ls.keep(be.empty([B, c.heads, S], dt));
     be.attention(att, lse, qkv, spec);

@@ -807,3 +807,65 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
     be.close();
   }
 });
+
+test('a bf16 Linear\'s bfloat16 bias in cuBLASLt\'s epilogue equals the product then the bias pass (within one bf16 rounding), at aligned and unaligned biases', { skip }, () => {
+  const times = new Map<string, [number, number]>();
+  const lt = new CudaBackend({ launchTimes: times });
+  const saved = process.env['MOE_DIFFUSEQ_CUBLASLT'];
+  process.env['MOE_DIFFUSEQ_CUBLASLT'] = '0';
+  let plain: CudaBackend;
+  try {
+    plain = new CudaBackend();
+  } finally {
+    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_CUBLASLT'];
+    else process.env['MOE_DIFFUSEQ_CUBLASLT'] = saved;
+  }
+  try {
+    // rows not a multiple of any tile; a float32 weight (rounded into scratch) and a bf16 one; the
+    // bias at bf16 offsets 0 and 8 of its buffer (16-byte aligned: the epilogue) and 1 and 3 (the
+    // bias pass, since cuBLASLt's kernels may load it 16 bytes at a time)
+    for (const [M, N, K, off, wType] of [[37, 40, 48, 0, 'float32'], [1000, 2304, 768, 8, 'bfloat16'], [1000, 2304, 768, 1, 'bfloat16'], [5, 136, 64, 3, 'float32']] as const) {
+      const tag = `M${M} N${N} K${K} bias offset ${off} ${wType} weight`;
+      const xs = randn(M * K);
+      const ws = randn(N * K, 0.2);
+      const bs = randn(N + off, 0.5);
+      const run = (be: CudaBackend) => {
+        const x = be.fromArray(xs, [M, K], 'bfloat16');
+        const w = be.fromArray(ws, [N, K], wType);
+        const bAll = be.fromArray(bs, [N + off], 'bfloat16');
+        const b = be.view(bAll, off, [N]);
+        const y = be.fromArray(new Float32Array(M * N).fill(NaN), [M, N], 'bfloat16');
+        be.matmul(y, x, w, { transB: true, bias: b });
+        const r = be.toArray(y);
+        for (const t of [x, w, bAll, y]) t.dispose();
+        return r;
+      };
+      times.clear();
+      const a = run(lt);
+      const ran = (prefix: string) => [...times.keys()].some((k) => k.startsWith(prefix));
+      if (lt.arch === 90 && off % 8 === 0) {
+        assert.ok(ran('gemm+bias'), `cuBLASLt's epilogue did not run: ${tag} (${[...times.keys()].join(', ')})`);
+        assert.ok(!ran('bias_act'), `the bias pass still ran: ${tag}`);
+      }
+      if (off % 8 !== 0) assert.ok(ran('bias_act') && !ran('gemm+bias'), `an unaligned bias must take the bias pass: ${tag}`);
+      const b = run(plain);
+      // the float64 reference from the rounded operands and bias
+      const r16 = (v: ArrayLike<number>) => fromBf16Bits(toBf16Bits(v));
+      const [x16, w16, b16] = [r16(xs), r16(ws), r16(bs)];
+      const ref = new Float32Array(M * N);
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let acc = 0;
+          for (let k = 0; k < K; k++) acc += x16[m * K + k]! * w16[n * K + k]!;
+          ref[m * N + n] = acc + b16[off + n]!;
+        }
+      }
+      const errLt = relErrOf(a, ref, `Linear bf16 bias ${tag}, epilogue vs float64`);
+      const errPlain = relErrOf(b, ref, `Linear bf16 bias ${tag}, bias pass vs float64`);
+      assert.ok(errLt <= 8e-3 && errPlain <= 8e-3, `${tag}: rel err ${errLt} / ${errPlain} (seed ${SEED})`);
+    }
+  } finally {
+    lt.close();
+    plain.close();
+  }
+});

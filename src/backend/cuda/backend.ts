@@ -46,6 +46,7 @@ import { tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
+import { CublasLt } from './cublaslt.js';
 import { CU_DEVICE_ATTRIBUTE, CU_FUNC_ATTRIBUTE, CudaError, Driver } from './driver.js';
 import { IntRanges, rangeOf } from './int-ranges.js';
 import { koffi } from './libs.js';
@@ -319,6 +320,11 @@ export class CudaBackend implements Backend {
    */
   private readonly readStream: bigint;
   private readonly cublas: Cublas;
+  /**
+   * cuBLASLt for the bf16 products whose bfloat16 bias goes into the epilogue (a Linear's forward
+   * under bf16 activations; see cublaslt.ts), null where it is not bound or MOE_DIFFUSEQ_CUBLASLT=0.
+   */
+  private readonly lt: CublasLt | null;
   private readonly nvrtc: Nvrtc;
   private readonly alloc: CachingAllocator;
   private readonly deviceName: string;
@@ -396,6 +402,8 @@ export class CudaBackend implements Backend {
     const wsBytes = process.env['MOE_DIFFUSEQ_CUBLAS_WORKSPACE'] === '0' ? 0 : CUBLAS_WORKSPACE;
     this.cublasWorkspace = wsBytes ? this.driver.memAlloc(wsBytes) : 0;
     this.cublas = new Cublas(this.stream, wsBytes ? { ptr: this.cublasWorkspace, bytes: wsBytes } : null);
+    // the same workspace: cuBLAS and cuBLASLt calls are ordered on the one stream
+    this.lt = process.env['MOE_DIFFUSEQ_CUBLASLT'] === '0' ? null : CublasLt.create(this.stream, { ptr: this.cublasWorkspace, bytes: wsBytes });
     this.alloc = new CachingAllocator(this.driver);
     const k = koffi();
     this.argMem = k.alloc('uint8_t', MAX_ARGS * 8);
@@ -723,6 +731,11 @@ export class CudaBackend implements Backend {
     } finally {
       this.closed = true;
       this.alloc.emptyCache();
+      try {
+        this.lt?.destroy();
+      } catch {
+        /* the rest of close() must still run; cuBLASLt's handle goes with the context anyway */
+      }
       this.cublas.destroy();
       if (this.cublasWorkspace) this.driver.memFree(this.cublasWorkspace);
       for (const m of this.modules.values()) this.driver.moduleUnload(m);
@@ -870,7 +883,9 @@ export class CudaBackend implements Backend {
     const op = 'matmul';
     live(op, out, a, b, opts.bias, opts.gelu?.pre);
     floats(op, out, a, b, opts.bias, opts.gelu?.pre);
-    if (opts.bias) expectDtype(op, 'bias', opts.bias, 'float32');
+    if (opts.bias && opts.bias.dtype !== 'float32' && !(opts.bias.dtype === 'bfloat16' && out.dtype === 'bfloat16')) {
+      throw new DTypeError(op, `bias must be float32 (or bfloat16 with a bfloat16 out), got ${opts.bias.dtype} with ${out.dtype} out`);
+    }
     if (opts.gelu && opts.gelu.pre.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${opts.gelu.pre.dtype}`);
     if (a.shape.length < 2 || b.shape.length < 2) throw new ShapeError(op, 'operands must have rank >= 2', [a.shape, b.shape]);
     const transA = !!opts.transA;
@@ -908,30 +923,35 @@ export class CudaBackend implements Backend {
     if (opts.bias) expectSize(op, 'bias', opts.bias, N);
     if (opts.gelu) expectSize(op, 'gelu.pre', opts.gelu.pre, batch * M * N);
     const o = cu(op, out);
-    this.gemm({
+    // a bfloat16 bias alone (no GELU) in cuBLASLt's epilogue where it has an algorithm for it
+    const bias16 = opts.bias?.dtype === 'bfloat16';
+    const biased = this.gemm({
       transA, transB, M, N, K,
       a: cu(op, a).ptr, lda: transA ? M : K, strideA: sab,
       b: cu(op, b).ptr, ldb: transB ? K : N, strideB: sbb,
       c: o.ptr, ldc: N, strideC: scb,
       alpha: opts.alpha ?? 1, beta: opts.beta ?? 0, batch,
-    }, a.dtype, b.dtype, out.dtype);
-    if (opts.bias || opts.gelu) this.biasAct(o.ptr, batch * M, N, opts.bias ? cu(op, opts.bias).ptr : 0, opts.gelu ? cu(op, opts.gelu.pre).ptr : 0, out.dtype);
+    }, a.dtype, b.dtype, out.dtype, bias16 && !opts.gelu ? cu(op, opts.bias!).ptr : 0);
+    if ((opts.bias && !biased) || opts.gelu) this.biasAct(o.ptr, batch * M, N, opts.bias && !biased ? cu(op, opts.bias).ptr : 0, opts.gelu ? cu(op, opts.gelu.pre).ptr : 0, out.dtype, bias16);
   }
 
   /**
    * Row-major GEMM through cuBLAS, A, B and C of the given dtypes; empty products handled here
    * (cuBLAS rejects some of them). All float32: a float32 product (unless the backend's matmul
    * option says bfloat16). Any bfloat16: a bfloat16 product, float32 operands rounded into scratch.
+   * With `bias16` (the address of a bfloat16 bias [N]; bf16 C only): true when cuBLASLt added it in
+   * the product's epilogue, false when the caller must add it.
    */
-  private gemm(p: RowMajorGemm, aType: DType = 'float32', bType: DType = 'float32', cType: DType = 'float32'): void {
+  private gemm(p: RowMajorGemm, aType: DType = 'float32', bType: DType = 'float32', cType: DType = 'float32', bias16 = 0): boolean {
     if (this.closed) throw new DeviceError(`${this.name}: used after close()`);
-    if (p.M === 0 || p.N === 0 || p.batch === 0) return;
+    if (p.M === 0 || p.N === 0 || p.batch === 0) return false;
     const c16 = cType === 'bfloat16';
     if (p.K === 0) {
       // C = beta C: nothing to multiply
       this.launchN('scale_f32', p.batch * p.M * p.N, [A(p.c), L(p.batch * p.M * p.N), D(p.beta), B(c16)]);
-      return;
+      return false;
     }
+    let biased = false;
     if (this.matmulPrecision === 'float32' && aType !== 'bfloat16' && bType !== 'bfloat16' && !c16) {
       this.cublasGemm(p, 'f32');
     } else {
@@ -942,7 +962,9 @@ export class CudaBackend implements Backend {
       try {
         const b16 = rounded(p.b, bType, span(p.transB ? p.N : p.K, p.ldb, p.strideB));
         try {
-          this.cublasGemm({ ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' }, 'bf16');
+          const p16: RowMajorGemm = { ...p, a: a16.ptr, b: b16.ptr, operands: 'bfloat16', output: c16 ? 'bfloat16' : 'float32' };
+          biased = c16 && bias16 !== 0 && this.ltGemmBias(p16, bias16);
+          if (!biased) this.cublasGemm(p16, 'bf16');
         } finally {
           b16.free();
         }
@@ -951,6 +973,18 @@ export class CudaBackend implements Backend {
       }
     }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, 'after cublasGemmStridedBatchedEx');
+    return biased;
+  }
+  /** A bf16 product with its bfloat16 bias in cuBLASLt's epilogue, timed as `gemm+bias ...` in the kernel profile; false where cuBLASLt declines. */
+  private ltGemmBias(p: RowMajorGemm, bias16: number): boolean {
+    if (!this.lt) return false;
+    const t0 = this.launchTimes ? this.timedStart() : 0;
+    const done = this.lt.gemmBias(p, bias16);
+    if (done && this.launchTimes) {
+      const shape = [p.M, p.N, p.K].map(roughDim).join('x');
+      this.timedEnd(`gemm+bias bf16 ${p.transA ? 'T' : 'N'}${p.transB ? 'T' : 'N'} ${shape} -> bf16`, t0);
+    }
+    return done;
   }
   /** One cuBLAS call, timed under its shape in the kernel profile (options.launchTimes). */
   private cublasGemm(p: RowMajorGemm, operands: 'f32' | 'bf16'): void {
@@ -1075,20 +1109,22 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * rows x N block at address c (of `dtype`, and `pre` with it): += bias (a float32 address, or 0);
-   * GELU with the pre-activation saved at `pre` (or 0).
+   * rows x N block at address c (of `dtype`, and `pre` with it): += bias (a float32 address, or a
+   * bfloat16 one with `bias16`, or 0); GELU with the pre-activation saved at `pre` (or 0).
    */
-  private biasAct(c: number, rows: number, N: number, bias: number, pre: number, dtype: DType): void {
+  private biasAct(c: number, rows: number, N: number, bias: number, pre: number, dtype: DType, bias16 = false): void {
     const bf = dtype === 'bfloat16' ? 3 : 0;
+    // hasBias: 0 none, 1 float32, 2 bfloat16
+    const hb = I(bias === 0 ? 0 : bias16 ? 2 : 1);
     if (bf && N % 8 === 0 && rows * N < 2 ** 31 && c % 16 === 0 && pre % 16 === 0) {
-      this.launchN('bias_act_bf16x8', (rows * N) / 8, [A(c), I(rows), I(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0)]);
+      this.launchN('bias_act_bf16x8', (rows * N) / 8, [A(c), I(rows), I(N), A(bias), hb, A(pre), B(pre !== 0)]);
       return;
     }
     if (bf && N % 2 === 0 && rows * N < 2 ** 31 && c % 4 === 0 && pre % 4 === 0) {
-      this.launchN('bias_act_bf16x2', (rows * N) / 2, [A(c), I(rows), I(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0)]);
+      this.launchN('bias_act_bf16x2', (rows * N) / 2, [A(c), I(rows), I(N), A(bias), hb, A(pre), B(pre !== 0)]);
       return;
     }
-    this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), B(bias !== 0), A(pre), B(pre !== 0), I(bf)]);
+    this.launchN('bias_act_f32', rows * N, [A(c), L(rows), L(N), A(bias), hb, A(pre), B(pre !== 0), I(bf)]);
   }
 
   biasBackward(db: Tensor, dy: Tensor, accumulate: boolean): void {

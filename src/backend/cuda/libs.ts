@@ -73,7 +73,7 @@ export interface FoundLibrary {
 }
 
 /** The libraries this package loads. */
-export type CudaLibraryName = 'nvrtc' | 'cublas';
+export type CudaLibraryName = 'nvrtc' | 'cublas' | 'cublasLt';
 
 interface LibrarySpec {
   env: string;
@@ -98,6 +98,14 @@ const SPECS: Record<CudaLibraryName, LibrarySpec> = {
     companions: [/^libcublasLt\.so\.\d+$/],
     companionEnv: 'MOE_DIFFUSEQ_LIBCUBLASLT',
     hint: 'install the CUDA toolkit (cuBLAS), or set MOE_DIFFUSEQ_LIBCUBLAS (and MOE_DIFFUSEQ_LIBCUBLASLT) or CUDA_HOME',
+  },
+  // cuBLAS's companion, bound on its own for the bias epilogue (cublaslt.ts); by soname it is the
+  // copy cuBLAS already loaded
+  cublasLt: {
+    env: 'MOE_DIFFUSEQ_LIBCUBLASLT',
+    sonames: ['libcublasLt.so.13', 'libcublasLt.so.12', 'libcublasLt.so'],
+    companions: [],
+    hint: 'install the CUDA toolkit (cuBLAS), or set MOE_DIFFUSEQ_LIBCUBLASLT or CUDA_HOME',
   },
 };
 
@@ -201,7 +209,7 @@ function firstLine(s: string): string {
 }
 
 function notFound(name: CudaLibraryName, tried: string[], spec: LibrarySpec, why?: string): DeviceError {
-  const label = name === 'nvrtc' ? 'NVRTC' : 'cuBLAS';
+  const label = name === 'nvrtc' ? 'NVRTC' : name === 'cublas' ? 'cuBLAS' : 'cuBLASLt';
   return new DeviceError(`${label} not found${why ? ` (${why})` : ''}: ${tried.join('; ')}`, spec.hint);
 }
 

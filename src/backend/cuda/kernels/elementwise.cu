@@ -155,11 +155,11 @@ extern "C" __global__ void activation_backward_f32(void *dx, const void *dy, con
 
 // GEMM epilogue on a rows x N block: c += bias (per column, float32 add); with pre: pre = c, c = gelu(c).
 // bf: c 0, pre 1 (the bias is a float32 parameter).
-extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const float *bias, int hasBias, void *pre, int hasPre, int bf) {
+extern "C" __global__ void bias_act_f32(void *c, i64 rows, i64 N, const void *bias, int hasBias, void *pre, int hasPre, int bf) {
   pdl_entry();
   GRID_STRIDE(i, rows * N) {
     float v = ldx(c, i, BF(0));
-    if (hasBias) v = v + bias[i % N];
+    if (hasBias) v = v + ldx(bias, i % N, hasBias == 2);
     if (hasPre) {
       // GELU of the stored pre-activation (rounded when bf16): the backward's recomputation from
       // pre gives the same values
@@ -201,7 +201,7 @@ extern "C" __global__ void scale_f32(void *c, i64 n, double beta, int bf) {
 // memory-and-FP64 bound.
 
 // bias_act_f32 for bfloat16 c and pre with N even and rows * N < 2^31: a pair of columns per step.
-extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float *bias, int hasBias, u32 *pre, int hasPre) {
+extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const void *bias, int hasBias, u32 *pre, int hasPre) {
   pdl_entry();
   const int half = N >> 1, n = rows * half;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -209,8 +209,8 @@ extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const float 
     float lo = bf_lo(v), hi = bf_hi(v);
     if (hasBias) {
       const int col = (i % half) * 2;
-      lo = lo + bias[col];
-      hi = hi + bias[col + 1];
+      lo = lo + ldx(bias, col, hasBias == 2);
+      hi = hi + ldx(bias, col + 1, hasBias == 2);
     }
     if (hasPre) {
       const u32 p = pack_bf2(lo, hi);
@@ -253,16 +253,16 @@ extern "C" __global__ void gelu_backward_bf16x2(u32 *dx, const u32 *dy, const u3
 // 16-byte aligned), same arithmetic per element. The pairwise forms moved 4 bytes per load and
 // reached about half of the card's bandwidth (GELU backward: 220 us for 100M elements of three
 // streams, against 125 us of traffic).
-extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const float *bias, int hasBias, uint4 *pre, int hasPre) {
+extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const void *bias, int hasBias, uint4 *pre, int hasPre) {
   pdl_entry();
   const int per = N >> 3, n = rows * per;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     float v[8];
     unpack8(v, c[i]);
     if (hasBias) {
-      const float *b = bias + (i % per) * 8;
+      const int col = (i % per) * 8;
 #pragma unroll
-      for (int q = 0; q < 8; q++) v[q] = v[q] + b[q];
+      for (int q = 0; q < 8; q++) v[q] = v[q] + ldx(bias, col + q, hasBias == 2);
     }
     if (hasPre) {
       const uint4 p = pack8(v);
