@@ -72,9 +72,11 @@ export function generate(model: Model, tok: Tokenizer, sources: readonly string[
   const { pad, sep } = tok.specials;
   // every (input, candidate) pair is one row; candidate k uses seed + k
   const texts: string[][] = sources.map(() => []);
-  // on a GPU the denoiser call is recorded once per batch shape and replayed for every batch
-  // (MOE_DIFFUSEQ_GRAPHS=0: plain calls); a backend without graphs ignores it
-  const graphs = process.env['MOE_DIFFUSEQ_GRAPHS'] === '0' ? false : new SamplingGraphs();
+  // on a GPU the denoiser call is recorded once per batch shape and replayed for every batch: in
+  // the caller's SamplingGraphs (opts.graphs), else in one of this call's (MOE_DIFFUSEQ_GRAPHS=0:
+  // plain calls); a backend without graphs ignores it
+  const own = opts.graphs === undefined && process.env['MOE_DIFFUSEQ_GRAPHS'] !== '0' ? new SamplingGraphs() : null;
+  const graphs = own ?? opts.graphs ?? false;
   try {
     for (let k = 0; k < K; k++) {
       for (let b0 = 0; b0 < encoded.length; b0 += bs) {
@@ -101,7 +103,7 @@ export function generate(model: Model, tok: Tokenizer, sources: readonly string[
       }
     }
   } finally {
-    if (graphs) graphs.dispose();
+    own?.dispose();
   }
   return texts.map((c) => {
     if (K === 1) return { text: c[0]! };

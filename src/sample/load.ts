@@ -10,6 +10,7 @@ import { resolvePrecision, type Model } from '../model/model.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelDir } from '../train/checkpoints.js';
 import { generate, type GenerateOptions, type Generated } from './generate.js';
+import { SamplingGraphs } from './sampler.js';
 
 /** Options of {@link load}. */
 export interface LoadOptions {
@@ -26,7 +27,10 @@ export interface LoadedDiffusionModel {
   readonly backend: Backend;
   /** The folder it was loaded from (a run folder resolves to its newest checkpoint). */
   readonly dir: string;
-  /** Generates one output per input text (defaults: DDIM, 10 steps, seed 0). */
+  /**
+   * Generates one output per input text (defaults: DDIM, 10 steps, seed 0). On a GPU the denoiser
+   * calls recorded in one call are kept and replayed by the next calls of the same batch shape.
+   */
   sample(inputs: readonly string[], opts?: Partial<GenerateOptions>): Generated[];
   dispose(): void;
 }
@@ -39,13 +43,17 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedD
     const { model, tokenizer } = loadModel(resolved, backend);
     model.precision = resolvePrecision(opts.precision ?? 'auto', backend);
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);
+    // a server's repeated sample() calls replay the denoiser calls recorded by the first (GPU only;
+    // MOE_DIFFUSEQ_GRAPHS=0: plain calls); freed with the model
+    const graphs = backend.capture && process.env['MOE_DIFFUSEQ_GRAPHS'] !== '0' ? new SamplingGraphs() : null;
     return {
       model,
       tokenizer,
       backend,
       dir: resolved,
-      sample: (inputs, o = {}) => generate(model, tokenizer, inputs, { sampler: 'ddim', steps: 10, seed: 0, ...o }),
+      sample: (inputs, o = {}) => generate(model, tokenizer, inputs, { sampler: 'ddim', steps: 10, seed: 0, ...(graphs ? { graphs } : {}), ...o }),
       dispose: () => {
+        graphs?.dispose();
         model.dispose();
         backend.close();
       },

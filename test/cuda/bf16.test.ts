@@ -23,8 +23,10 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError } from '../../src/errors.js';
 import { presetConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
+import { generate } from '../../src/sample/generate.js';
 import { SamplingGraphs, sampleIds } from '../../src/sample/sampler.js';
 import { train } from '../../src/train/trainer.js';
+import { FakeTokenizer } from '../data/fake-tokenizer.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
 import { cosine, maxRelErr } from '../helpers.js';
 import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
@@ -802,6 +804,45 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
     const b = model.denoiser.forward(xt, [5, 40], { train: false, weights: cast });
     assert.deepEqual([...(be.toArray(b.x0) as Float32Array)], [...(be.toArray(a.x0) as Float32Array)], 'forward with cast weights');
     for (const t of [a, b, cast, xt]) t.dispose();
+    model.dispose();
+  } finally {
+    be.close();
+  }
+});
+
+test('generate on a GPU: its own kept recordings, or the caller\'s across calls, give the plain calls\' texts', { skip }, () => {
+  const be = new CudaBackend();
+  try {
+    const cfg = presetConfig('tiny', { vocabSize: 300, seqLen: 64, maxLen: 64, dropout: 0 });
+    const model = Model.init(cfg, be, 5);
+    model.precision = 'bf16';
+    let recorded = 0;
+    const capture = be.capture.bind(be);
+    be.capture = (work) => {
+      const r = capture(work);
+      if (r) recorded++;
+      return r;
+    };
+    const tok = new FakeTokenizer(Array.from({ length: cfg.vocabSize - 4 }, (_, i) => `w${i}`));
+    // five sources in batches of 2, 2 and 1: two batch shapes
+    const sources = Array.from({ length: 5 }, (_, i) => Array.from({ length: 6 + i }, (_, j) => `w${(i * 31 + j * 7) % 290}`).join(' '));
+    const opts = { sampler: 'ddim' as const, steps: 5, seed: 3, batchSize: 2 };
+    const plain = generate(model, tok, sources, { ...opts, graphs: false }).map((g) => g.text);
+    assert.equal(recorded, 0);
+    const own = generate(model, tok, sources, opts).map((g) => g.text);
+    assert.equal(recorded, 2, 'one recording per batch shape, replayed for the other batch of 2');
+    assert.deepEqual(own, plain);
+    const kept = new SamplingGraphs();
+    try {
+      const a = generate(model, tok, sources, { ...opts, graphs: kept }).map((g) => g.text);
+      const b = generate(model, tok, sources, { ...opts, graphs: kept }).map((g) => g.text);
+      assert.equal(recorded, 4, 'the second call replays the first call\'s recordings');
+      assert.deepEqual(a, plain);
+      assert.deepEqual(b, plain);
+    } finally {
+      kept.dispose();
+    }
+    assert.ok(plain.some((t) => t.length > 0), 'some text was generated');
     model.dispose();
   } finally {
     be.close();

@@ -439,7 +439,7 @@ export class CudaBackend implements Backend {
     const grouped = this.groupedKernel === 'cublas' ? '' : `${wgmma}${mma}`;
     // what runs: `auto` and `wgmma` are the mma.sync kernels where the card has no wgmma
     const attn = this.attnWgmma ? 'wgmma' : this.attentionKernel === 'auto' || this.attentionKernel === 'wgmma' ? 'mma' : this.attentionKernel;
-    const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}`;
+    const mm = `float32 + bfloat16, ${attn} attention${grouped}${this.matmulPrecision === 'bfloat16' ? ', every matmul in bf16' : ''}${this.pdl ? ', programmatic dependent launch' : ''}${this.lt ? ', bf16 biases in cuBLASLt epilogues' : ''}`;
     return `${this.name} (${this.deviceName}, ${(this.totalMem / 2 ** 30).toFixed(1)} GiB, sm_${this.arch}; NVRTC ${this.nvrtc.version}, cuBLAS ${this.cublas.version}; ${mm})`;
   }
 
