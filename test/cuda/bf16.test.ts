@@ -746,26 +746,31 @@ test('bf16 training: 300 steps of the tiny preset on the GPU follow the float32 
   }
 });
 
+/** A tiny bf16 model for the sampling tests, and the count of `be`'s recordings that succeed. */
+function samplingModel(be: CudaBackend, seed: number): { cfg: ReturnType<typeof presetConfig>; model: Model; recorded: () => number } {
+  const cfg = presetConfig('tiny', { vocabSize: 300, seqLen: 64, maxLen: 64, dropout: 0 });
+  const model = Model.init(cfg, be, seed);
+  model.precision = 'bf16';
+  let n = 0;
+  const capture = be.capture.bind(be);
+  be.capture = (work) => {
+    const r = capture(work);
+    if (r) n++;
+    return r;
+  };
+  return { cfg, model, recorded: () => n };
+}
+
 test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded denoiser call gives the plain calls\' tokens', { skip }, () => {
   const be = new CudaBackend({ grouped: 'mma' });
   try {
-    const cfg = presetConfig('tiny', { vocabSize: 300, seqLen: 64, maxLen: 64, dropout: 0 });
-    const model = Model.init(cfg, be, 3);
-    model.precision = 'bf16';
-    // count the recordings that succeed
-    let recorded = 0;
-    const capture = be.capture.bind(be);
-    be.capture = (work) => {
-      const r = capture(work);
-      if (r) recorded++;
-      return r;
-    };
+    const { cfg, model, recorded } = samplingModel(be, 3);
     const [B, N] = [2, 64];
     const ids = Int32Array.from({ length: B * N }, (_, i) => 5 + ((i * 7) % 290));
     const mask = Int32Array.from({ length: B * N }, (_, i) => (i % N >= 20 ? 1 : 0));
     const plain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: false });
     const graphed = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: true });
-    assert.equal(recorded, 1, 'one recording, replayed for the steps after the first');
+    assert.equal(recorded(), 1, 'one recording, replayed for the steps after the first');
     assert.deepEqual([...graphed], [...plain]);
     // kept recordings: the first call records, the later ones replay from their first step, on
     // blocks no other allocation gets meanwhile (another batch shape's buffers, the sampler's own)
@@ -773,13 +778,13 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
     const mem0 = be.memory().liveBytes;
     try {
       const first = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
-      assert.equal(recorded, 2, 'a kept recording is made in the first call');
+      assert.equal(recorded(), 2, 'a kept recording is made in the first call');
       const one = sampleIds(model, ids.subarray(0, N), mask.subarray(0, N), 1, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
-      assert.equal(recorded, 3, 'another batch shape records its own');
+      assert.equal(recorded(), 3, 'another batch shape records its own');
       const again = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
       const other = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 9, graphs: kept });
       const otherPlain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 9, graphs: false });
-      assert.equal(recorded, 3, 'later calls of a recorded shape replay it');
+      assert.equal(recorded(), 3, 'later calls of a recorded shape replay it');
       assert.deepEqual([...first], [...plain]);
       assert.deepEqual([...again], [...plain]);
       assert.deepEqual([...other], [...otherPlain], 'another seed through the kept recording');
@@ -813,30 +818,21 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
 test('generate on a GPU: its own kept recordings, or the caller\'s across calls, give the plain calls\' texts', { skip }, () => {
   const be = new CudaBackend();
   try {
-    const cfg = presetConfig('tiny', { vocabSize: 300, seqLen: 64, maxLen: 64, dropout: 0 });
-    const model = Model.init(cfg, be, 5);
-    model.precision = 'bf16';
-    let recorded = 0;
-    const capture = be.capture.bind(be);
-    be.capture = (work) => {
-      const r = capture(work);
-      if (r) recorded++;
-      return r;
-    };
+    const { cfg, model, recorded } = samplingModel(be, 5);
     const tok = new FakeTokenizer(Array.from({ length: cfg.vocabSize - 4 }, (_, i) => `w${i}`));
     // five sources in batches of 2, 2 and 1: two batch shapes
     const sources = Array.from({ length: 5 }, (_, i) => Array.from({ length: 6 + i }, (_, j) => `w${(i * 31 + j * 7) % 290}`).join(' '));
     const opts = { sampler: 'ddim' as const, steps: 5, seed: 3, batchSize: 2 };
     const plain = generate(model, tok, sources, { ...opts, graphs: false }).map((g) => g.text);
-    assert.equal(recorded, 0);
+    assert.equal(recorded(), 0);
     const own = generate(model, tok, sources, opts).map((g) => g.text);
-    assert.equal(recorded, 2, 'one recording per batch shape, replayed for the other batch of 2');
+    assert.equal(recorded(), 2, 'one recording per batch shape, replayed for the other batch of 2');
     assert.deepEqual(own, plain);
     const kept = new SamplingGraphs();
     try {
       const a = generate(model, tok, sources, { ...opts, graphs: kept }).map((g) => g.text);
       const b = generate(model, tok, sources, { ...opts, graphs: kept }).map((g) => g.text);
-      assert.equal(recorded, 4, 'the second call replays the first call\'s recordings');
+      assert.equal(recorded(), 4, 'the second call replays the first call\'s recordings');
       assert.deepEqual(a, plain);
       assert.deepEqual(b, plain);
     } finally {
