@@ -47,11 +47,25 @@ interface GraphEntry {
   /** The denoiser's input [B, N, e] and time embedding [B, e], written before every replay. */
   x: Tensor;
   temb: Tensor;
-  /** The weights the recording's products read (converted again at the start of every call). */
+  /** The weights the recording's products read: its model's copy, shared by the model's shapes. */
   cast: ParamCopy | null;
   /** The recording, once made; null before, or when it failed (`failed`: not tried again). */
   recorded: { cache: DenoiserCache; graph: Replayable } | null;
   failed: boolean;
+}
+
+/** One model's part of a {@link SamplingGraphs}: its bf16 weights and its batch shapes, least recently used first. */
+interface ModelGraphs {
+  cast: ParamCopy | null;
+  shapes: Map<string, GraphEntry>;
+}
+
+/** Frees an entry's recording and buffers (not the model's weights, which its other shapes share). */
+function freeEntry(ent: GraphEntry): void {
+  ent.recorded?.graph.dispose();
+  ent.recorded?.cache.dispose();
+  ent.temb.dispose();
+  ent.x.dispose();
 }
 
 /**
@@ -59,50 +73,58 @@ interface GraphEntry {
  * call to the next: one recording per model and batch shape, made in the first call and replayed at
  * every step of the later ones, where a plain `graphs: true` records again in every call (its first
  * step plain, the recording's host time and the graph's instantiation in each). For a server, the
- * CLI's batches and benchmarks. It holds device memory (the denoiser's input, its bfloat16 weights,
- * the recording's buffers) until {@link SamplingGraphs.dispose}; the weights are converted again at
- * the start of every call, so a model trained in between samples with its current values.
+ * CLI's batches and benchmarks. It holds device memory until {@link SamplingGraphs.dispose}: per
+ * model one bfloat16 copy of the weights (converted again at the start of every call, so a model
+ * trained in between samples with its current values), and per batch shape the denoiser's input and
+ * the recording's buffers, for at most {@link SamplingGraphs.MAX_SHAPES} shapes a model (the least
+ * recently used one is freed to make room).
  */
 export class SamplingGraphs {
-  private readonly entries = new Map<Model, Map<string, GraphEntry>>();
+  /** Batch shapes kept per model. */
+  static readonly MAX_SHAPES = 4;
+  private readonly models = new Map<Model, ModelGraphs>();
 
   /** The entry of `model` at batch shape B x N, made (buffers allocated, nothing recorded) on first use. */
   entry(model: Model, B: number, N: number): GraphEntry {
-    let byShape = this.entries.get(model);
-    if (!byShape) this.entries.set(model, (byShape = new Map()));
+    let mg = this.models.get(model);
+    if (!mg) {
+      mg = { cast: model.denoiser.castWeights(), shapes: new Map() };
+      this.models.set(model, mg);
+    } else mg.cast?.refresh();
     const key = `${B}x${N}`;
-    let ent = byShape.get(key);
-    if (ent) {
-      ent.cast?.refresh();
-      return ent;
+    const known = mg.shapes.get(key);
+    if (known) {
+      // most recently used last
+      mg.shapes.delete(key);
+      mg.shapes.set(key, known);
+      return known;
+    }
+    for (const [k, old] of mg.shapes) {
+      if (mg.shapes.size < SamplingGraphs.MAX_SHAPES) break;
+      mg.shapes.delete(k);
+      freeEntry(old);
     }
     const be = model.backend;
-    const s = new Scope();
+    const x = be.empty([B, N, model.config.embDim], model.dtype);
+    let temb: Tensor;
     try {
-      const x = s.keep(be.empty([B, N, model.config.embDim], model.dtype));
-      const temb = s.keep(be.empty([B, model.config.embDim], model.denoiser.activations));
-      const cast = model.denoiser.castWeights();
-      ent = { x, temb, cast, recorded: null, failed: false };
+      temb = be.empty([B, model.config.embDim], model.denoiser.activations);
     } catch (e) {
-      s.dispose();
+      x.dispose();
       throw e;
     }
-    byShape.set(key, ent);
+    const ent: GraphEntry = { x, temb, cast: mg.cast, recorded: null, failed: false };
+    mg.shapes.set(key, ent);
     return ent;
   }
 
   /** Frees every recording and its buffers (the models stay usable; later calls record again). */
   dispose(): void {
-    for (const byShape of this.entries.values()) {
-      for (const ent of byShape.values()) {
-        ent.recorded?.graph.dispose();
-        ent.recorded?.cache.dispose();
-        ent.cast?.dispose();
-        ent.temb.dispose();
-        ent.x.dispose();
-      }
+    for (const mg of this.models.values()) {
+      for (const ent of mg.shapes.values()) freeEntry(ent);
+      mg.cast?.dispose();
     }
-    this.entries.clear();
+    this.models.clear();
   }
 }
 

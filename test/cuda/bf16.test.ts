@@ -798,6 +798,18 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
       assert.notDeepEqual([...changedPlain], [...plain], 'the change shows in the tokens');
       assert.deepEqual([...changed], [...changedPlain], 'the kept recording reads the current weights');
       be.write(w, wv);
+      // at most MAX_SHAPES shapes a model, sharing one weight copy: 3 x N and 4 x N fill the four
+      // places (2 x N and 1 x N kept), 5 x N frees the least recently used (1 x N), which then records
+      // again (and frees 2 x N) with the plain calls' tokens
+      assert.equal(SamplingGraphs.MAX_SHAPES, 4);
+      const rows = (b: number) => [Int32Array.from({ length: b * N }, (_, i) => ids[i % (B * N)]!), Int32Array.from({ length: b * N }, (_, i) => mask[i % (B * N)]!)] as const;
+      for (const b of [3, 4, 5]) sampleIds(model, ...rows(b), b, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.equal(recorded(), 6, 'one recording per new shape');
+      const oneAgain = sampleIds(model, ...rows(1), 1, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.equal(recorded(), 7, 'the freed shape records again');
+      assert.deepEqual([...oneAgain], [...plain.subarray(0, N)]);
+      sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.equal(recorded(), 8, '2 x N was the least recently used when 1 x N came back');
     } finally {
       kept.dispose();
     }
