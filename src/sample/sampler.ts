@@ -9,7 +9,7 @@
  *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
  * - Output: argmax of the last (unclamped) x0_hat E^T.
  */
-import type { Backend, Replayable, ScoreOptions, Tensor } from '../backend/backend.js';
+import type { Backend, DType, Replayable, ScoreOptions, Tensor } from '../backend/backend.js';
 import { PhiloxStream } from '../backend/philox.js';
 import type { DenoiserCache } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
@@ -56,6 +56,8 @@ interface GraphEntry {
 
 /** One model's part of a {@link SamplingGraphs}: its bf16 weights and its batch shapes, least recently used first. */
 interface ModelGraphs {
+  /** The model's activations when they were made (its precision may change between calls). */
+  act: DType;
   cast: ParamCopy | null;
   shapes: Map<string, GraphEntry>;
 }
@@ -87,8 +89,13 @@ export class SamplingGraphs {
   /** The entry of `model` at batch shape B x N, made (buffers allocated, nothing recorded) on first use. */
   entry(model: Model, B: number, N: number): GraphEntry {
     let mg = this.models.get(model);
+    if (mg && mg.act !== model.denoiser.activations) {
+      // another precision since: recordings and weights of the old one are of no use
+      this.release(model, mg);
+      mg = undefined;
+    }
     if (!mg) {
-      mg = { cast: model.denoiser.castWeights(), shapes: new Map() };
+      mg = { act: model.denoiser.activations, cast: model.denoiser.castWeights(), shapes: new Map() };
       this.models.set(model, mg);
     } else mg.cast?.refresh();
     const key = `${B}x${N}`;
@@ -120,11 +127,13 @@ export class SamplingGraphs {
 
   /** Frees every recording and its buffers (the models stay usable; later calls record again). */
   dispose(): void {
-    for (const mg of this.models.values()) {
-      for (const ent of mg.shapes.values()) freeEntry(ent);
-      mg.cast?.dispose();
-    }
-    this.models.clear();
+    for (const [model, mg] of [...this.models]) this.release(model, mg);
+  }
+
+  private release(model: Model, mg: ModelGraphs): void {
+    for (const ent of mg.shapes.values()) freeEntry(ent);
+    mg.cast?.dispose();
+    this.models.delete(model);
   }
 }
 

@@ -810,6 +810,14 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
       assert.deepEqual([...oneAgain], [...plain.subarray(0, N)]);
       sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
       assert.equal(recorded(), 8, '2 x N was the least recently used when 1 x N came back');
+      // another precision: the model's kept weights and recordings are dropped, not misused
+      model.precision = 'float32';
+      const f32Plain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: false });
+      const f32Kept = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.deepEqual([...f32Kept], [...f32Plain], 'float32 through the kept graphs');
+      model.precision = 'bf16';
+      const back = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: kept });
+      assert.deepEqual([...back], [...plain], 'back to bf16');
     } finally {
       kept.dispose();
     }
