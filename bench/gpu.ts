@@ -412,6 +412,8 @@ const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
 
 Environment: MOE_DIFFUSEQ_GROUPED, MOE_DIFFUSEQ_ATTENTION, MOE_DIFFUSEQ_PDL and the other
 MOE_DIFFUSEQ_* switches of the CUDA backend (src/backend/cuda/backend.ts) apply as in training.
+The sample item replays one recorded denoiser call per batch shape in every run;
+MOE_DIFFUSEQ_GRAPHS=0 makes plain calls, =1 records again in each run.
 `;
 
 async function main(): Promise<void> {
@@ -535,8 +537,7 @@ async function main(): Promise<void> {
       const model = modelOf(cfg, be);
       // the denoiser call recorded once per batch shape and replayed in every run, as a server
       // would (MOE_DIFFUSEQ_GRAPHS=0: plain calls; =1: a recording made in each run)
-      const env = process.env['MOE_DIFFUSEQ_GRAPHS'];
-      const graphs = env === '0' ? false : env === '1' ? true : new SamplingGraphs();
+      const graphs = process.env['MOE_DIFFUSEQ_GRAPHS'] === '1' || (SamplingGraphs.unlessDisabled() ?? false);
       for (const B of sampleBatches) {
         const batch = batchOf(cfg, B, N, 2);
         const run = () => {

@@ -75,7 +75,7 @@ export function generate(model: Model, tok: Tokenizer, sources: readonly string[
   // on a GPU the denoiser call is recorded once per batch shape and replayed for every batch: in
   // the caller's SamplingGraphs (opts.graphs), else in one of this call's (MOE_DIFFUSEQ_GRAPHS=0:
   // plain calls); a backend without graphs ignores it
-  const own = opts.graphs === undefined && process.env['MOE_DIFFUSEQ_GRAPHS'] !== '0' ? new SamplingGraphs() : null;
+  const own = opts.graphs === undefined ? SamplingGraphs.unlessDisabled() : null;
   const graphs = own ?? opts.graphs ?? false;
   try {
     for (let k = 0; k < K; k++) {

@@ -45,7 +45,7 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedD
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);
     // a server's repeated sample() calls replay the denoiser calls recorded by the first (GPU only;
     // MOE_DIFFUSEQ_GRAPHS=0: plain calls); freed with the model
-    const graphs = backend.capture && process.env['MOE_DIFFUSEQ_GRAPHS'] !== '0' ? new SamplingGraphs() : null;
+    const graphs = backend.capture ? SamplingGraphs.unlessDisabled() : null;
     return {
       model,
       tokenizer,

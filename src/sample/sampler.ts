@@ -84,6 +84,11 @@ function freeEntry(ent: GraphEntry): void {
 export class SamplingGraphs {
   /** Batch shapes kept per model. */
   static readonly MAX_SHAPES = 4;
+
+  /** A new one, or null when MOE_DIFFUSEQ_GRAPHS=0 asks for plain denoiser calls. */
+  static unlessDisabled(): SamplingGraphs | null {
+    return process.env['MOE_DIFFUSEQ_GRAPHS'] === '0' ? null : new SamplingGraphs();
+  }
   private readonly models = new Map<Model, ModelGraphs>();
 
   /** The entry of `model` at batch shape B x N, made (buffers allocated, nothing recorded) on first use. */
