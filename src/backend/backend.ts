@@ -66,6 +66,20 @@ export interface ScoreOptions {
    * for callers whose x is itself of bfloat16 accuracy. A backend may always compute float32.
    */
   readonly precision?: 'float32' | 'bf16x3';
+  /**
+   * What {@link Backend.prepareScores} made of this call's table (its split parts and half norms),
+   * for many calls against one unchanged table (a sampling run): used only for that table and that
+   * precision, else ignored.
+   */
+  readonly prepared?: PreparedTable | null;
+}
+
+/** A vocabulary table's score operands made once (Backend.prepareScores); stale once the table changes. */
+export interface PreparedTable {
+  /** The table it was made from. */
+  readonly table: Tensor;
+  readonly precision: 'float32' | 'bf16x3';
+  dispose(): void;
 }
 
 /** The attention pattern (SPEC section 2). */
@@ -318,6 +332,12 @@ export interface Backend {
   nearestRows(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
   /** out[m] = argmax_v x[m] . table[v] (ties: lower v), int32 [M]. */
   argmaxDot(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
+  /**
+   * Optional (GPU backends): what nearestRows / argmaxDot derive from `table` at `opts.precision`
+   * in every call (bf16x3's split table, the half squared norms), made once for calls that pass it
+   * as ScoreOptions.prepared; same results. Null when there is nothing to prepare.
+   */
+  prepareScores?(table: Tensor, opts?: ScoreOptions): PreparedTable | null;
 
   // ---- optimiser -----------------------------------------------------------------------------
   /** One AdamW step on flat tensors of equal size (decoupled weight decay, bias-corrected). */

@@ -37,6 +37,7 @@ import {
   type MoeRouteOptions,
   type MoeRouting,
   type Replayable,
+  type PreparedTable,
   type ScoreOptions,
   type Tensor,
 } from '../backend.js';
@@ -1954,10 +1955,51 @@ export class CudaBackend implements Backend {
   }
   nearestRows(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void {
     // ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: argmax over v of x.t_v - ||t_v||^2 / 2
-    this.scoreArg('nearestRows', out, x, table, true, opts?.precision === 'bf16x3');
+    this.scoreArg('nearestRows', out, x, table, true, opts?.precision === 'bf16x3', this.preparedFor(table, opts));
   }
   argmaxDot(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void {
-    this.scoreArg('argmaxDot', out, x, table, false, opts?.precision === 'bf16x3');
+    this.scoreArg('argmaxDot', out, x, table, false, opts?.precision === 'bf16x3', this.preparedFor(table, opts));
+  }
+  prepareScores(table: Tensor, opts?: ScoreOptions): PreparedTable | null {
+    const op = 'prepareScores';
+    expectDtype(op, 'table', table, 'float32');
+    const [V, e] = matrixShape(op, 'table', table);
+    if (!V || !e) return null;
+    const tb = cu(op, table);
+    const precision = opts?.precision ?? 'float32';
+    const half = this.scratch(V * 8);
+    let t3: { ptr: number; free: () => void } | null = null;
+    try {
+      t3 = precision === 'bf16x3' ? this.scratch(V * 3 * e * 2) : null;
+      this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
+      if (t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
+    } catch (err) {
+      half.free();
+      t3?.free();
+      throw err;
+    }
+    let live = true;
+    const prep: CudaPreparedTable = {
+      table,
+      precision,
+      ptr: tb.ptr,
+      half: half.ptr,
+      t3: t3 ? t3.ptr : 0,
+      dispose: () => {
+        if (!live) return;
+        live = false;
+        half.free();
+        t3?.free();
+      },
+      live: () => live,
+    };
+    return prep;
+  }
+  /** opts.prepared when it was made by this backend for `table` (same buffer) at opts.precision, else null. */
+  private preparedFor(table: Tensor, opts?: ScoreOptions): CudaPreparedTable | null {
+    const p = opts?.prepared as CudaPreparedTable | null | undefined;
+    if (!p || p.table !== table || p.precision !== (opts?.precision ?? 'float32') || !('half' in p) || !p.live()) return null;
+    return p.ptr === cu('prepareScores', table).ptr ? p : null;
   }
   /**
    * Chunked GEMM of x against the table, then a row argmax: never materialises [M, V]. With
@@ -1965,7 +2007,7 @@ export class CudaBackend implements Backend {
    * [xh | xh | xl] . [th | tl | th] (a true-float32 product of the 30k-row table took 0.24 ms per
    * 1,100 rows on an H200, 12% of batch-1 sampling).
    */
-  private scoreArg(op: string, out: Tensor, x: Tensor, table: Tensor, nearest: boolean, split: boolean): void {
+  private scoreArg(op: string, out: Tensor, x: Tensor, table: Tensor, nearest: boolean, split: boolean, prep: CudaPreparedTable | null = null): void {
     sameFloat(op, x, table);
     expectDtype(op, 'out', out, 'int32');
     const [V, e] = matrixShape(op, 'table', table);
@@ -1978,11 +2020,13 @@ export class CudaBackend implements Backend {
     const xx = cu(op, x);
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
     this.wroteInts(o, [0, V - 1]); // row indices of the table
-    const half = nearest ? this.scratch(V * 8) : null;
+    // the half norms and the split table from `prep` when given (made once for many calls), else here
+    const keep = { ptr: 0, free: () => undefined };
+    const half = nearest ? (prep ? { ...keep, ptr: prep.half } : this.scratch(V * 8)) : null;
     // the split operands (bf16, rows of 3e): x as [hi | hi | lo], the table as [hi | lo | hi]
     const three = split && x.dtype === 'float32' && table.dtype === 'float32';
     const x3 = three ? this.scratch(M * 3 * e * 2) : null;
-    const t3 = three ? this.scratch(V * 3 * e * 2) : null;
+    const t3 = three ? (prep?.t3 ? { ...keep, ptr: prep.t3 } : this.scratch(V * 3 * e * 2)) : null;
     // on sm_90 with the wgmma kernels on, the split product and its row argmax in one kernel
     const fused = three && (3 * e) % 8 === 0 && this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED;
     // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
@@ -1990,10 +2034,10 @@ export class CudaBackend implements Backend {
     const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
     const scores = fused ? null : this.scratch(chunk * V * 4);
     try {
-      if (half) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
+      if (half && !prep) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
       if (x3 && t3) {
         this.launchN('split_bf16x3_f32', M * e, [A(x3.ptr), P(xx), L(M), L(e), I(0)]);
-        this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
+        if (!prep?.t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
       }
       if (fused && x3 && t3) {
         this.scoreArgWgmma(o, x3.ptr, t3.ptr, M, V, 3 * e, half ? half.ptr : 0);
@@ -2055,6 +2099,16 @@ export class CudaBackend implements Backend {
     const done = 4 * n4;
     if (done < param.size) this.launchN('adamw_f32', param.size - done, [...ptrs.map((p) => A(p + done * 4)), L(param.size - done), ...hyper]);
   }
+}
+
+/** The CUDA backend's PreparedTable: device addresses of the half norms and (bf16x3) the split table. */
+interface CudaPreparedTable extends PreparedTable {
+  /** The table's device address when prepared (a tensor reused for another buffer does not match). */
+  readonly ptr: number;
+  readonly half: number;
+  /** 0 unless bf16x3. */
+  readonly t3: number;
+  live(): boolean;
 }
 
 function actKind(kind: Activation): number {
