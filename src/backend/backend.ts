@@ -149,6 +149,20 @@ export interface Replayable {
   dispose(): void;
 }
 
+/** The epilogue and the operand of {@link Backend.groupedMatmul}. */
+export interface GroupedMatmulOptions {
+  /**
+   * GELU after the bias: out = gelu(pre), the pre-activation kept in `pre` (for the backward), or
+   * not kept at all with `pre: null` (a forward without backward: its writes saved).
+   */
+  readonly gelu?: { readonly pre: Tensor | null };
+  /**
+   * xs is the tokens' rows x [tokens, K], read in the routing's expert order (`groups` must be a
+   * routing): the product of moePermute(x)'s rows without the permuted copy.
+   */
+  readonly gather?: boolean;
+}
+
 /** How the rows of a grouped product split among the experts: counts per expert, or a routing. */
 export type ExpertGroups = readonly number[] | MoeRouting;
 
@@ -315,7 +329,7 @@ export interface Backend {
    * `groups` is the counts, or the routing that made xs (a GPU backend may then use the counts
    * where they are, on the device, without reading them back).
    */
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: { gelu?: { pre: Tensor } }): void;
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: GroupedMatmulOptions): void;
   /** Its backward: dxs = dout W[e]; dW[e] += dout^T xs; dbias[e] += column sums. */
   groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void;
 

@@ -36,6 +36,11 @@ export interface ForwardOptions {
    */
   recompute?: boolean;
   /**
+   * No backward follows (sampling): the forward leaves out what only the backward reads (the
+   * experts' pre-activations are not written). {@link Denoiser.backward} refuses such a cache.
+   */
+  inference?: boolean;
+  /**
    * The sinusoidal embedding of t [B, e], already on the device in the activations' dtype (from
    * {@link Denoiser.timestepInput}); t is then not read. Lets a forward be recorded as a graph and
    * replayed with another t written into the same tensor.
@@ -92,7 +97,7 @@ interface LayerCache {
 
 type FfnCache =
   | { kind: 'dense'; pre: Tensor }
-  | { kind: 'moe'; routing: MoeRouting; pre: Tensor; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
+  | { kind: 'moe'; routing: MoeRouting; pre: Tensor | null; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
 
 /** Everything the backward needs from a forward. Dispose it after the backward. */
 export interface DenoiserCache {
@@ -362,7 +367,7 @@ export class Denoiser {
     };
   }
 
-  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number): { out: Tensor; cache: FfnCache } {
+  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number, inference = false): { out: Tensor; cache: FfnCache } {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -393,15 +398,15 @@ export class Denoiser {
     s.keep(routing);
     const A = routing.order.size;
     // the permuted input and the activation are not kept: the backward recomputes them (a gather and
-    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward
-    const pre = s.keep(be.empty([A, f], ac));
+    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward. fc1 reads
+    // h1's rows in the routing's order itself (no permuted copy), and an inference forward keeps no
+    // pre-activation at all
+    const pre = inference ? null : s.keep(be.empty([A, f], ac));
     const ys = s.keep(be.empty([A, d], ac));
     const tmp = new Scope();
     try {
-      const xs = tmp.keep(be.empty([A, d], ac));
-      be.moePermute(xs, h1, routing);
       const act = tmp.keep(be.empty([A, f], ac));
-      be.groupedMatmul(act, xs, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre } });
+      be.groupedMatmul(act, h1, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre }, gather: true });
       be.groupedMatmul(ys, act, this.w(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
     } finally {
       tmp.dispose();
@@ -458,7 +463,7 @@ export class Denoiser {
     const rstd1 = ls.keep(be.empty([M], dt));
     be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS, foldBias ? this.p(`${p}.attn.o.bias`) : null);
     // feed-forward
-    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S);
+    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S, !!opts.inference);
     const dropFfn = this.dropout(fo, opts, site);
     const r2 = fo; // r2 = h1 + drop(fo)
     const h2 = out.keep(be.empty([B, S, d], ac));
@@ -612,6 +617,8 @@ export class Denoiser {
       return;
     }
     const r = f.routing;
+    const fpre = f.pre;
+    if (!fpre) throw new Error('backward of an inference forward (ForwardOptions.inference): it kept no pre-activations');
     const E = c.ffn.experts;
     const fh = expertHidden(c);
     const A = r.order.size;
@@ -633,11 +640,11 @@ export class Denoiser {
     const dgates = s.keep(be.empty([M, r.topK], dt));
     be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
     const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
-    be.activation(act, f.pre, 'gelu');
+    be.activation(act, fpre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
     be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r);
     act.dispose();
-    be.activationBackward(dact, dact, f.pre, 'gelu', false);
+    be.activationBackward(dact, dact, fpre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));

@@ -247,7 +247,7 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
         const ts = new Array<number>(B).fill(t);
         if (temb) be.write(temb, model.denoiser.timestepInput(ts));
-        const denoise = () => model.denoiser.forward(x, ts, { train: false, ...(temb ? { timeEmbedding: temb } : {}), ...(cast ? { weights: cast } : {}) });
+        const denoise = () => model.denoiser.forward(x, ts, { train: false, inference: true, ...(temb ? { timeEmbedding: temb } : {}), ...(cast ? { weights: cast } : {}) });
         if (useGraph && !recorded && k > 0) {
           recorded = record(be, denoise);
           useGraph = recorded !== null;

@@ -63,3 +63,23 @@ test('castWeights: none without bfloat16 activations; forward refuses a copy it 
     be.close();
   }
 });
+
+test('an inference forward (no pre-activations kept) gives the training-free forward\'s x0 and refuses a backward', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    const cfg = microConfig();
+    const m = Model.init(cfg, be, 5, 'float64');
+    const [B, N, e] = [2, 6, cfg.embDim];
+    const xt = be.empty([B, N, e], 'float64');
+    be.randomNormal(xt, 11, 0);
+    const full = m.denoiser.forward(xt, [4, 9], { train: false });
+    const inf = m.denoiser.forward(xt, [4, 9], { train: false, inference: true });
+    assert.deepEqual([...be.toArray(inf.x0)], [...be.toArray(full.x0)]);
+    const dx0 = be.empty([B, N, e], 'float64');
+    be.randomNormal(dx0, 12, 0);
+    assert.throws(() => m.denoiser.backward(inf, dx0, 0.01, 0.001), /inference/);
+    for (const t of [full, inf, xt, dx0, m]) t.dispose();
+  } finally {
+    be.close();
+  }
+});
