@@ -642,9 +642,9 @@ export class Denoiser {
     const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
     be.activation(act, fpre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
-    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r);
+    // dact = gelu'(pre) (dys W2): the GELU's backward in the product's epilogue where the backend can
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r, { geluPre: fpre });
     act.dispose();
-    be.activationBackward(dact, dact, fpre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));
