@@ -487,6 +487,11 @@ export class Denoiser {
    * It frees each layer's part of the cache once done with it: a cache serves one backward.
    */
   backward(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
+    // an inference forward's cache (no experts' pre-activations) is refused before any gradient is
+    // accumulated (ffnBackward's own check would come after the head's and the top layers' grads)
+    for (const rec of cache.inner.layers) {
+      if (rec.cache?.ffn.kind === 'moe' && !rec.cache.ffn.pre) throw new Error('backward of an inference forward (ForwardOptions.inference): it kept no pre-activations');
+    }
     // the forward's bf16 weights (ForwardOptions.weights) as the products' operands here too
     this.operands = cache.inner.weights;
     try {

@@ -630,9 +630,11 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     // a permuted temporary elsewhere) and a GELU whose pre-activation is not kept: bit for bit the
     // permuted product's, on every path
     const [lgv, xv, wv, bv] = [randn(M * E, 2), randn(M * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
-    for (const [kind, be] of [['wgmma', wgmma], ['mma', mma], ['cublas', cublas]] as const) {
+    // dropless (the offsets on the device) and with a capacity (host counts, some assignments dropped)
+    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['mma', mma], ['cublas', cublas]] as const) {
       const lt = be.fromArray(lgv, [M, E]);
-      const r = be.moeRoute(lt, { topK: k, seqLen: M });
+      const r = be.moeRoute(lt, { topK: k, seqLen: M, ...(cf !== undefined ? { capacityFactor: cf } : {}) });
+      if (cf !== undefined) assert.ok(r.order.size < M * k, `capacity ${cf}: some assignments dropped (${r.order.size} of ${M * k})`);
       const Ar = r.order.size;
       const xt = be.fromArray(xv, [M, K], 'bfloat16');
       const xp = be.empty([Ar, K], 'bfloat16');

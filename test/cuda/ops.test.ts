@@ -765,6 +765,13 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
           const fresh = [...G().toArray(o.g)];
           G().nearestRows(o.g, x.g, table.g, { precision, prepared });
           assert.notDeepEqual([...G().toArray(o.g)], fresh, `nearestRows ${tag}: the prepared table was not used`);
+          // argmaxDot reads no half norms: only bf16x3's split table can show
+          if (precision === 'bf16x3') {
+            G().argmaxDot(oa.g, x.g, table.g, { precision });
+            const freshDot = [...G().toArray(oa.g)];
+            G().argmaxDot(oa.g, x.g, table.g, { precision, prepared });
+            assert.notDeepEqual([...G().toArray(oa.g)], freshDot, `argmaxDot ${tag}: the prepared split table was not used`);
+          }
           G().write(table.g, th);
         }
       } finally {

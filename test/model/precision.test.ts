@@ -77,7 +77,11 @@ test('an inference forward (no pre-activations kept) gives the training-free for
     assert.deepEqual([...be.toArray(inf.x0)], [...be.toArray(full.x0)]);
     const dx0 = be.empty([B, N, e], 'float64');
     be.randomNormal(dx0, 12, 0);
+    // refused before any gradient is accumulated (the head's would come first)
+    const head = () => [...be.toArray(m.params.grad('output_down_proj.2.weight'))];
+    const before = head();
     assert.throws(() => m.denoiser.backward(inf, dx0, 0.01, 0.001), /inference/);
+    assert.deepEqual(head(), before, 'no gradient accumulated by a refused backward');
     for (const t of [full, inf, xt, dx0, m]) t.dispose();
   } finally {
     be.close();
