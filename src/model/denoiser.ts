@@ -41,6 +41,12 @@ export interface ForwardOptions {
    */
   inference?: boolean;
   /**
+   * Keep the experts' GELU output from the forward for the backward (fc2's weight gradient) instead
+   * of recomputing it there: [rows, f] more memory a layer until its backward, one GELU pass less.
+   * Experimental, to be measured (bench: MOE_DIFFUSEQ_KEEP_ACT=1 in diffusionLoss).
+   */
+  keepExpertActivations?: boolean;
+  /**
    * The sinusoidal embedding of t [B, e], already on the device in the activations' dtype (from
    * {@link Denoiser.timestepInput}); t is then not read. Lets a forward be recorded as a graph and
    * replayed with another t written into the same tensor.
@@ -97,7 +103,7 @@ interface LayerCache {
 
 type FfnCache =
   | { kind: 'dense'; pre: Tensor }
-  | { kind: 'moe'; routing: MoeRouting; pre: Tensor | null; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
+  | { kind: 'moe'; routing: MoeRouting; pre: Tensor | null; act: Tensor | null; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
 
 /** Everything the backward needs from a forward. Dispose it after the backward. */
 export interface DenoiserCache {
@@ -367,7 +373,7 @@ export class Denoiser {
     };
   }
 
-  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number, inference = false): { out: Tensor; cache: FfnCache } {
+  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number, inference = false, keepAct = false): { out: Tensor; cache: FfnCache } {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -404,10 +410,12 @@ export class Denoiser {
     const pre = inference ? null : s.keep(be.empty([A, f], ac));
     const ys = s.keep(be.empty([A, d], ac));
     const tmp = new Scope();
+    let kept: Tensor | null = null;
     try {
-      const act = tmp.keep(be.empty([A, f], ac));
+      const act = (keepAct ? s : tmp).keep(be.empty([A, f], ac));
       be.groupedMatmul(act, h1, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre }, gather: true });
       be.groupedMatmul(ys, act, this.w(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
+      if (keepAct) kept = act;
     } finally {
       tmp.dispose();
     }
@@ -428,7 +436,7 @@ export class Denoiser {
       be.axpby(out, 1, out, 1, so);
       shared.push({ pre: spre, act: sact });
     }
-    return { out, cache: { kind: 'moe', routing, pre, ys, shared } };
+    return { out, cache: { kind: 'moe', routing, pre, act: kept, ys, shared } };
   }
 
   /**
@@ -463,7 +471,7 @@ export class Denoiser {
     const rstd1 = ls.keep(be.empty([M], dt));
     be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS, foldBias ? this.p(`${p}.attn.o.bias`) : null);
     // feed-forward
-    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S, !!opts.inference);
+    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S, !!opts.inference, !!opts.keepExpertActivations && !opts.inference);
     const dropFfn = this.dropout(fo, opts, site);
     const r2 = fo; // r2 = h1 + drop(fo)
     const h2 = out.keep(be.empty([B, S, d], ac));
@@ -644,12 +652,15 @@ export class Denoiser {
     const dys = s.keep(be.empty([A, d], ac));
     const dgates = s.keep(be.empty([M, r.topK], dt));
     be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
-    const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
-    be.activation(act, fpre, 'gelu');
+    // the forward's activation (keepExpertActivations), else recomputed: gelu(pre), as the forward's
+    // epilogue made it
+    const act = f.act ?? s.keep(be.empty([A, fh], ac));
+    if (!f.act) be.activation(act, fpre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
     // dact = gelu'(pre) (dys W2): the GELU's backward in the product's epilogue where the backend can
     be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r, { geluPre: fpre });
-    act.dispose();
+    // a recomputed one is freed now; a kept one goes with its layer's scope
+    if (!f.act) act.dispose();
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));

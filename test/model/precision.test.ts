@@ -87,3 +87,36 @@ test('an inference forward (no pre-activations kept) gives the training-free for
     be.close();
   }
 });
+
+test('keepExpertActivations: the forward\'s experts\' activation serves the backward, with the recomputed one\'s gradients', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    const cfg = microConfig();
+    const m = Model.init(cfg, be, 6, 'float64');
+    const [B, N, e] = [2, 6, cfg.embDim];
+    const xt = be.empty([B, N, e], 'float64');
+    be.randomNormal(xt, 13, 0);
+    const dx0 = be.empty([B, N, e], 'float64');
+    be.randomNormal(dx0, 14, 0);
+    const run = (keep: boolean) => {
+      m.params.zeroGrads();
+      const live = be.memory().liveBytes;
+      const cache = m.denoiser.forward(xt, [5, 21], { train: true, keepExpertActivations: keep });
+      const held = be.memory().liveBytes - live;
+      const dxt = m.denoiser.backward(cache, dx0, 0.01, 0.001);
+      const out = { held, dxt: [...be.toArray(dxt)], grads: [...be.toArray(m.params.grads)] };
+      dxt.dispose();
+      cache.dispose();
+      assert.equal(be.memory().liveBytes, live, 'everything freed');
+      return out;
+    };
+    const recomputed = run(false);
+    const kept = run(true);
+    assert.deepEqual(kept.dxt, recomputed.dxt);
+    assert.deepEqual(kept.grads, recomputed.grads);
+    assert.ok(kept.held > recomputed.held, `the forward holds the activations (${kept.held} vs ${recomputed.held} bytes)`);
+    for (const t of [xt, dx0, m]) t.dispose();
+  } finally {
+    be.close();
+  }
+});
