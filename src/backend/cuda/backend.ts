@@ -1907,11 +1907,9 @@ export class CudaBackend implements Backend {
       const wgBackward = this.groupedKernel === 'wgmma';
       // the backward of a GELU (geluPre) in the wgmma input gradient's epilogue: the separate
       // gelu_backward pass (2.6 ms of a base step) costs more than wgmma's NN product against cuBLAS's
-      // (the wgmma epilogue stores a bf16 C in whole 16-byte chunks: dxs 16-byte aligned; geluNN implies wgNN)
       const pre = geluPre ? cu(op, geluPre) : null;
-      const cAligned = gx !== null && (gx.dtype !== 'bfloat16' || gx.ptr % 16 === 0);
-      const geluNN = !!pre && gx !== null && gx.dtype === 'bfloat16' && cAligned && pre.ptr % 16 === 0 && this.geluNN && this.groupedWgmma(g, wo, K, N);
-      const wgNN = gx !== null && cAligned && (wgBackward || geluNN) && this.groupedWgmma(g, wo, K, N);
+      const geluNN = !!pre && gx !== null && gx.dtype === 'bfloat16' && pre.ptr % 16 === 0 && this.geluNN && this.groupedWgmma(g, wo, K, N);
+      const wgNN = gx !== null && (wgBackward || geluNN) && this.groupedWgmma(g, wo, K, N);
       const oneLaunch = gx !== null && (wgNN || this.groupedMma(g, wo, K, N, Acount));
       if (oneLaunch) this.groupedGemm(wgNN ? 'wgmma_nn' : 'nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, geluNN && pre ? pre.ptr : 0, (gx.dtype === 'bfloat16' ? 1 : 0) | (geluNN ? 16 : 0));
       // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
