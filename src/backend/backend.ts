@@ -163,16 +163,6 @@ export interface GroupedMatmulOptions {
   readonly gather?: boolean;
 }
 
-/** The input gradient's epilogue of {@link Backend.groupedMatmulBackward}. */
-export interface GroupedBackwardOptions {
-  /**
-   * dxs is also taken through a GELU whose pre-activation is `geluPre` [rows, K]: dxs = gelu'(pre)
-   * (dout W_e), what activationBackward(dxs, dxs, pre, 'gelu') does after the product (the backward
-   * of the GELU that made xs), in the product's epilogue where the backend can.
-   */
-  readonly geluPre?: Tensor;
-}
-
 /** How the rows of a grouped product split among the experts: counts per expert, or a routing. */
 export type ExpertGroups = readonly number[] | MoeRouting;
 
@@ -341,7 +331,7 @@ export interface Backend {
    */
   groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: GroupedMatmulOptions): void;
   /** Its backward: dxs = dout W[e]; dW[e] += dout^T xs; dbias[e] += column sums. */
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups, opts?: GroupedBackwardOptions): void;
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void;
 
   // ---- diffusion -----------------------------------------------------------------------------
   /**

@@ -657,10 +657,10 @@ export class Denoiser {
     const act = f.act ?? s.keep(be.empty([A, fh], ac));
     if (!f.act) be.activation(act, fpre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
-    // dact = gelu'(pre) (dys W2): the GELU's backward in the product's epilogue where the backend can
-    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r, { geluPre: fpre });
+    be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r);
     // a recomputed one is freed now; a kept one goes with its layer's scope
     if (!f.act) act.dispose();
+    be.activationBackward(dact, dact, fpre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));

@@ -14,7 +14,6 @@ import {
   type Backend,
   type DType,
   type ExpertGroups,
-  type GroupedBackwardOptions,
   type GroupedMatmulOptions,
   type MatmulOptions,
   type MemoryStats,
@@ -864,11 +863,7 @@ export class CpuBackend implements Backend {
       row += n;
     }
   }
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups, opts: GroupedBackwardOptions = {}): void {
-    this.groupedBackwardProducts(dxs, dweight, dbias, dout, xs, weight, groups);
-    if (dxs && opts.geluPre) this.activationBackward(dxs, dxs, opts.geluPre, 'gelu', false);
-  }
-  private groupedBackwardProducts(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void {
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void {
     const op = 'groupedMatmulBackward';
     const counts = countsOf(groups);
     const dtype = sameFloat(op, dxs, dweight, dbias, dout, xs, weight);

@@ -32,7 +32,6 @@ import {
   type Backend,
   type DType,
   type ExpertGroups,
-  type GroupedBackwardOptions,
   type GroupedMatmulOptions,
   type MatmulOptions,
   type MemoryStats,
@@ -362,11 +361,6 @@ export class CudaBackend implements Backend {
   private readonly argPtrs: bigint;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
-  /**
-   * The backward of the experts' GELU in the epilogue of the wgmma input gradient
-   * (GroupedBackwardOptions.geluPre; MOE_DIFFUSEQ_GELU_NN=0: cuBLAS's product, then the GELU pass).
-   */
-  private readonly geluNN: boolean;
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
   private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
@@ -421,7 +415,6 @@ export class CudaBackend implements Backend {
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
-    this.geluNN = process.env['MOE_DIFFUSEQ_GELU_NN'] !== '0';
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
     // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
     if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
@@ -1868,21 +1861,7 @@ export class CudaBackend implements Backend {
       wo.free();
     }
   }
-  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups, opts: GroupedBackwardOptions = {}): void {
-    const pre = opts.geluPre ?? null;
-    if (pre && dxs) {
-      floats('groupedMatmulBackward', pre);
-      if (pre.dtype !== dxs.dtype) throw new DTypeError('groupedMatmulBackward', `geluPre must be ${dxs.dtype} like dxs, got ${pre.dtype}`);
-      expectSize('groupedMatmulBackward', 'geluPre', pre, dxs.size);
-    }
-    const fused = this.groupedBackwardProducts(dxs, dweight, dbias, dout, xs, weight, groups, pre && dxs ? pre : null);
-    if (pre && dxs && !fused) this.activationBackward(dxs, dxs, pre, 'gelu', false);
-  }
-  /**
-   * groupedMatmulBackward's products; with `geluPre`, true when the input gradient's product applied
-   * gelu'(pre) in its epilogue (grouped_wgmma_nn_bf16, flags & 16), false when the caller must.
-   */
-  private groupedBackwardProducts(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups, geluPre: Tensor | null): boolean {
+  groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void {
     const op = 'groupedMatmulBackward';
     floats(op, dxs, dout, xs, weight);
     sameFloat(op, dweight, dbias);
@@ -1905,13 +1884,9 @@ export class CudaBackend implements Backend {
       // dW_e (+ db_e) for every expert in one launch each; the per-expert loop below does what they do not
       // (the backward on wgmma only when asked for: in a base step it measured slower than cuBLAS)
       const wgBackward = this.groupedKernel === 'wgmma';
-      // the backward of a GELU (geluPre) in the wgmma input gradient's epilogue: the separate
-      // gelu_backward pass (2.6 ms of a base step) costs more than wgmma's NN product against cuBLAS's
-      const pre = geluPre ? cu(op, geluPre) : null;
-      const geluNN = !!pre && gx !== null && gx.dtype === 'bfloat16' && pre.ptr % 16 === 0 && this.geluNN && this.groupedWgmma(g, wo, K, N);
-      const wgNN = gx !== null && (wgBackward || geluNN) && this.groupedWgmma(g, wo, K, N);
+      const wgNN = gx !== null && wgBackward && this.groupedWgmma(g, wo, K, N);
       const oneLaunch = gx !== null && (wgNN || this.groupedMma(g, wo, K, N, Acount));
-      if (oneLaunch) this.groupedGemm(wgNN ? 'wgmma_nn' : 'nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, geluNN && pre ? pre.ptr : 0, (gx.dtype === 'bfloat16' ? 1 : 0) | (geluNN ? 16 : 0));
+      if (oneLaunch) this.groupedGemm(wgNN ? 'wgmma_nn' : 'nn', gx.ptr, g.ptr, wo.ptr, groups, onDevice, E, Acount, N, K, 0, 0, gx.dtype === 'bfloat16' ? 1 : 0);
       // dW_e += dout_e^T xs_e: the same operand conditions, dout and xs in the roles of A and W
       const wgTN = gw.dtype === 'float32' && wgBackward && this.groupedWgmma(g, x, K, N);
       const oneLaunchDw = gw.dtype === 'float32' && (wgTN || this.groupedMma(g, x, K, N, Acount));
@@ -1925,7 +1900,7 @@ export class CudaBackend implements Backend {
           offs.free();
         }
       }
-      if ((oneLaunch || !gx) && oneLaunchDw) return geluNN;
+      if ((oneLaunch || !gx) && oneLaunchDw) return;
       const counts = countsOf(groups);
       let row = 0;
       for (let e = 0; e < E; e++) {
@@ -1947,7 +1922,6 @@ export class CudaBackend implements Backend {
         row += n;
       }
       if (gb && !oneLaunchDw) this.segmentColSums(gb.ptr, g.ptr, counts, N, bfMask(g));
-      return geluNN;
     } finally {
       wo.free();
     }

@@ -187,9 +187,7 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
 // [Nc, Kr] (C = A W_e^T, the forward). GATHER: A's rows through `gather` (GwKMajorGather).
 // flags: 1 bf16 C, 2 bias, 4 GELU with its pre-activation stored at `pre`, 8 (with 4 and a bf16 C)
-// the pre-activation not stored (a forward without backward), 16 (with a bf16 C) C = gelu'(pre) times
-// the product, `pre` [rows, Nc] bf16 read (the backward of the GELU that made the forward's A: the
-// NN input gradient of fc2 gives fc1's output gradient in one pass).
+// the pre-activation not stored (a forward without backward).
 template <int WG, bool NN = false, bool GATHER = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
                                       unsigned char *gw_dyn, float *gw_bias, const int *gather = nullptr, int gk = 1) {
@@ -220,7 +218,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4, keepPre = gelu && !(flags & 8), gradGelu = flags & 16;
+  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4, keepPre = gelu && !(flags & 8);
   // the tile's bias columns through shared memory, read before any store: loaded between the
   // stores (which might alias it, for all the compiler knows) each waited on global memory (ncu:
   // the epilogue's additions were 38% of the kernel's stalls)
@@ -234,17 +232,6 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     static_assert(2 * BM * PITCH <= GW_STAGES * (BM + GW_BN) * GW_BK * 2, "the staged outputs fit in the stages");
     unsigned char *stage = gw_dyn + (base - smem_addr(gw_dyn));
     unsigned char *sC = stage, *sP = stage + BM * PITCH;
-    if (gradGelu) {
-      // the tile's pre-activations into sP first, in whole 16-byte chunks of rows (zeros past the
-      // expert's rows and the columns)
-      for (int x = threadIdx.x; x < BM * (GW_BN / 8); x += 128 * WG) {
-        const int row = x / (GW_BN / 8), chunk = x % (GW_BN / 8);
-        const i64 r = r0 + row;
-        const int col = n0 + chunk * 8;
-        *(uint4 *)(sP + row * PITCH + chunk * 16) = r < rEnd && col < Nc ? *(const uint4 *)((const bf16_t *)pre + r * Nc + col) : make_uint4(0u, 0u, 0u, 0u);
-      }
-      __syncthreads();
-    }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int row = wg * 64 + warp * 16 + g + h * 8;
@@ -255,12 +242,6 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
         if (hasBias) {
           v0 = v0 + gw_bias[c];
           v1 = v1 + gw_bias[c + 1];
-        }
-        if (gradGelu) {
-          // as gelu_backward_bf16x8: gelu'(x) g, here with the product unrounded
-          const u32 pv = *(const u32 *)(sP + row * PITCH + c * 2);
-          v0 = gelu_grad_f(bf_lo(pv)) * v0;
-          v1 = gelu_grad_f(bf_hi(pv)) * v1;
         }
         u32 out = pack_bf2(v0, v1);
         if (gelu) {
