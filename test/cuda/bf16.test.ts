@@ -618,9 +618,8 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     for (const o of outs) Object.values(o).forEach((t) => t.dispose());
     [logits, x, xs, w, bias].forEach((t) => t.dispose());
     routing.dispose();
-    // the tokens' rows read in the routing's order (gather: grouped_wgmma_nt_gather_bf16 on sm_90,
-    // a permuted temporary elsewhere) and a GELU whose pre-activation is not kept: bit for bit the
-    // permuted product's, on every path
+    // the tokens' rows in the routing's order (gather: a permuted temporary) and a GELU whose
+    // pre-activation is not kept: bit for bit the permuted product's, on every path
     const [lgv, xv, wv, bv] = [randn(M * E, 2), randn(M * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
     // dropless (the offsets on the device) and with a capacity (host counts, some assignments dropped)
     for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['mma', mma], ['cublas', cublas]] as const) {
@@ -638,7 +637,6 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       be.groupedMatmul(y0, xp, wt, bt, r, { gelu: { pre: p0 } });
       be.groupedMatmul(y1, xt, wt, bt, r, { gelu: { pre: p1 }, gather: true });
       be.groupedMatmul(y2, xt, wt, bt, r, { gelu: { pre: null }, gather: true });
-      if (kind === 'wgmma' && be.arch === 90) assert.ok(times.has('grouped_wgmma_nt_gather_bf16'), `the gather kernel did not run (${[...times.keys()].join(', ')})`);
       const y0v = [...be.toArray(y0)];
       assert.ok(y0v.every((v) => Number.isFinite(v)), `${kind}: the permuted product wrote every row`);
       assert.deepEqual([...be.toArray(y1)], y0v, `${kind}: gathered rows, output`);

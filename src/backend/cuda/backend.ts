@@ -164,7 +164,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nt_gather_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -1076,12 +1076,10 @@ export class CudaBackend implements Backend {
    * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
    * the host counts (with the exact grid).
    */
-  private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt' | 'wgmma_nn', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number, gather: { order: number; topK: number } | null = null): void {
+  private groupedGemm(op: 'nt' | 'nn' | 'wgmma_nt' | 'wgmma_nn', c: number, a: number, w: number, groups: ExpertGroups, onDevice: number, E: number, rows: number, kRed: number, nOut: number, bias: number, pre: number, flags: number): void {
     if (rows === 0 || nOut === 0) return;
-    if (gather && op !== 'wgmma_nt') throw new DeviceError(`groupedGemm: gathered rows are read by the wgmma forward only, not ${op}`);
     // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
-    // (it reads no gathered rows)
-    const small = op === 'wgmma_nt' && !gather && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
+    const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
     const bm = small ? 64 : 128;
     const tiles = onDevice ? Math.ceil(rows / bm) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / bm), 0);
     const offs = this.expertOffsets(groups, onDevice);
@@ -1089,10 +1087,9 @@ export class CudaBackend implements Backend {
       const [name, shared, threads] = small
         ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
         : op === 'wgmma_nt' || op === 'wgmma_nn'
-          ? [`grouped_${op}${gather ? '_gather' : ''}_bf16`, GROUPED_WGMMA_SHARED, 256]
+          ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
-      const args = [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)];
-      this.launch(name, tiles * Math.ceil(nOut / 128), threads, gather ? [...args, A(gather.order), I(gather.topK)] : args, shared);
+      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
     } finally {
       offs.free();
     }
@@ -1811,10 +1808,22 @@ export class CudaBackend implements Backend {
     if (bias) expectDtype(op, 'bias', bias, 'float32');
     const gp = opts.gelu?.pre ?? null;
     if (gp && gp.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${gp.dtype}`);
+    if (opts.gather) {
+      // the tokens' rows in the routing's order: moe_permute's copy, then the product. A wgmma
+      // kernel that gathered the rows itself (cp.async per row, v17) took 6.4 ms of a base step's
+      // fc1 where the permute and grouped_wgmma_nt_bf16 take 0.6 + 3.9 ms on an H200
+      const routing = gatherRouting(op, groups);
+      const rows = this.empty([routing.order.size, lastDim(xs)], xs.dtype);
+      try {
+        this.moePermute(rows, xs, routing);
+        this.groupedMatmul(out, rows, weight, bias, groups, opts.gelu ? { gelu: opts.gelu } : {});
+      } finally {
+        rows.dispose();
+      }
+      return;
+    }
     const { E, N, K, Acount, onDevice } = this.groups(op, weight, groups);
-    // gathered rows: xs holds the tokens' rows, read in the routing's order
-    const gather = opts.gather ? gatherRouting(op, groups) : null;
-    expectSize(op, 'xs', xs, gather ? gather.tokens * K : Acount * K);
+    expectSize(op, 'xs', xs, Acount * K);
     expectSize(op, 'out', out, Acount * N);
     if (bias) expectSize(op, 'bias', bias, E * N);
     if (gp) expectSize(op, 'gelu.pre', gp, Acount * N);
@@ -1825,16 +1834,16 @@ export class CudaBackend implements Backend {
     const pre = gp ? cu(op, gp) : null;
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
-      // grouped_wgmma.cu: every expert in one launch, the epilogue fused; it reads gathered rows
-      // itself, and with a bf16 output leaves out the pre-activation nobody keeps (flags & 8)
+      // grouped_wgmma.cu: every expert in one launch, the epilogue fused; with a bf16 output it
+      // leaves out the pre-activation nobody keeps (flags & 8)
       const dropPre = !!opts.gelu && !pre;
       if (this.groupedWgmma(x, wo, N, K) && (!dropPre || o.dtype === 'bfloat16')) {
         const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (opts.gelu ? 4 : 0) | (dropPre ? 8 : 0);
-        this.groupedGemm('wgmma_nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags, gather ? { order: cu(op, gather.order).ptr, topK: gather.topK } : null);
+        this.groupedGemm('wgmma_nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }
-      if (gather || dropPre) {
-        // the other paths take rows in expert order and write a pre-activation: through temporaries
+      if (dropPre) {
+        // the other paths write a pre-activation: into a temporary
         groupedMatmulComposed(this, (oo, xx, ww, bb, g, gelu) => this.groupedMatmul(oo, xx, ww, bb, g, gelu ? { gelu } : {}), out, xs, weight, bias, groups, opts);
         return;
       }

@@ -81,25 +81,6 @@ struct GwKMajor {
   __device__ __forceinline__ GwKMajor(const bf16_t *M, i64 r0, i64 rEnd, int ld) : c(gw_rows<N, STEP>(M, r0, rEnd, ld)) {}
   __device__ __forceinline__ void issue(u32 stage, int k0, int kEnd, const bf16_t *any) { gw_issue<N, STEP>(c, stage, k0, kEnd, any); }
 };
-// A K-major operand whose rows are gathered: the tile's row r is row gather[r] / gk of M (the MoE
-// forward reading moe_permute's xs[r] = x[order[r] / k] in place, without the permuted copy);
-// otherwise GwKMajor.
-template <int N, int STEP>
-struct GwKMajorGather {
-  GwChunks<N> c;
-  __device__ __forceinline__ GwKMajorGather(const bf16_t *M, i64 r0, i64 rEnd, int ld, const int *gather, int gk) {
-    const int t = threadIdx.x, row = t >> 3, chunk = t & 7;
-#pragma unroll
-    for (int j = 0; j < N; j++) {
-      const i64 r = r0 + row + STEP * j;
-      c.ok[j] = r < rEnd;
-      c.src[j] = M + (c.ok[j] ? (i64)(gather[r] / gk) * ld : 0) + chunk * 8;
-    }
-    c.dst = (u32)(row * 128 + ((chunk ^ (row & 7)) * 16));
-    c.k = chunk * 8;
-  }
-  __device__ __forceinline__ void issue(u32 stage, int k0, int kEnd, const bf16_t *any) { gw_issue<N, STEP>(c, stage, k0, kEnd, any); }
-};
 // An MN-major operand's loader (256 threads): the step's 64 rows of K of M (row k at M + k ld),
 // columns c0 .. c0 + 127 (those from cEnd on zero), as two 64-column halves 8 KiB apart, each in
 // 128-byte swizzled rows (16-byte chunk c of row k at chunk c ^ (k % 8)): the canonical MN-major
@@ -185,12 +166,12 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
 
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
-// [Nc, Kr] (C = A W_e^T, the forward). GATHER: A's rows through `gather` (GwKMajorGather).
+// [Nc, Kr] (C = A W_e^T, the forward).
 // flags: 1 bf16 C, 2 bias, 4 GELU with its pre-activation stored at `pre`, 8 (with 4 and a bf16 C)
 // the pre-activation not stored (a forward without backward).
-template <int WG, bool NN = false, bool GATHER = false>
+template <int WG, bool NN = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
-                                      unsigned char *gw_dyn, float *gw_bias, const int *gather = nullptr, int gk = 1) {
+                                      unsigned char *gw_dyn, float *gw_bias) {
   constexpr int BM = 64 * WG;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * BM * GW_BK * 2;
@@ -207,11 +188,6 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     GwKMajor<4, 32> la(A, r0, rEnd, Kr);
     GwMNMajor lb(We, Nc, n0, Nc);
     gw_loop<2, 0, 1>(d, la, lb, A, W, Kr, sA, sB, GwNoHook());
-  } else if constexpr (GATHER) {
-    constexpr int STEP = 16 * WG;
-    GwKMajorGather<4, STEP> la(A, r0, rEnd, Kr, gather, gk);
-    GwKMajor<8 / WG, STEP> lb(We, n0, Nc, Kr);
-    gw_loop<WG, 0, 0>(d, la, lb, A, W, Kr, sA, sB, GwNoHook());
   } else {
     gw_mainloop<WG>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
   }
@@ -285,15 +261,6 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf1
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
   gw_nt<2>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
-}
-// grouped_wgmma_nt_bf16 with A's rows gathered: row r of the product is X's row gather[r] / gk
-// (X the tokens' rows, gather the routing's order, gk its top-k), as if X had been permuted
-extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_gather_bf16(void *C, const bf16_t *X, const bf16_t *W, const int *off, int E, int Kr,
-                                                                              int Nc, const float *bias, void *pre, int flags, const int *gather, int gk) {
-  pdl_entry();
-  extern __shared__ __align__(16) unsigned char gw_dyn[];
-  __shared__ float gw_bias[GW_BN];
-  gw_nt<2, false, true>(C, X, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, gather, gk);
 }
 // The input gradient of the grouped product, C = A W_e per expert (W [E, Kr, Nc], bf16), as
 // grouped_gemm.cu's grouped_gemm_nn_bf16 (same arguments; flags & 1: bf16 C, else float32).
