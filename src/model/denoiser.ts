@@ -43,7 +43,9 @@ export interface ForwardOptions {
   /**
    * Keep the experts' GELU output from the forward for the backward (fc2's weight gradient) instead
    * of recomputing it there: [rows, f] more memory a layer until its backward, one GELU pass less.
-   * Experimental, to be measured (bench: MOE_DIFFUSEQ_KEEP_ACT=1 in diffusionLoss).
+   * diffusionLoss asks for it in a training step without `recompute`: base at 16 x 2048 on an H200,
+   * 2.5% more tokens/s for 0.14 GiB more at one 2k sequence (2.25 GiB at 32k), still under the
+   * PyTorch peer's peak at every length (bench/NOTES.md, v17).
    */
   keepExpertActivations?: boolean;
   /**
@@ -274,14 +276,20 @@ export class Denoiser {
       throw new DTypeError('denoiser', `ForwardOptions.weights must be converted from this denoiser's parameters to ${want}`);
     }
     this.operands = opts.weights ?? null;
+    // the cache's tensors; freed here if the forward throws (a graph recording that fails midway
+    // on a read-back left 26 tensors of a tiny model live per failed recording)
+    const s = new Scope();
     try {
-      return this.forwardPass(xt, t, opts);
+      return this.forwardPass(s, xt, t, opts);
+    } catch (e) {
+      s.dispose();
+      throw e;
     } finally {
       this.operands = null;
     }
   }
 
-  private forwardPass(xt: Tensor, t: readonly number[], opts: ForwardOptions): DenoiserCache {
+  private forwardPass(s: Scope, xt: Tensor, t: readonly number[], opts: ForwardOptions): DenoiserCache {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -292,7 +300,6 @@ export class Denoiser {
     if (t.length !== B) throw new Error(`denoiser: ${t.length} timesteps for a batch of ${B}`);
     if (N > c.maxLen) throw new Error(`denoiser: sequence of ${N} positions is longer than maxLen ${c.maxLen}`);
     const S = G + N;
-    const s = new Scope();
     // dropout sites take consecutive counter ranges of B*S*d (every site's tensor fits in that)
     let site = opts.rng?.offset ?? 0;
     const stride = Math.ceil((B * S * d) / 4) * 4;
