@@ -66,6 +66,20 @@ export interface ScoreOptions {
    * for callers whose x is itself of bfloat16 accuracy. A backend may always compute float32.
    */
   readonly precision?: 'float32' | 'bf16x3';
+  /**
+   * What {@link Backend.prepareScores} made of this call's table (its split parts and half norms),
+   * for many calls against one unchanged table (a sampling run): used only for that table and that
+   * precision, else ignored.
+   */
+  readonly prepared?: PreparedTable | null;
+}
+
+/** A vocabulary table's score operands made once (Backend.prepareScores); stale once the table changes. */
+export interface PreparedTable {
+  /** The table it was made from. */
+  readonly table: Tensor;
+  readonly precision: 'float32' | 'bf16x3';
+  dispose(): void;
 }
 
 /** The attention pattern (SPEC section 2). */
@@ -133,6 +147,20 @@ export interface Replayable {
   /** Queues the recorded work again. */
   replay(): void;
   dispose(): void;
+}
+
+/** The epilogue and the operand of {@link Backend.groupedMatmul}. */
+export interface GroupedMatmulOptions {
+  /**
+   * GELU after the bias: out = gelu(pre), the pre-activation kept in `pre` (for the backward), or
+   * not kept at all with `pre: null` (a forward without backward: its writes saved).
+   */
+  readonly gelu?: { readonly pre: Tensor | null };
+  /**
+   * xs is the tokens' rows x [tokens, K], read in the routing's expert order (`groups` must be a
+   * routing): the product of moePermute(x)'s rows without the permuted copy.
+   */
+  readonly gather?: boolean;
 }
 
 /** How the rows of a grouped product split among the experts: counts per expert, or a routing. */
@@ -301,7 +329,7 @@ export interface Backend {
    * `groups` is the counts, or the routing that made xs (a GPU backend may then use the counts
    * where they are, on the device, without reading them back).
    */
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: { gelu?: { pre: Tensor } }): void;
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts?: GroupedMatmulOptions): void;
   /** Its backward: dxs = dout W[e]; dW[e] += dout^T xs; dbias[e] += column sums. */
   groupedMatmulBackward(dxs: Tensor | null, dweight: Tensor, dbias: Tensor | null, dout: Tensor, xs: Tensor, weight: Tensor, groups: ExpertGroups): void;
 
@@ -318,6 +346,12 @@ export interface Backend {
   nearestRows(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
   /** out[m] = argmax_v x[m] . table[v] (ties: lower v), int32 [M]. */
   argmaxDot(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void;
+  /**
+   * Optional (GPU backends): what nearestRows / argmaxDot derive from `table` at `opts.precision`
+   * in every call (bf16x3's split table, the half squared norms), made once for calls that pass it
+   * as ScoreOptions.prepared; same results. Null when there is nothing to prepare.
+   */
+  prepareScores?(table: Tensor, opts?: ScoreOptions): PreparedTable | null;
 
   // ---- optimiser -----------------------------------------------------------------------------
   /** One AdamW step on flat tensors of equal size (decoupled weight decay, bias-corrected). */

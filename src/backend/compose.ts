@@ -3,7 +3,7 @@
  * fused kernels do not apply. One composition, so that both give the same numbers the same way.
  */
 import { ShapeError } from '../errors.js';
-import type { Backend, Tensor } from './backend.js';
+import type { Backend, ExpertGroups, GroupedMatmulOptions, MoeRouting, Tensor } from './backend.js';
 import { expectDtype, expectSize, lastDim, rowsOf, sameSize } from './check.js';
 
 /** The shapes of {@link Backend.tiedCrossEntropy}: x [R, K] against table [V, K]; throws naming the op. */
@@ -40,4 +40,49 @@ export function tiedCrossEntropyComposed(be: Backend, loss: Tensor, dlogits: Ten
   } finally {
     logits.dispose();
   }
+}
+
+/**
+ * groupedMatmul's gathered rows and its GELU without a kept pre-activation through its plain form
+ * (`plain`: rows already in expert order, a pre-activation tensor to write): the rows permuted into
+ * a temporary (moePermute), the pre-activation into another. For backends, or paths, that do
+ * neither in the product itself.
+ */
+export function groupedMatmulComposed(
+  be: Backend,
+  plain: (out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, gelu: { pre: Tensor } | undefined) => void,
+  out: Tensor,
+  xs: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  groups: ExpertGroups,
+  opts: GroupedMatmulOptions,
+): void {
+  const temps: Tensor[] = [];
+  try {
+    let rows = xs;
+    if (opts.gather) {
+      const routing = gatherRouting('groupedMatmul', groups);
+      const K = lastDim(xs);
+      expectSize('groupedMatmul', 'xs', xs, routing.tokens * K);
+      rows = be.empty([routing.order.size, K], xs.dtype);
+      temps.push(rows);
+      be.moePermute(rows, xs, routing);
+    }
+    let gelu: { pre: Tensor } | undefined;
+    if (opts.gelu) {
+      const pre = opts.gelu.pre ?? be.empty([...out.shape], out.dtype);
+      if (!opts.gelu.pre) temps.push(pre);
+      gelu = { pre };
+    }
+    plain(out, rows, weight, bias, groups, gelu);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
+}
+
+/** The routing of a gathered grouped product (GroupedMatmulOptions.gather): counts cannot say where rows come from. */
+export function gatherRouting(op: string, groups: ExpertGroups): MoeRouting {
+  if (Array.isArray(groups)) throw new ShapeError(op, 'gather needs a routing (its order), not expert counts', []);
+  return groups as MoeRouting;
 }

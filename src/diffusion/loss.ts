@@ -195,7 +195,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     const eps = s.keep(normals(noise.eps));
     const xt = s.keep(be.empty([B, N, e], dt));
     be.qSample(xt, z0, eps, m, sa, sb, imask, rmask);
-    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}), ...(weights ? { weights } : {}), recompute: !!opts.recompute && opts.backward });
+    cache = model.denoiser.forward(xt, noise.t, { train: opts.train, ...(opts.rng ? { rng: opts.rng } : {}), ...(weights ? { weights } : {}), recompute: !!opts.recompute && opts.backward, inference: !opts.backward, keepExpertActivations: opts.backward && !opts.recompute });
     const x0 = cache.x0;
 
     // masks and per-example counts

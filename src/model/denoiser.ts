@@ -36,6 +36,19 @@ export interface ForwardOptions {
    */
   recompute?: boolean;
   /**
+   * No backward follows (sampling): the forward leaves out what only the backward reads (the
+   * experts' pre-activations are not written). {@link Denoiser.backward} refuses such a cache.
+   */
+  inference?: boolean;
+  /**
+   * Keep the experts' GELU output from the forward for the backward (fc2's weight gradient) instead
+   * of recomputing it there: [rows, f] more memory a layer until its backward, one GELU pass less.
+   * diffusionLoss asks for it in a training step without `recompute`: base at 16 x 2048 on an H200,
+   * 2.5% more tokens/s for 0.14 GiB more at one 2k sequence (2.25 GiB at 32k), still under the
+   * PyTorch peer's peak at every length (bench/NOTES.md, v17).
+   */
+  keepExpertActivations?: boolean;
+  /**
    * The sinusoidal embedding of t [B, e], already on the device in the activations' dtype (from
    * {@link Denoiser.timestepInput}); t is then not read. Lets a forward be recorded as a graph and
    * replayed with another t written into the same tensor.
@@ -92,7 +105,7 @@ interface LayerCache {
 
 type FfnCache =
   | { kind: 'dense'; pre: Tensor }
-  | { kind: 'moe'; routing: MoeRouting; pre: Tensor; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
+  | { kind: 'moe'; routing: MoeRouting; pre: Tensor | null; act: Tensor | null; ys: Tensor; shared: { pre: Tensor; act: Tensor }[] };
 
 /** Everything the backward needs from a forward. Dispose it after the backward. */
 export interface DenoiserCache {
@@ -263,14 +276,20 @@ export class Denoiser {
       throw new DTypeError('denoiser', `ForwardOptions.weights must be converted from this denoiser's parameters to ${want}`);
     }
     this.operands = opts.weights ?? null;
+    // the cache's tensors; freed here if the forward throws (a graph recording that fails midway
+    // on a read-back left 26 tensors of a tiny model live per failed recording)
+    const s = new Scope();
     try {
-      return this.forwardPass(xt, t, opts);
+      return this.forwardPass(s, xt, t, opts);
+    } catch (e) {
+      s.dispose();
+      throw e;
     } finally {
       this.operands = null;
     }
   }
 
-  private forwardPass(xt: Tensor, t: readonly number[], opts: ForwardOptions): DenoiserCache {
+  private forwardPass(s: Scope, xt: Tensor, t: readonly number[], opts: ForwardOptions): DenoiserCache {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -281,7 +300,6 @@ export class Denoiser {
     if (t.length !== B) throw new Error(`denoiser: ${t.length} timesteps for a batch of ${B}`);
     if (N > c.maxLen) throw new Error(`denoiser: sequence of ${N} positions is longer than maxLen ${c.maxLen}`);
     const S = G + N;
-    const s = new Scope();
     // dropout sites take consecutive counter ranges of B*S*d (every site's tensor fits in that)
     let site = opts.rng?.offset ?? 0;
     const stride = Math.ceil((B * S * d) / 4) * 4;
@@ -362,7 +380,7 @@ export class Denoiser {
     };
   }
 
-  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number): { out: Tensor; cache: FfnCache } {
+  private ffnForward(s: Scope, h1: Tensor, M: number, p: string, S: number, inference = false, keepAct = false): { out: Tensor; cache: FfnCache } {
     const be = this.be;
     const c = this.cfg;
     const dt = this.dtype;
@@ -393,16 +411,18 @@ export class Denoiser {
     s.keep(routing);
     const A = routing.order.size;
     // the permuted input and the activation are not kept: the backward recomputes them (a gather and
-    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward
-    const pre = s.keep(be.empty([A, f], ac));
+    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward. fc1 reads
+    // h1's rows in the routing's order itself (no permuted copy), and an inference forward keeps no
+    // pre-activation at all
+    const pre = inference ? null : s.keep(be.empty([A, f], ac));
     const ys = s.keep(be.empty([A, d], ac));
     const tmp = new Scope();
+    let kept: Tensor | null = null;
     try {
-      const xs = tmp.keep(be.empty([A, d], ac));
-      be.moePermute(xs, h1, routing);
-      const act = tmp.keep(be.empty([A, f], ac));
-      be.groupedMatmul(act, xs, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre } });
+      const act = (keepAct ? s : tmp).keep(be.empty([A, f], ac));
+      be.groupedMatmul(act, h1, this.w(`${p}.ffn.experts.fc1.weight`), this.p(`${p}.ffn.experts.fc1.bias`), routing, { gelu: { pre }, gather: true });
       be.groupedMatmul(ys, act, this.w(`${p}.ffn.experts.fc2.weight`), this.p(`${p}.ffn.experts.fc2.bias`), routing);
+      if (keepAct) kept = act;
     } finally {
       tmp.dispose();
     }
@@ -423,7 +443,7 @@ export class Denoiser {
       be.axpby(out, 1, out, 1, so);
       shared.push({ pre: spre, act: sact });
     }
-    return { out, cache: { kind: 'moe', routing, pre, ys, shared } };
+    return { out, cache: { kind: 'moe', routing, pre, act: kept, ys, shared } };
   }
 
   /**
@@ -458,7 +478,7 @@ export class Denoiser {
     const rstd1 = ls.keep(be.empty([M], dt));
     be.addLayerNorm(r1, h1, mean1, rstd1, x, ao, this.p(`${p}.attn_norm.weight`), this.p(`${p}.attn_norm.bias`), LN_EPS, foldBias ? this.p(`${p}.attn.o.bias`) : null);
     // feed-forward
-    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S);
+    const { out: fo, cache: ffn } = this.ffnForward(ls, h1, M, p, S, !!opts.inference, !!opts.keepExpertActivations && !opts.inference);
     const dropFfn = this.dropout(fo, opts, site);
     const r2 = fo; // r2 = h1 + drop(fo)
     const h2 = out.keep(be.empty([B, S, d], ac));
@@ -482,6 +502,11 @@ export class Denoiser {
    * It frees each layer's part of the cache once done with it: a cache serves one backward.
    */
   backward(cache: DenoiserCache, dx0: Tensor, dAux: number, dZ: number): Tensor {
+    // an inference forward's cache (no experts' pre-activations) is refused before any gradient is
+    // accumulated (ffnBackward's own check would come after the head's and the top layers' grads)
+    for (const rec of cache.inner.layers) {
+      if (rec.cache?.ffn.kind === 'moe' && !rec.cache.ffn.pre) throw new Error('backward of an inference forward (ForwardOptions.inference): it kept no pre-activations');
+    }
     // the forward's bf16 weights (ForwardOptions.weights) as the products' operands here too
     this.operands = cache.inner.weights;
     try {
@@ -612,6 +637,8 @@ export class Denoiser {
       return;
     }
     const r = f.routing;
+    const fpre = f.pre;
+    if (!fpre) throw new Error('backward of an inference forward (ForwardOptions.inference): it kept no pre-activations');
     const E = c.ffn.experts;
     const fh = expertHidden(c);
     const A = r.order.size;
@@ -632,12 +659,15 @@ export class Denoiser {
     const dys = s.keep(be.empty([A, d], ac));
     const dgates = s.keep(be.empty([M, r.topK], dt));
     be.moeCombineBackward(dys, dgates, s.keep(be.view(dfo, 0, [M, d])), f.ys, r);
-    const act = s.keep(be.empty([A, fh], ac)); // recomputed: gelu(pre), as the forward's epilogue made it
-    be.activation(act, f.pre, 'gelu');
+    // the forward's activation (keepExpertActivations), else recomputed: gelu(pre), as the forward's
+    // epilogue made it
+    const act = f.act ?? s.keep(be.empty([A, fh], ac));
+    if (!f.act) be.activation(act, fpre, 'gelu');
     const dact = s.keep(be.empty([A, fh], ac));
     be.groupedMatmulBackward(dact, P.grad(`${p}.ffn.experts.fc2.weight`), P.grad(`${p}.ffn.experts.fc2.bias`), dys, act, this.w(`${p}.ffn.experts.fc2.weight`), r);
-    act.dispose();
-    be.activationBackward(dact, dact, f.pre, 'gelu', false);
+    // a recomputed one is freed now; a kept one goes with its layer's scope
+    if (!f.act) act.dispose();
+    be.activationBackward(dact, dact, fpre, 'gelu', false);
     const xs = s.keep(be.empty([A, d], ac)); // recomputed: the permuted input
     be.moePermute(xs, h1, r);
     const dxs = s.keep(be.empty([A, d], ac));

@@ -230,7 +230,11 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     if (cast && !ent) s.keep(cast);
     // x0 from bf16 activations is of bf16 accuracy: its scores against the vocabulary need no
     // more than the split bf16 products (the float32 ones were 12% of batch-1 sampling on a GPU)
-    const scoring: ScoreOptions = { precision: model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32' };
+    const precision = model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32';
+    // the table's split parts and half norms made once for the run's scorings (GPU backends)
+    const prepared = be.prepareScores?.(E, { precision }) ?? null;
+    if (prepared) s.keep(prepared);
+    const scoring: ScoreOptions = { precision, prepared };
     let recorded: { cache: DenoiserCache; graph: Replayable } | null = ent?.recorded ?? null;
     let hPrev = 0;
     try {
@@ -243,7 +247,7 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
         opts.onState?.(k, be.toArray(x) as Float32Array | Float64Array);
         const ts = new Array<number>(B).fill(t);
         if (temb) be.write(temb, model.denoiser.timestepInput(ts));
-        const denoise = () => model.denoiser.forward(x, ts, { train: false, ...(temb ? { timeEmbedding: temb } : {}), ...(cast ? { weights: cast } : {}) });
+        const denoise = () => model.denoiser.forward(x, ts, { train: false, inference: true, ...(temb ? { timeEmbedding: temb } : {}), ...(cast ? { weights: cast } : {}) });
         if (useGraph && !recorded && k > 0) {
           recorded = record(be, denoise);
           useGraph = recorded !== null;

@@ -176,6 +176,35 @@ test('MoE whose experts are identical equals the dense FFN with the same weights
   [x, wr, W1, B1, W2, B2, w1, b1, w2, b2, pre, h, y].forEach((t) => t.dispose());
 });
 
+test('groupedMatmul: gathered rows (the routing\'s order) and a GELU without its pre-activation equal the permuted product', () => {
+  const [M, d, E, f, k] = [7, 4, 3, 5, 2];
+  const logits = randn(be, [M, E], 60);
+  const r = be.moeRoute(logits, { topK: k, seqLen: M });
+  const A = r.order.size;
+  const x = randn(be, [M, d], 61);
+  const w = randn(be, [E, f, d], 62);
+  const b = randn(be, [E, f], 63);
+  const xs = be.empty([A, d], F);
+  be.moePermute(xs, x, r);
+  const [y0, y1, y2, p0, p1] = [0, 1, 2, 3, 4].map(() => be.empty([A, f], F)) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+  be.groupedMatmul(y0, xs, w, b, r, { gelu: { pre: p0 } });
+  be.groupedMatmul(y1, x, w, b, r, { gelu: { pre: p1 }, gather: true });
+  be.groupedMatmul(y2, x, w, b, r, { gelu: { pre: null }, gather: true });
+  const want = [...be.toArray(y0)];
+  assert.ok(want.some((v) => v !== 0));
+  assert.deepEqual([...be.toArray(y1)], want);
+  assert.deepEqual([...be.toArray(p1)], [...be.toArray(p0)]);
+  assert.deepEqual([...be.toArray(y2)], want);
+  // the GELU applied: the pre-activation differs from the output
+  assert.notDeepEqual([...be.toArray(p0)], want);
+  assert.throws(() => be.groupedMatmul(y1, x, w, b, [...r.counts], { gather: true }), /routing/);
+  const live = be.memory().liveBytes;
+  be.groupedMatmul(y2, x, w, b, r, { gelu: { pre: null }, gather: true });
+  assert.equal(be.memory().liveBytes, live, 'the temporaries are freed');
+  [logits, x, w, b, xs, y0, y1, y2, p0, p1].forEach((t) => t.dispose());
+  r.dispose();
+});
+
 test('selection bias changes the choice but not the gates', () => {
   const logits = be.fromArray([1, 0.9, 0], [1, 3], F);
   const bias = be.fromArray([0, 0.5, 0], [3], F);

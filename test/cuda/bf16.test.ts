@@ -618,6 +618,35 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     for (const o of outs) Object.values(o).forEach((t) => t.dispose());
     [logits, x, xs, w, bias].forEach((t) => t.dispose());
     routing.dispose();
+    // the tokens' rows in the routing's order (gather: a permuted temporary) and a GELU whose
+    // pre-activation is not kept: bit for bit the permuted product's, on every path
+    const [lgv, xv, wv, bv] = [randn(M * E, 2), randn(M * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
+    // dropless (the offsets on the device) and with a capacity (host counts, some assignments dropped)
+    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['mma', mma], ['cublas', cublas]] as const) {
+      const lt = be.fromArray(lgv, [M, E]);
+      const r = be.moeRoute(lt, { topK: k, seqLen: M, ...(cf !== undefined ? { capacityFactor: cf } : {}) });
+      if (cf !== undefined) assert.ok(r.order.size < M * k, `capacity ${cf}: some assignments dropped (${r.order.size} of ${M * k})`);
+      const Ar = r.order.size;
+      const xt = be.fromArray(xv, [M, K], 'bfloat16');
+      const xp = be.empty([Ar, K], 'bfloat16');
+      be.moePermute(xp, xt, r);
+      const wt = be.fromArray(wv, [E, N, K]);
+      const bt = be.fromArray(bv, [E, N]);
+      const [y0, y1, y2, p0, p1] = [0, 1, 2, 3, 4].map(() => be.fromArray(new Float32Array(Ar * N).fill(NaN), [Ar, N], 'bfloat16')) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+      times.clear();
+      be.groupedMatmul(y0, xp, wt, bt, r, { gelu: { pre: p0 } });
+      be.groupedMatmul(y1, xt, wt, bt, r, { gelu: { pre: p1 }, gather: true });
+      be.groupedMatmul(y2, xt, wt, bt, r, { gelu: { pre: null }, gather: true });
+      const y0v = [...be.toArray(y0)];
+      assert.ok(y0v.every((v) => Number.isFinite(v)), `${kind}: the permuted product wrote every row`);
+      assert.deepEqual([...be.toArray(y1)], y0v, `${kind}: gathered rows, output`);
+      assert.deepEqual([...be.toArray(p1)], [...be.toArray(p0)], `${kind}: gathered rows, pre-activation`);
+      assert.deepEqual([...be.toArray(y2)], y0v, `${kind}: gathered rows, GELU without its pre-activation`);
+      // gather needs a routing: counts cannot say where the rows come from
+      assert.throws(() => be.groupedMatmul(y1, xt, wt, bt, [...r.counts], { gather: true }), /routing/);
+      for (const t of [lt, xt, xp, wt, bt, y0, y1, y2, p0, p1]) t.dispose();
+      r.dispose();
+    }
   } finally {
     for (const be of [mma, wgmma, wgmma64, cublas]) be.close();
   }

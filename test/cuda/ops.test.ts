@@ -744,6 +744,40 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
       sameChoice(`nearestRows ${tag}`, o, x64, t64, e, true, precision === 'bf16x3');
       G().argmaxDot(oa.g, x.g, table.g, { precision });
       sameChoice(`argmaxDot ${tag}`, oa, x64, t64, e, false, precision === 'bf16x3');
+      // the table's split and half norms made once (prepareScores): the same rows, to the index;
+      // a table prepared at the other precision, or another table's, is ignored
+      const [near, dot] = [[...G().toArray(o.g)], [...G().toArray(oa.g)]];
+      const prepared = G().prepareScores!(table.g, { precision });
+      const other = G().prepareScores!(table.g, { precision: precision === 'bf16x3' ? 'float32' : 'bf16x3' });
+      const elsewhere = G().fromArray(th.map((v) => -v), [V, e], 'float32');
+      const foreign = G().prepareScores!(elsewhere, { precision });
+      try {
+        for (const p of [prepared, other, foreign]) {
+          G().nearestRows(o.g, x.g, table.g, { precision, prepared: p });
+          assert.deepEqual([...G().toArray(o.g)], near, `nearestRows ${tag} with a prepared table (${p === prepared ? 'its own' : 'ignored'})`);
+          G().argmaxDot(oa.g, x.g, table.g, { precision, prepared: p });
+          assert.deepEqual([...G().toArray(oa.g)], dot, `argmaxDot ${tag} with a prepared table (${p === prepared ? 'its own' : 'ignored'})`);
+        }
+        // and it is what they use: with the table changed under it, a stale preparation shows
+        if (V > 100) {
+          G().write(table.g, th.map((v, i) => (i % 3 === 0 ? 2 * v : v)));
+          G().nearestRows(o.g, x.g, table.g, { precision });
+          const fresh = [...G().toArray(o.g)];
+          G().nearestRows(o.g, x.g, table.g, { precision, prepared });
+          assert.notDeepEqual([...G().toArray(o.g)], fresh, `nearestRows ${tag}: the prepared table was not used`);
+          // argmaxDot reads no half norms: only bf16x3's split table can show
+          if (precision === 'bf16x3') {
+            G().argmaxDot(oa.g, x.g, table.g, { precision });
+            const freshDot = [...G().toArray(oa.g)];
+            G().argmaxDot(oa.g, x.g, table.g, { precision, prepared });
+            assert.notDeepEqual([...G().toArray(oa.g)], freshDot, `argmaxDot ${tag}: the prepared split table was not used`);
+          }
+          G().write(table.g, th);
+        }
+      } finally {
+        for (const p of [prepared, other, foreign]) p?.dispose();
+        elsewhere.dispose();
+      }
     }
     // the same through cuBLAS: the CPU's choices but for near-ties within the bf16x3 bound
     const [xc, tc] = [viaCublas.fromArray(xh, [M, e], 'float32'), viaCublas.fromArray(th, [V, e], 'float32')];

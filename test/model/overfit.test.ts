@@ -109,10 +109,10 @@ test('training memory: the backward frees each layer as it goes, so a step peaks
   for (const ffn of [{ kind: 'moe' as const, experts: 2, topK: 2 }, { kind: 'dense' as const }]) {
     const { cfg, model, batch, noise } = memoryCase(be, N, { hidden: 32, layers: 6, maxLen: N, attention: { kind: 'sliding', window: 8 }, ffn });
     const before = be.memory().liveBytes;
-    // what the forward keeps for the backward
+    // what the forward keeps for the backward (with the experts' activations, as diffusionLoss asks)
     const xt = be.empty([1, N, cfg.embDim]);
     be.randomNormal(xt, 5, 0);
-    const cache = model.denoiser.forward(xt, noise.t, { train: true });
+    const cache = model.denoiser.forward(xt, noise.t, { train: true, keepExpertActivations: true });
     const kept = be.memory().liveBytes - before - xt.size * 4;
     cache.dispose();
     xt.dispose();

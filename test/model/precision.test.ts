@@ -63,3 +63,60 @@ test('castWeights: none without bfloat16 activations; forward refuses a copy it 
     be.close();
   }
 });
+
+test('an inference forward (no pre-activations kept) gives the training-free forward\'s x0 and refuses a backward', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    const cfg = microConfig();
+    const m = Model.init(cfg, be, 5, 'float64');
+    const [B, N, e] = [2, 6, cfg.embDim];
+    const xt = be.empty([B, N, e], 'float64');
+    be.randomNormal(xt, 11, 0);
+    const full = m.denoiser.forward(xt, [4, 9], { train: false });
+    const inf = m.denoiser.forward(xt, [4, 9], { train: false, inference: true });
+    assert.deepEqual([...be.toArray(inf.x0)], [...be.toArray(full.x0)]);
+    const dx0 = be.empty([B, N, e], 'float64');
+    be.randomNormal(dx0, 12, 0);
+    // refused before any gradient is accumulated (the head's would come first)
+    const head = () => [...be.toArray(m.params.grad('output_down_proj.2.weight'))];
+    const before = head();
+    assert.throws(() => m.denoiser.backward(inf, dx0, 0.01, 0.001), /inference/);
+    assert.deepEqual(head(), before, 'no gradient accumulated by a refused backward');
+    for (const t of [full, inf, xt, dx0, m]) t.dispose();
+  } finally {
+    be.close();
+  }
+});
+
+test('keepExpertActivations: the forward\'s experts\' activation serves the backward, with the recomputed one\'s gradients', () => {
+  const be = new CpuBackend({ threads: 1 });
+  try {
+    const cfg = microConfig();
+    const m = Model.init(cfg, be, 6, 'float64');
+    const [B, N, e] = [2, 6, cfg.embDim];
+    const xt = be.empty([B, N, e], 'float64');
+    be.randomNormal(xt, 13, 0);
+    const dx0 = be.empty([B, N, e], 'float64');
+    be.randomNormal(dx0, 14, 0);
+    const run = (keep: boolean) => {
+      m.params.zeroGrads();
+      const live = be.memory().liveBytes;
+      const cache = m.denoiser.forward(xt, [5, 21], { train: true, keepExpertActivations: keep });
+      const held = be.memory().liveBytes - live;
+      const dxt = m.denoiser.backward(cache, dx0, 0.01, 0.001);
+      const out = { held, dxt: [...be.toArray(dxt)], grads: [...be.toArray(m.params.grads)] };
+      dxt.dispose();
+      cache.dispose();
+      assert.equal(be.memory().liveBytes, live, 'everything freed');
+      return out;
+    };
+    const recomputed = run(false);
+    const kept = run(true);
+    assert.deepEqual(kept.dxt, recomputed.dxt);
+    assert.deepEqual(kept.grads, recomputed.grads);
+    assert.ok(kept.held > recomputed.held, `the forward holds the activations (${kept.held} vs ${recomputed.held} bytes)`);
+    for (const t of [xt, dx0, m]) t.dispose();
+  } finally {
+    be.close();
+  }
+});

@@ -14,6 +14,7 @@ import {
   type Backend,
   type DType,
   type ExpertGroups,
+  type GroupedMatmulOptions,
   type MatmulOptions,
   type MemoryStats,
   type MoeRouteOptions,
@@ -22,7 +23,7 @@ import {
   type Tensor,
 } from '../backend.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
-import { tiedCrossEntropyComposed } from '../compose.js';
+import { groupedMatmulComposed, tiedCrossEntropyComposed } from '../compose.js';
 import { philoxNormal, philoxUniform } from '../philox.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnGeometry } from './attention.js';
 import { gemmF32, gemmReference, type GemmProblem } from './gemm.js';
@@ -831,7 +832,11 @@ export class CpuBackend implements Backend {
         gg[m * k + r] = dot;
       }
   }
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: { gelu?: { pre: Tensor } } = {}): void {
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: GroupedMatmulOptions = {}): void {
+    if (opts.gather || (opts.gelu && !opts.gelu.pre)) {
+      groupedMatmulComposed(this, (o, x, w, b, g, gelu) => this.groupedMatmul(o, x, w, b, g, gelu ? { gelu } : {}), out, xs, weight, bias, groups, opts);
+      return;
+    }
     const op = 'groupedMatmul';
     const counts = countsOf(groups);
     const dtype = sameFloat(op, out, xs, weight, bias, opts.gelu?.pre);
@@ -840,12 +845,13 @@ export class CpuBackend implements Backend {
     expectSize(op, 'xs', xs, A * K);
     expectSize(op, 'out', out, A * N);
     if (bias) expectSize(op, 'bias', bias, E * N);
-    if (opts.gelu) expectSize(op, 'gelu.pre', opts.gelu.pre, A * N);
+    const gp = opts.gelu?.pre ?? null;
+    if (gp) expectSize(op, 'gelu.pre', gp, A * N);
     const x = cpu(op, xs);
     const w = cpu(op, weight);
     const o = cpu(op, out);
     const b = bias ? cpu(op, bias) : null;
-    const pre = opts.gelu ? cpu(op, opts.gelu.pre) : null;
+    const pre = gp ? cpu(op, gp) : null;
     let row = 0;
     for (let e = 0; e < E; e++) {
       const n = counts[e]!;

@@ -32,17 +32,19 @@ import {
   type Backend,
   type DType,
   type ExpertGroups,
+  type GroupedMatmulOptions,
   type MatmulOptions,
   type MemoryStats,
   type MoeRouteOptions,
   type MoeRouting,
   type Replayable,
+  type PreparedTable,
   type ScoreOptions,
   type Tensor,
 } from '../backend.js';
 import { fromBf16Bits, toBf16Bits } from '../bf16.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, floats, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
-import { tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
+import { gatherRouting, groupedMatmulComposed, tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
@@ -1800,29 +1802,52 @@ export class CudaBackend implements Backend {
       P(cu(op, dys)), P(cu(op, dgates)), P(cu(op, dy)), P(cu(op, ys)), P(cu(op, routing.gates)), P(cu(op, routing.slot)), L(M), L(d), L(k), BFM(dys, dy, ys),
     ]);
   }
-  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: { gelu?: { pre: Tensor } } = {}): void {
+  groupedMatmul(out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, opts: GroupedMatmulOptions = {}): void {
     const op = 'groupedMatmul';
     floats(op, out, xs, weight);
     if (bias) expectDtype(op, 'bias', bias, 'float32');
-    if (opts.gelu && opts.gelu.pre.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${opts.gelu.pre.dtype}`);
+    const gp = opts.gelu?.pre ?? null;
+    if (gp && gp.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${gp.dtype}`);
+    if (opts.gather) {
+      // the tokens' rows in the routing's order: moe_permute's copy, then the product. A wgmma
+      // kernel that gathered the rows itself (cp.async per row, v17) took 6.4 ms of a base step's
+      // fc1 where the permute and grouped_wgmma_nt_bf16 take 0.6 + 3.9 ms on an H200
+      const routing = gatherRouting(op, groups);
+      const rows = this.empty([routing.order.size, lastDim(xs)], xs.dtype);
+      try {
+        this.moePermute(rows, xs, routing);
+        this.groupedMatmul(out, rows, weight, bias, groups, opts.gelu ? { gelu: opts.gelu } : {});
+      } finally {
+        rows.dispose();
+      }
+      return;
+    }
     const { E, N, K, Acount, onDevice } = this.groups(op, weight, groups);
     expectSize(op, 'xs', xs, Acount * K);
     expectSize(op, 'out', out, Acount * N);
     if (bias) expectSize(op, 'bias', bias, E * N);
-    if (opts.gelu) expectSize(op, 'gelu.pre', opts.gelu.pre, Acount * N);
+    if (gp) expectSize(op, 'gelu.pre', gp, Acount * N);
     const x = cu(op, xs);
     const w = cu(op, weight);
     const o = cu(op, out);
     const b = bias ? cu(op, bias) : null;
-    const pre = opts.gelu ? cu(op, opts.gelu.pre) : null;
+    const pre = gp ? cu(op, gp) : null;
     const wo = this.weightOperand(w, x.dtype === 'bfloat16' || o.dtype === 'bfloat16');
     try {
-      // grouped_wgmma.cu or grouped_gemm.cu: every expert in one launch, the epilogue fused
-      const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
-      if (this.groupedWgmma(x, wo, N, K)) {
+      // grouped_wgmma.cu: every expert in one launch, the epilogue fused; with a bf16 output it
+      // leaves out the pre-activation nobody keeps (flags & 8)
+      const dropPre = !!opts.gelu && !pre;
+      if (this.groupedWgmma(x, wo, N, K) && (!dropPre || o.dtype === 'bfloat16')) {
+        const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (opts.gelu ? 4 : 0) | (dropPre ? 8 : 0);
         this.groupedGemm('wgmma_nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
       }
+      if (dropPre) {
+        // the other paths write a pre-activation: into a temporary
+        groupedMatmulComposed(this, (oo, xx, ww, bb, g, gelu) => this.groupedMatmul(oo, xx, ww, bb, g, gelu ? { gelu } : {}), out, xs, weight, bias, groups, opts);
+        return;
+      }
+      const flags = (o.dtype === 'bfloat16' ? 1 : 0) | (b ? 2 : 0) | (pre ? 4 : 0);
       if (this.groupedMma(x, wo, N, K, Acount)) {
         this.groupedGemm('nt', o.ptr, x.ptr, wo.ptr, groups, onDevice, E, Acount, K, N, b ? b.ptr : 0, pre ? pre.ptr : 0, flags);
         return;
@@ -1954,10 +1979,51 @@ export class CudaBackend implements Backend {
   }
   nearestRows(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void {
     // ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: argmax over v of x.t_v - ||t_v||^2 / 2
-    this.scoreArg('nearestRows', out, x, table, true, opts?.precision === 'bf16x3');
+    this.scoreArg('nearestRows', out, x, table, true, opts?.precision === 'bf16x3', this.preparedFor(table, opts));
   }
   argmaxDot(out: Tensor, x: Tensor, table: Tensor, opts?: ScoreOptions): void {
-    this.scoreArg('argmaxDot', out, x, table, false, opts?.precision === 'bf16x3');
+    this.scoreArg('argmaxDot', out, x, table, false, opts?.precision === 'bf16x3', this.preparedFor(table, opts));
+  }
+  prepareScores(table: Tensor, opts?: ScoreOptions): PreparedTable | null {
+    const op = 'prepareScores';
+    expectDtype(op, 'table', table, 'float32');
+    const [V, e] = matrixShape(op, 'table', table);
+    if (!V || !e) return null;
+    const tb = cu(op, table);
+    const precision = opts?.precision ?? 'float32';
+    const half = this.scratch(V * 8);
+    let t3: { ptr: number; free: () => void } | null = null;
+    try {
+      t3 = precision === 'bf16x3' ? this.scratch(V * 3 * e * 2) : null;
+      this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
+      if (t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
+    } catch (err) {
+      half.free();
+      t3?.free();
+      throw err;
+    }
+    let live = true;
+    const prep: CudaPreparedTable = {
+      table,
+      precision,
+      ptr: tb.ptr,
+      half: half.ptr,
+      t3: t3 ? t3.ptr : 0,
+      dispose: () => {
+        if (!live) return;
+        live = false;
+        half.free();
+        t3?.free();
+      },
+      live: () => live,
+    };
+    return prep;
+  }
+  /** opts.prepared when it was made by this backend for `table` (same buffer) at opts.precision, else null. */
+  private preparedFor(table: Tensor, opts?: ScoreOptions): CudaPreparedTable | null {
+    const p = opts?.prepared as CudaPreparedTable | null | undefined;
+    if (!p || p.table !== table || p.precision !== (opts?.precision ?? 'float32') || !('half' in p) || !p.live()) return null;
+    return p.ptr === cu('prepareScores', table).ptr ? p : null;
   }
   /**
    * Chunked GEMM of x against the table, then a row argmax: never materialises [M, V]. With
@@ -1965,7 +2031,7 @@ export class CudaBackend implements Backend {
    * [xh | xh | xl] . [th | tl | th] (a true-float32 product of the 30k-row table took 0.24 ms per
    * 1,100 rows on an H200, 12% of batch-1 sampling).
    */
-  private scoreArg(op: string, out: Tensor, x: Tensor, table: Tensor, nearest: boolean, split: boolean): void {
+  private scoreArg(op: string, out: Tensor, x: Tensor, table: Tensor, nearest: boolean, split: boolean, prep: CudaPreparedTable | null = null): void {
     sameFloat(op, x, table);
     expectDtype(op, 'out', out, 'int32');
     const [V, e] = matrixShape(op, 'table', table);
@@ -1978,11 +2044,13 @@ export class CudaBackend implements Backend {
     const xx = cu(op, x);
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
     this.wroteInts(o, [0, V - 1]); // row indices of the table
-    const half = nearest ? this.scratch(V * 8) : null;
+    // the half norms and the split table from `prep` when given (made once for many calls), else here
+    const keep = { ptr: 0, free: () => undefined };
+    const half = nearest ? (prep ? { ...keep, ptr: prep.half } : this.scratch(V * 8)) : null;
     // the split operands (bf16, rows of 3e): x as [hi | hi | lo], the table as [hi | lo | hi]
     const three = split && x.dtype === 'float32' && table.dtype === 'float32';
     const x3 = three ? this.scratch(M * 3 * e * 2) : null;
-    const t3 = three ? this.scratch(V * 3 * e * 2) : null;
+    const t3 = three ? (prep?.t3 ? { ...keep, ptr: prep.t3 } : this.scratch(V * 3 * e * 2)) : null;
     // on sm_90 with the wgmma kernels on, the split product and its row argmax in one kernel
     const fused = three && (3 * e) % 8 === 0 && this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED;
     // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
@@ -1990,10 +2058,10 @@ export class CudaBackend implements Backend {
     const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
     const scores = fused ? null : this.scratch(chunk * V * 4);
     try {
-      if (half) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
+      if (half && !prep) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
       if (x3 && t3) {
         this.launchN('split_bf16x3_f32', M * e, [A(x3.ptr), P(xx), L(M), L(e), I(0)]);
-        this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
+        if (!prep?.t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
       }
       if (fused && x3 && t3) {
         this.scoreArgWgmma(o, x3.ptr, t3.ptr, M, V, 3 * e, half ? half.ptr : 0);
@@ -2055,6 +2123,16 @@ export class CudaBackend implements Backend {
     const done = 4 * n4;
     if (done < param.size) this.launchN('adamw_f32', param.size - done, [...ptrs.map((p) => A(p + done * 4)), L(param.size - done), ...hyper]);
   }
+}
+
+/** The CUDA backend's PreparedTable: device addresses of the half norms and (bf16x3) the split table. */
+interface CudaPreparedTable extends PreparedTable {
+  /** The table's device address when prepared (a tensor reused for another buffer does not match). */
+  readonly ptr: number;
+  readonly half: number;
+  /** 0 unless bf16x3. */
+  readonly t3: number;
+  live(): boolean;
 }
 
 function actKind(kind: Activation): number {

@@ -167,6 +167,8 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
 // [Nc, Kr] (C = A W_e^T, the forward).
+// flags: 1 bf16 C, 2 bias, 4 GELU with its pre-activation stored at `pre`, 8 (with 4 and a bf16 C)
+// the pre-activation not stored (a forward without backward).
 template <int WG, bool NN = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
                                       unsigned char *gw_dyn, float *gw_bias) {
@@ -192,7 +194,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4;
+  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4, keepPre = gelu && !(flags & 8);
   // the tile's bias columns through shared memory, read before any store: loaded between the
   // stores (which might alias it, for all the compiler knows) each waited on global memory (ncu:
   // the epilogue's additions were 38% of the kernel's stalls)
@@ -219,7 +221,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
         }
         u32 out = pack_bf2(v0, v1);
         if (gelu) {
-          *(u32 *)(sP + row * PITCH + c * 2) = out;
+          if (keepPre) *(u32 *)(sP + row * PITCH + c * 2) = out;
           out = pack_bf2(gelu_f(bf_lo(out)), gelu_f(bf_hi(out)));
         }
         *(u32 *)(sC + row * PITCH + c * 2) = out;
@@ -232,7 +234,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
       const int col = n0 + chunk * 8;
       if (r >= rEnd || col >= Nc) continue;  // Nc is a multiple of 8: whole chunks
       *(uint4 *)((bf16_t *)C + r * Nc + col) = *(const uint4 *)(sC + row * PITCH + chunk * 16);
-      if (gelu) *(uint4 *)((bf16_t *)pre + r * Nc + col) = *(const uint4 *)(sP + row * PITCH + chunk * 16);
+      if (keepPre) *(uint4 *)((bf16_t *)pre + r * Nc + col) = *(const uint4 *)(sP + row * PITCH + chunk * 16);
     }
     return;
   }
