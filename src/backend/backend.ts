@@ -158,7 +158,9 @@ export interface GroupedMatmulOptions {
   readonly gelu?: { readonly pre: Tensor | null };
   /**
    * xs is the tokens' rows x [tokens, K], read in the routing's expert order (`groups` must be a
-   * routing): the product of moePermute(x)'s rows without the permuted copy.
+   * routing): the product of moePermute(x)'s rows. The CPU and CUDA backends permute into a
+   * temporary (a kernel that gathered the rows itself was slower on an H200: bench/NOTES.md v17d);
+   * a backend with a faster gather may read x in place.
    */
   readonly gather?: boolean;
 }

@@ -1811,7 +1811,7 @@ export class CudaBackend implements Backend {
     if (opts.gather) {
       // the tokens' rows in the routing's order: moe_permute's copy, then the product. A wgmma
       // kernel that gathered the rows itself (cp.async per row, v17) took 6.4 ms of a base step's
-      // fc1 where the permute and grouped_wgmma_nt_bf16 take 0.6 + 3.9 ms on an H200
+      // fc1 where the permute and grouped_wgmma_nt_bf16 take 0.6 + ~4.9 ms on an H200
       const routing = gatherRouting(op, groups);
       const rows = this.empty([routing.order.size, lastDim(xs)], xs.dtype);
       try {
