@@ -16,6 +16,10 @@
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
 #                                             (bench/build-base.sh <ref>; carry "dist-base" too)
 #                                             alternately, twice each (~90 s)
+#   bash bench/device-run.sh kernel-cost      what each of our kernels adds to batch-1 sampling's wall
+#                                             time: each launched twice against the plain run
+#                                             (bench/kernel-cost.ts; ~70 s; ITEM=train for a 16 x 2048
+#                                             step, ~8 s a run: set KERNELS=a,b and ROUNDS=1 there)
 #   bash bench/device-run.sh tests profile    several, in that order; `bench` runs only if the
 #                                             tests (when asked for) passed
 #
@@ -66,6 +70,9 @@ for what in "$@"; do
         echo "bench skipped: the GPU tests failed (see $OUT/tests.log)"
       fi
       ;;
+    kernel-cost)
+      timeout 500 node dist/bench/kernel-cost.js --item "${ITEM:-sample}" --rounds "${ROUNDS:-3}" ${KERNELS:+--kernels "$KERNELS"} --out "$OUT/kernel-cost.json" 2> "$OUT/kernel-cost.err" | tee "$OUT/kernel-cost.md"
+      ;;
     train-ab)
       # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)
       [ -d dist-base ] || { echo "train-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
@@ -77,7 +84,7 @@ for what in "$@"; do
       done
       ;;
     *)
-      echo "unknown step '$what' (tests, ops, profile, profile-sample, host-profile, bench, train-ab)" >&2
+      echo "unknown step '$what' (tests, ops, profile, profile-sample, host-profile, host-profile-sample, bench, kernel-cost, train-ab)" >&2
       exit 2
       ;;
   esac

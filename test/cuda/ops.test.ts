@@ -721,6 +721,37 @@ function sameChoice(label: string, o: Pair, x: Float64Array, table: Float64Array
   record(`${label} (near-ties resolved differently: ${ties})`, ties);
 }
 
+test('MOE_DIFFUSEQ_REPEAT_KERNELS launches the named kernels twice (a benchmark\'s marginal-cost probe), the others once', { skip }, () => {
+  const saved = process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'];
+  process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] = 'axpby_x4, nonexistent_kernel';
+  let g: CudaBackend;
+  try {
+    g = new CudaBackend();
+  } finally {
+    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'];
+    else process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] = saved;
+  }
+  const plain = new CudaBackend();
+  try {
+    for (const [be, times] of [[g, 2], [plain, 1]] as const) {
+      // in place, y += x: axpby_x4 (8 aligned floats) run twice adds x twice
+      const y = be.fromArray([1, 2, 3, 4, 5, 6, 7, 8], [8]);
+      const x = be.fromArray([1, 1, 1, 1, 1, 1, 1, 1], [8]);
+      be.axpby(y, 1, y, 1, x);
+      assert.deepEqual([...be.toArray(y)], [1, 2, 3, 4, 5, 6, 7, 8].map((v) => v + times), `axpby_x4 ${times === 2 ? 'repeated' : 'once'}`);
+      // a kernel not named runs once: 7 floats take axpby_f32
+      const y7 = be.fromArray([1, 2, 3, 4, 5, 6, 7], [7]);
+      const x7 = be.fromArray([1, 1, 1, 1, 1, 1, 1], [7]);
+      be.axpby(y7, 1, y7, 1, x7);
+      assert.deepEqual([...be.toArray(y7)], [2, 3, 4, 5, 6, 7, 8], 'axpby_f32 once');
+      for (const t of [y, x, y7, x7]) t.dispose();
+    }
+  } finally {
+    g.close();
+    plain.close();
+  }
+});
+
 test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, in float32 and with bf16x3 products (fused wgmma kernel and cuBLAS)', { skip }, () => {
   // bf16x3 through cuBLAS and the row argmax (the fused wgmma kernel's twin, and the path of cards
   // without wgmma)

@@ -340,6 +340,12 @@ export class CudaBackend implements Backend {
   /** Inside capture(): int32 writes recorded now run again at replays, with whatever values then. */
   private recording = false;
   private readonly launchTimes: Map<string, [number, number]> | null;
+  /**
+   * Kernels launched twice at each launch (MOE_DIFFUSEQ_REPEAT_KERNELS=name,name: a benchmark's
+   * measure of what a kernel adds to the wall time where it runs, a replayed graph included, which a
+   * profiler's per-kernel durations do not give; the numbers of a repeated in-place kernel change).
+   */
+  private readonly repeat: ReadonlySet<string>;
   /** Device address of cuBLAS's workspace (0: none, cuBLAS's default pool). */
   private readonly cublasWorkspace: number;
   /** Operand precision of the matrix products (see CudaBackendOptions.matmul). */
@@ -375,6 +381,7 @@ export class CudaBackend implements Backend {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
     this.launchTimes = opts.launchTimes ?? null;
+    this.repeat = new Set((process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean));
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' || envAttention === 'mma' || envAttention === 'wgmma' ? envAttention : 'auto');
@@ -508,18 +515,20 @@ export class CudaBackend implements Backend {
       }
     });
     const t0 = this.launchTimes ? this.timedStart() : 0;
-    if (this.pdl) {
-      const c = this.pdl.view;
-      c.setUint32(0, grid[0], true);
-      c.setUint32(4, grid[1], true);
-      c.setUint32(8, 1, true);
-      c.setUint32(12, block[0], true);
-      c.setUint32(16, block[1], true);
-      c.setUint32(20, 1, true);
-      c.setUint32(24, sharedBytes, true);
-      this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
-    } else {
-      this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
+    for (let n = this.repeat.has(name) ? 2 : 1; n > 0; n--) {
+      if (this.pdl) {
+        const c = this.pdl.view;
+        c.setUint32(0, grid[0], true);
+        c.setUint32(4, grid[1], true);
+        c.setUint32(8, 1, true);
+        c.setUint32(12, block[0], true);
+        c.setUint32(16, block[1], true);
+        c.setUint32(20, 1, true);
+        c.setUint32(24, sharedBytes, true);
+        this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
+      } else {
+        this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
+      }
     }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
     if (this.launchTimes) this.timedEnd(name, t0);
