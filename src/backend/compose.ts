@@ -44,19 +44,20 @@ export function tiedCrossEntropyComposed(be: Backend, loss: Tensor, dlogits: Ten
 
 /**
  * groupedMatmul's gathered rows and its GELU without a kept pre-activation through its plain form
- * (`plain`: rows already in expert order, a pre-activation tensor to write): the rows permuted into
- * a temporary (moePermute), the pre-activation into another. For backends, or paths, that do
- * neither in the product itself.
+ * (`plain`: rows already in expert order): the rows permuted into a temporary (moePermute), and
+ * unless `plainDropsPre` (the plain form leaves out a `pre: null` itself) the pre-activation written
+ * into another. For backends, or paths, that do not do these in the product itself.
  */
 export function groupedMatmulComposed(
   be: Backend,
-  plain: (out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, gelu: { pre: Tensor } | undefined) => void,
+  plain: (out: Tensor, xs: Tensor, weight: Tensor, bias: Tensor | null, groups: ExpertGroups, gelu: { pre: Tensor | null } | undefined) => void,
   out: Tensor,
   xs: Tensor,
   weight: Tensor,
   bias: Tensor | null,
   groups: ExpertGroups,
   opts: GroupedMatmulOptions,
+  plainDropsPre = false,
 ): void {
   const temps: Tensor[] = [];
   try {
@@ -69,10 +70,10 @@ export function groupedMatmulComposed(
       temps.push(rows);
       be.moePermute(rows, xs, routing);
     }
-    let gelu: { pre: Tensor } | undefined;
-    if (opts.gelu) {
-      const pre = opts.gelu.pre ?? be.empty([...out.shape], out.dtype);
-      if (!opts.gelu.pre) temps.push(pre);
+    let gelu = opts.gelu;
+    if (gelu && !gelu.pre && !plainDropsPre) {
+      const pre = be.empty([...out.shape], out.dtype);
+      temps.push(pre);
       gelu = { pre };
     }
     plain(out, rows, weight, bias, groups, gelu);

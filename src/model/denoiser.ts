@@ -411,9 +411,9 @@ export class Denoiser {
     s.keep(routing);
     const A = routing.order.size;
     // the permuted input and the activation are not kept: the backward recomputes them (a gather and
-    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward. fc1 reads
-    // h1's rows in the routing's order itself (no permuted copy), and an inference forward keeps no
-    // pre-activation at all
+    // a GELU) instead of holding [A, d] + [A, f] per layer from the forward to the backward. fc1 takes
+    // h1's rows in the routing's order (`gather`: the backend permutes them into a temporary), and
+    // an inference forward keeps no pre-activation at all
     const pre = inference ? null : s.keep(be.empty([A, f], ac));
     const ys = s.keep(be.empty([A, d], ac));
     const tmp = new Scope();

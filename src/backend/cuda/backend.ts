@@ -44,7 +44,7 @@ import {
 } from '../backend.js';
 import { fromBf16Bits, toBf16Bits } from '../bf16.js';
 import { checkShapeValid, expectDtype, expectShape, expectSize, floats, lastDim, layerNormShapes, live, rowsOf, sameFloat, sameSize } from '../check.js';
-import { gatherRouting, groupedMatmulComposed, tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
+import { groupedMatmulComposed, tiedCrossEntropyComposed, tiedShapes } from '../compose.js';
 import { checkRoute, expertCapacity } from '../cpu/moe.js';
 import { CachingAllocator, type AllocatorStats } from './allocator.js';
 import { Cublas, cublasLibrary, type RowMajorGemm } from './cublas.js';
@@ -1818,17 +1818,11 @@ export class CudaBackend implements Backend {
     const gp = opts.gelu?.pre ?? null;
     if (gp && gp.dtype !== out.dtype) throw new DTypeError(op, `gelu.pre must be ${out.dtype} like out, got ${gp.dtype}`);
     if (opts.gather) {
-      // the tokens' rows in the routing's order: moe_permute's copy, then the product. A wgmma
-      // kernel that gathered the rows itself (cp.async per row, v17) took 6.4 ms of a base step's
-      // fc1 where the permute and grouped_wgmma_nt_bf16 take 0.6 + ~4.9 ms on an H200
-      const routing = gatherRouting(op, groups);
-      const rows = this.empty([routing.order.size, lastDim(xs)], xs.dtype);
-      try {
-        this.moePermute(rows, xs, routing);
-        this.groupedMatmul(out, rows, weight, bias, groups, opts.gelu ? { gelu: opts.gelu } : {});
-      } finally {
-        rows.dispose();
-      }
+      // the tokens' rows in the routing's order: moe_permute's copy, then the product (which leaves
+      // out a pre-activation nobody keeps itself, below). A wgmma kernel that gathered the rows
+      // itself (cp.async per row, v17) took 6.4 ms of a base step's fc1 where the permute and
+      // grouped_wgmma_nt_bf16 take 0.6 + ~4.9 ms on an H200
+      groupedMatmulComposed(this, (oo, xx, ww, bb, g, gelu) => this.groupedMatmul(oo, xx, ww, bb, g, gelu ? { gelu } : {}), out, xs, weight, bias, groups, opts, true);
       return;
     }
     const { E, N, K, Acount, onDevice } = this.groups(op, weight, groups);
