@@ -1994,33 +1994,43 @@ export class CudaBackend implements Backend {
     if (!V || !e) return null;
     const tb = cu(op, table);
     const precision = opts?.precision ?? 'float32';
-    const half = this.scratch(V * 8);
-    let t3: { ptr: number; free: () => void } | null = null;
-    try {
-      t3 = precision === 'bf16x3' ? this.scratch(V * 3 * e * 2) : null;
-      this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
-      if (t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
-    } catch (err) {
-      half.free();
-      t3?.free();
-      throw err;
-    }
+    const made = this.tableOperands(tb, V, e, true, precision === 'bf16x3');
     let live = true;
     const prep: CudaPreparedTable = {
       table,
       precision,
       ptr: tb.ptr,
-      half: half.ptr,
-      t3: t3 ? t3.ptr : 0,
+      half: made.half,
+      t3: made.t3,
       dispose: () => {
         if (!live) return;
         live = false;
-        half.free();
-        t3?.free();
+        made.free();
       },
       live: () => live,
     };
     return prep;
+  }
+  /**
+   * What the scorings derive from the table tb [V, e] (float32): its half squared norms (float64
+   * [V], nearestRows) and its bf16x3 split ([V, 3e] bf16, [hi | lo | hi]), each where asked for (0
+   * otherwise), in scratch that `free` returns.
+   */
+  private tableOperands(tb: CudaTensor, V: number, e: number, half: boolean, split: boolean): { half: number; t3: number; free: () => void } {
+    const bufs: { ptr: number; free: () => void }[] = [];
+    const free = () => bufs.forEach((b) => b.free());
+    try {
+      const h = half ? this.scratch(V * 8) : null;
+      if (h) bufs.push(h);
+      const t3 = split ? this.scratch(V * 3 * e * 2) : null;
+      if (t3) bufs.push(t3);
+      if (h) this.launchN('half_sq_norms_f32', V, [A(h.ptr), P(tb), L(V), L(e)]);
+      if (t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
+      return { half: h ? h.ptr : 0, t3: t3 ? t3.ptr : 0, free };
+    } catch (err) {
+      free();
+      throw err;
+    }
   }
   /** opts.prepared when it was made by this backend for `table` (same buffer) at opts.precision, else null. */
   private preparedFor(table: Tensor, opts?: ScoreOptions): CudaPreparedTable | null {
@@ -2047,45 +2057,42 @@ export class CudaBackend implements Backend {
     const xx = cu(op, x);
     if (!V) throw new ShapeError(op, 'the table has no rows', [table.shape]);
     this.wroteInts(o, [0, V - 1]); // row indices of the table
-    // the half norms and the split table from `prep` when given (made once for many calls), else here
-    const keep = { ptr: 0, free: () => undefined };
-    const half = nearest ? (prep ? { ...keep, ptr: prep.half } : this.scratch(V * 8)) : null;
     // the split operands (bf16, rows of 3e): x as [hi | hi | lo], the table as [hi | lo | hi]
     const three = split && x.dtype === 'float32' && table.dtype === 'float32';
-    const x3 = three ? this.scratch(M * 3 * e * 2) : null;
-    const t3 = three ? (prep?.t3 ? { ...keep, ptr: prep.t3 } : this.scratch(V * 3 * e * 2)) : null;
+    // the table's half norms and split from `prep` when given (made once for many calls), else here
+    const own = this.tableOperands(tb, V, e, nearest && !prep, three && !prep?.t3);
+    const half = nearest ? prep?.half || own.half : 0;
+    const t3 = three ? prep?.t3 || own.t3 : 0;
     // on sm_90 with the wgmma kernels on, the split product and its row argmax in one kernel
     const fused = three && (3 * e) % 8 === 0 && this.wgmmaOn() && this.sharedOptin >= GROUPED_WGMMA_SHARED;
     // rows per GEMM: a [chunk, V] float32 score block of at most 128 MiB (about 1,100 rows of a
     // 30k vocabulary; the earlier 16 MiB made 15 small GEMMs and argmaxes for 2,048 rows)
     const chunk = Math.max(1, Math.min(M, Math.floor(SCORE_BLOCK / Math.max(V, 1))));
-    const scores = fused ? null : this.scratch(chunk * V * 4);
+    let x3: { ptr: number; free: () => void } | null = null;
+    let scores: { ptr: number; free: () => void } | null = null;
     try {
-      if (half && !prep) this.launchN('half_sq_norms_f32', V, [A(half.ptr), P(tb), L(V), L(e)]);
-      if (x3 && t3) {
-        this.launchN('split_bf16x3_f32', M * e, [A(x3.ptr), P(xx), L(M), L(e), I(0)]);
-        if (!prep?.t3) this.launchN('split_bf16x3_f32', V * e, [A(t3.ptr), P(tb), L(V), L(e), I(1)]);
-      }
-      if (fused && x3 && t3) {
-        this.scoreArgWgmma(o, x3.ptr, t3.ptr, M, V, 3 * e, half ? half.ptr : 0);
+      x3 = three ? this.scratch(M * 3 * e * 2) : null;
+      scores = fused ? null : this.scratch(chunk * V * 4);
+      if (x3) this.launchN('split_bf16x3_f32', M * e, [A(x3.ptr), P(xx), L(M), L(e), I(0)]);
+      if (fused && x3) {
+        this.scoreArgWgmma(o, x3.ptr, t3, M, V, 3 * e, half);
         return;
       }
       if (!scores) throw new DeviceError(`${op}: no score block`); // unreachable: allocated unless fused
       for (let m0 = 0; m0 < M; m0 += chunk) {
         const n = Math.min(chunk, M - m0);
-        if (x3 && t3) {
+        if (x3) {
           const K = 3 * e;
-          this.cublasGemm({ transA: false, transB: true, M: n, N: V, K, a: x3.ptr + m0 * K * 2, lda: K, strideA: 0, b: t3.ptr, ldb: K, strideB: 0, c: scores.ptr, ldc: V, strideC: 0, alpha: 1, beta: 0, batch: 1, operands: 'bfloat16', output: 'float32' }, 'bf16');
+          this.cublasGemm({ transA: false, transB: true, M: n, N: V, K, a: x3.ptr + m0 * K * 2, lda: K, strideA: 0, b: t3, ldb: K, strideB: 0, c: scores.ptr, ldc: V, strideC: 0, alpha: 1, beta: 0, batch: 1, operands: 'bfloat16', output: 'float32' }, 'bf16');
         } else {
           this.gemm({ transA: false, transB: true, M: n, N: V, K: e, a: xx.ptr + m0 * e * 4, lda: e, strideA: 0, b: tb.ptr, ldb: e, strideB: 0, c: scores.ptr, ldc: V, strideC: 0, alpha: 1, beta: 0, batch: 1 });
         }
-        this.launchRows('row_argmax_f32', n, [P(o), A(scores.ptr), A(half ? half.ptr : 0), B(nearest), L(n), L(V), L(m0)]);
+        this.launchRows('row_argmax_f32', n, [P(o), A(scores.ptr), A(half), B(nearest), L(n), L(V), L(m0)]);
       }
     } finally {
       scores?.free();
-      half?.free();
       x3?.free();
-      t3?.free();
+      own.free();
     }
   }
   /**
