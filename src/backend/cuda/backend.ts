@@ -515,20 +515,19 @@ export class CudaBackend implements Backend {
       }
     });
     const t0 = this.launchTimes ? this.timedStart() : 0;
+    if (this.pdl) {
+      const c = this.pdl.view;
+      c.setUint32(0, grid[0], true);
+      c.setUint32(4, grid[1], true);
+      c.setUint32(8, 1, true);
+      c.setUint32(12, block[0], true);
+      c.setUint32(16, block[1], true);
+      c.setUint32(20, 1, true);
+      c.setUint32(24, sharedBytes, true);
+    }
     for (let n = this.repeat.has(name) ? 2 : 1; n > 0; n--) {
-      if (this.pdl) {
-        const c = this.pdl.view;
-        c.setUint32(0, grid[0], true);
-        c.setUint32(4, grid[1], true);
-        c.setUint32(8, 1, true);
-        c.setUint32(12, block[0], true);
-        c.setUint32(16, block[1], true);
-        c.setUint32(20, 1, true);
-        c.setUint32(24, sharedBytes, true);
-        this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
-      } else {
-        this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
-      }
+      if (this.pdl) this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
+      else this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
     }
     if (this.syncEachLaunch) this.driver.streamSynchronize(this.stream, `after kernel ${name}`);
     if (this.launchTimes) this.timedEnd(name, t0);
