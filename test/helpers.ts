@@ -69,3 +69,16 @@ export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): { cos: numbe
   }
   return { cos: dot / Math.sqrt(na * nb), normRatio: Math.sqrt(na / nb) };
 }
+
+/** f() with process.env[name] set to `value` (unset for undefined), the earlier value put back after. */
+export function withEnv<T>(name: string, value: string | undefined, f: () => T): T {
+  const saved = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+  try {
+    return f();
+  } finally {
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
+  }
+}

@@ -28,7 +28,7 @@ import { SamplingGraphs, sampleIds } from '../../src/sample/sampler.js';
 import { train } from '../../src/train/trainer.js';
 import { FakeTokenizer } from '../data/fake-tokenizer.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
-import { cosine, maxRelErr } from '../helpers.js';
+import { cosine, maxRelErr, withEnv } from '../helpers.js';
 import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
 
 const probe = probeCuda();
@@ -532,18 +532,9 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
   // mma): the forward with its 128-row tiles at every size, and with its 64-row tiles (one warpgroup)
   // launch times say which kernels ran: on sm_90 the backward's too (grouped_wgmma_nn / _tn)
   const times = new Map<string, [number, number]>();
-  const withEnv = (name: string, v: string) => {
-    const saved = process.env[name];
-    process.env[name] = v;
-    try {
-      return new CudaBackend({ grouped: 'wgmma', launchTimes: times });
-    } finally {
-      if (saved === undefined) delete process.env[name];
-      else process.env[name] = saved;
-    }
-  };
-  const wgmma = withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', '0');
-  const wgmma64 = withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', '1000000000');
+  const wgmmaWith = (rows64: string) => withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', rows64, () => new CudaBackend({ grouped: 'wgmma', launchTimes: times }));
+  const wgmma = wgmmaWith('0');
+  const wgmma64 = wgmmaWith('1000000000');
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -897,15 +888,7 @@ test('generate on a GPU: its own kept recordings, or the caller\'s across calls,
 test('a bf16 Linear\'s bfloat16 bias in cuBLASLt\'s epilogue equals the product then the bias pass (within one bf16 rounding), at aligned and unaligned biases', { skip }, () => {
   const times = new Map<string, [number, number]>();
   const lt = new CudaBackend({ launchTimes: times });
-  const saved = process.env['MOE_DIFFUSEQ_CUBLASLT'];
-  process.env['MOE_DIFFUSEQ_CUBLASLT'] = '0';
-  let plain: CudaBackend;
-  try {
-    plain = new CudaBackend();
-  } finally {
-    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_CUBLASLT'];
-    else process.env['MOE_DIFFUSEQ_CUBLASLT'] = saved;
-  }
+  const plain = withEnv('MOE_DIFFUSEQ_CUBLASLT', '0', () => new CudaBackend());
   try {
     // rows not a multiple of any tile; a float32 weight (rounded into scratch) and a bf16 one; the
     // bias at bf16 offsets 0 and 8 of its buffer (16-byte aligned: the epilogue) and 1 and 3 (the

@@ -15,6 +15,7 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { presetConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
 import { train } from '../../src/train/trainer.js';
+import { withEnv } from '../helpers.js';
 import { microBatch, microNoise } from '../model/fixtures.js';
 import { DATA, TOKENIZER, quiet, tempDir } from '../train/fixtures.js';
 
@@ -80,12 +81,7 @@ test('programmatic dependent launch changes no number: base loss and gradients w
   const batch = microBatch(cfg, 3, 96, 7);
   const noise = microNoise(cfg, batch, 8);
   const run = (pdl: boolean) => {
-    const saved = process.env['MOE_DIFFUSEQ_PDL'];
-    if (pdl) delete process.env['MOE_DIFFUSEQ_PDL'];
-    else process.env['MOE_DIFFUSEQ_PDL'] = '0';
-    const be = new CudaBackend();
-    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_PDL'];
-    else process.env['MOE_DIFFUSEQ_PDL'] = saved;
+    const be = withEnv('MOE_DIFFUSEQ_PDL', pdl ? undefined : '0', () => new CudaBackend());
     try {
       const m = Model.init(cfg, be, 2);
       m.precision = 'bf16';

@@ -22,7 +22,7 @@ import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { DTypeError, IndexError, ShapeError } from '../../src/errors.js';
 import { Model } from '../../src/model/model.js';
 import { sampleIds } from '../../src/sample/sampler.js';
-import { maxRelErr } from '../helpers.js';
+import { maxRelErr, withEnv } from '../helpers.js';
 import { microBatch, microConfig, microNoise } from '../model/fixtures.js';
 
 const probe = probeCuda();
@@ -722,15 +722,7 @@ function sameChoice(label: string, o: Pair, x: Float64Array, table: Float64Array
 }
 
 test('MOE_DIFFUSEQ_REPEAT_KERNELS launches the named kernels twice (a benchmark\'s marginal-cost probe), the others once', { skip }, () => {
-  const saved = process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'];
-  process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] = 'axpby_x4, nonexistent_kernel';
-  let g: CudaBackend;
-  try {
-    g = new CudaBackend();
-  } finally {
-    if (saved === undefined) delete process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'];
-    else process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] = saved;
-  }
+  const g = withEnv('MOE_DIFFUSEQ_REPEAT_KERNELS', 'axpby_x4, nonexistent_kernel', () => new CudaBackend());
   const plain = new CudaBackend();
   try {
     for (const [be, times] of [[g, 2], [plain, 1]] as const) {
