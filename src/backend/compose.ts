@@ -83,7 +83,7 @@ export function groupedMatmulComposed(
 }
 
 /** The routing of a gathered grouped product (GroupedMatmulOptions.gather): counts cannot say where rows come from. */
-export function gatherRouting(op: string, groups: ExpertGroups): MoeRouting {
+function gatherRouting(op: string, groups: ExpertGroups): MoeRouting {
   if (Array.isArray(groups)) throw new ShapeError(op, 'gather needs a routing (its order), not expert counts', []);
   return groups as MoeRouting;
 }
