@@ -9,6 +9,8 @@
 #                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
 #                                             another step)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
+#   KERNEL=k SKIP=n bash bench/device-run.sh ncu-kernel   Nsight Compute's sections for one launch
+#                                             of kernel k in batch-1 sampling (~30 s)
 #   bash bench/device-run.sh host-profile     the host's time in a base step (node --cpu-prof, summed
 #                                             by bench/cpuprof-sum.ts; SHAPE as for profile; ~30 s)
 #   bash bench/device-run.sh host-profile-sample  the same for sampling one 2048-token document
@@ -19,7 +21,8 @@
 #   bash bench/device-run.sh kernel-cost      what each of our kernels adds to batch-1 sampling's wall
 #                                             time: each launched twice against the plain run
 #                                             (bench/kernel-cost.ts; ~70 s; ITEM=train for a 16 x 2048
-#                                             step, ~8 s a run: set KERNELS=a,b and ROUNDS=1 there)
+#                                             step, ~8 s a run: set KERNELS=a,b and ROUNDS=1 there;
+#                                             ENV=NAME=v1,v2 times those settings instead)
 #   bash bench/device-run.sh tests profile    several, in that order; `bench` runs only if the
 #                                             tests (when asked for) passed
 #
@@ -32,7 +35,10 @@ ok=1
 for what in "$@"; do
   case "$what" in
     tests)
-      timeout 300 node --test --test-concurrency=1 dist/test/cuda/ > "$OUT/tests.log" 2>&1
+      # TESTS=ops (say) runs dist/test/cuda/ops.test.js alone; a cold machine takes ~330 s for all
+      files=dist/test/cuda/
+      [ -n "${TESTS:-}" ] && files=dist/test/cuda/$TESTS.test.js
+      timeout 480 node --test --test-concurrency=1 $files > "$OUT/tests.log" 2>&1
       grep -E "^# (tests|pass|fail)|^not ok|rel err" "$OUT/tests.log" | head -30
       grep -q "^# fail 0" "$OUT/tests.log" || ok=0
       ;;
@@ -51,6 +57,16 @@ for what in "$@"; do
         node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > /tmp/sample.csv 2> "$OUT/profile-sample.err"
       # a warm-up sampling run, then the profiled one: halve to one
       node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top 60 | tee "$OUT/profile-sample.txt"
+      ;;
+    ncu-kernel)
+      # one launch of KERNEL in batch-1 sampling (SKIP launches of it first: the warm-up run's
+      # come first), Nsight Compute's full sections: where its time goes (stalls, occupancy, memory)
+      timeout 200 ncu --clock-control none --kernel-name "$KERNEL" --launch-skip "${SKIP:-0}" --launch-count 1 \
+        --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --page details \
+        --metrics sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum.per_second \
+        node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > "$OUT/ncu-$KERNEL-$SKIP.txt" 2> "$OUT/ncu-$KERNEL.err"
+      grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Warp Cycles Per Issued|Issue Slot|Compute \(SM\) Throughput|Memory Throughput|Waves Per SM|Stall|One or More|No Eligible|gmma|lts__t_bytes" "$OUT/ncu-$KERNEL-$SKIP.txt" | head -40
       ;;
     host-profile)
       rm -rf /tmp/cpuprof && mkdir -p /tmp/cpuprof
@@ -71,7 +87,7 @@ for what in "$@"; do
       fi
       ;;
     kernel-cost)
-      timeout 500 node dist/bench/kernel-cost.js --item "${ITEM:-sample}" --rounds "${ROUNDS:-3}" ${KERNELS:+--kernels "$KERNELS"} --out "$OUT/kernel-cost.json" 2> "$OUT/kernel-cost.err" | tee "$OUT/kernel-cost.md"
+      timeout 500 node dist/bench/kernel-cost.js --item "${ITEM:-sample}" --rounds "${ROUNDS:-3}" ${KERNELS:+--kernels "$KERNELS"} ${ENV:+--env "$ENV"} --out "$OUT/kernel-cost.json" 2> "$OUT/kernel-cost.err" | tee "$OUT/kernel-cost.md"
       ;;
     train-ab)
       # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)

@@ -8,18 +8,21 @@
  * kernel changes the numbers.
  *
  *   node dist/bench/kernel-cost.js [--item sample|train] [--rounds 3] [--kernels a,b] [--out k.json]
+ *   node dist/bench/kernel-cost.js --env NAME=v1,v2 [--item ...] [--rounds 3]
  *
  * Prints a table (kernel, the run's median, the doubled run's median, the difference) and writes it
- * as JSON. cuBLAS's kernels are not ours to launch twice and are not listed.
+ * as JSON. cuBLAS's kernels are not ours to launch twice and are not listed. `--env` times settings
+ * of one environment switch instead (say MOE_DIFFUSEQ_PDL=0), each against the run
+ * without it, in the same alternated rounds.
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Batch-1 sampling's own kernels that are not matrix products, largest first (v17 profile). */
+/** Batch-1 sampling's own kernels, largest first (v17 profile). */
 const SAMPLE_KERNELS = [
-  'grouped_wgmma64_nt_bf16',
+  'grouped_wgmma_nt_bf16',
   'attn_fwd_wgmma',
   'layernorm_bf16_vec',
   'score_argmax_wgmma',
@@ -48,10 +51,34 @@ const TRAIN_KERNELS = [
 
 /** One kernel's row: milliseconds of the run as it is and with the kernel doubled (medians). */
 export interface KernelCost {
+  /** The kernel's name, or NAME=value for an `--env` setting. */
   kernel: string;
   baseMs: number;
   doubledMs: number;
   addedMs: number;
+}
+
+/** One timed variant of the run: its row's label and the environment it runs under. */
+export interface Variant {
+  label: string;
+  env: Record<string, string>;
+}
+
+/**
+ * The variants a command line asks for: `--env NAME=v1,v2` gives one per value of NAME; else one
+ * per kernel of `kernels` (the item's defaults when absent), launched twice.
+ */
+export function variants(kernels: string | undefined, env: string | undefined, defaults: readonly string[]): Variant[] {
+  if (env !== undefined) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.+)$/.exec(env);
+    if (!m) throw new Error(`--env ${env}: expected NAME=value,value`);
+    const values = m[2]!.split(',').map((v) => v.trim()).filter(Boolean);
+    if (values.length === 0) throw new Error(`--env ${env}: no values`);
+    return values.map((v) => ({ label: `${m[1]}=${v}`, env: { [m[1]!]: v } }));
+  }
+  const names = (kernels?.split(',') ?? defaults).map((k) => k.trim()).filter(Boolean);
+  if (names.length === 0) throw new Error(`--kernels ${kernels}: no kernel names`);
+  return names.map((k) => ({ label: k, env: { MOE_DIFFUSEQ_REPEAT_KERNELS: k } }));
 }
 
 /** The median of a non-empty list. */
@@ -81,6 +108,8 @@ What each kernel adds to the wall time: each run timed with the kernel launched 
   --item     sample (batch-1 sampling of base, default) or train (a base 16 x 2048 step)
   --rounds   rounds of every kernel and the plain run (default 3)
   --kernels  comma-separated kernel names (default: the item's own kernels, largest first)
+  --env      NAME=v1,v2: time these settings of an environment switch instead (the run without it
+             is the plain run), e.g. MOE_DIFFUSEQ_PDL=0
   --out      the JSON file (default kernel-cost.json)
 `);
     return;
@@ -89,33 +118,37 @@ What each kernel adds to the wall time: each run timed with the kernel launched 
   if (item !== 'sample' && item !== 'train') throw new Error(`--item ${item}: expected sample or train`);
   const rounds = Number(flag('--rounds') ?? 3);
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds ${flag('--rounds')}: expected a positive integer`);
-  const kernels = (flag('--kernels')?.split(',').filter(Boolean) ?? (item === 'sample' ? SAMPLE_KERNELS : TRAIN_KERNELS)).map((k) => k.trim());
+  const vs = variants(flag('--kernels'), flag('--env'), item === 'sample' ? SAMPLE_KERNELS : TRAIN_KERNELS);
   const out = flag('--out') ?? 'kernel-cost.json';
   const gpu = join(dirname(fileURLToPath(import.meta.url)), 'gpu.js');
   const benchArgs = item === 'sample' ? ['--items', 'sample', '--batches', '1'] : ['--items', 'train', '--shape', '16x2048'];
-  const run = (repeat: string): number => {
-    const env = { ...process.env, MOE_DIFFUSEQ_REPEAT_KERNELS: repeat };
+  const run = (v: Variant | null): number => {
+    const env = { ...process.env, ...(v?.env ?? {}) };
     const r = spawnSync(process.execPath, [gpu, ...benchArgs, '--configs', 'base', '--peer', 'none', '--out', join(dirname(resolve(out)), '.kernel-cost-run.json')], { env, encoding: 'utf8' });
-    const ms = parseMs(`${r.stdout}\n${r.stderr}`, item);
-    if (ms === null) throw new Error(`bench:gpu gave no ${item} figure (repeat '${repeat}', exit ${r.status}):\n${r.stdout}\n${r.stderr}`);
+    const text = `${r.stdout}\n${r.stderr}`;
+    const ms = parseMs(text, item);
+    if (ms === null) throw new Error(`bench:gpu gave no ${item} figure (${v?.label ?? 'plain'}, exit ${r.status}):\n${r.stdout}\n${r.stderr}`);
+    // a kernel the run never launches would read as free: say so instead of giving its row
+    const never = /MOE_DIFFUSEQ_REPEAT_KERNELS: kernel (\S+) was never launched/.exec(text);
+    if (never) throw new Error(`${never[1]} is not launched by the ${item} run: no figure for it`);
     return ms;
   };
   const base: number[] = [];
-  const doubled = new Map<string, number[]>(kernels.map((k) => [k, []]));
+  const timed = new Map<string, number[]>(vs.map((v) => [v.label, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const k of kernels) {
-      base.push(run(''));
-      doubled.get(k)!.push(run(k));
-      process.stderr.write(`round ${round + 1}/${rounds}: ${k} ${doubled.get(k)!.at(-1)!.toFixed(2)} ms (plain ${base.at(-1)!.toFixed(2)})\n`);
+    for (const v of vs) {
+      base.push(run(null));
+      timed.get(v.label)!.push(run(v));
+      process.stderr.write(`round ${round + 1}/${rounds}: ${v.label} ${timed.get(v.label)!.at(-1)!.toFixed(2)} ms (plain ${base.at(-1)!.toFixed(2)})\n`);
     }
   }
   const b = median(base);
-  const rows: KernelCost[] = kernels.map((k) => {
-    const d = median(doubled.get(k)!);
-    return { kernel: k, baseMs: b, doubledMs: d, addedMs: d - b };
+  const rows: KernelCost[] = vs.map((v) => {
+    const d = median(timed.get(v.label)!);
+    return { kernel: v.label, baseMs: b, doubledMs: d, addedMs: d - b };
   });
   rows.sort((x, y) => y.addedMs - x.addedMs);
-  const lines = [`| kernel (${item}, ${rounds} rounds) | plain ms | doubled ms | added ms |`, '|---|---|---|---|'];
+  const lines = [`| ${flag('--env') ? 'setting' : 'kernel'} (${item}, ${rounds} rounds) | plain ms | ${flag('--env') ? 'with it' : 'doubled'} ms | added ms |`, '|---|---|---|---|'];
   for (const r of rows) lines.push(`| ${r.kernel} | ${r.baseMs.toFixed(2)} | ${r.doubledMs.toFixed(2)} | ${r.addedMs.toFixed(2)} |`);
   process.stdout.write(`${lines.join('\n')}\n`);
   writeFileSync(out, `${JSON.stringify({ item, rounds, plainRuns: base, rows }, null, 2)}\n`);

@@ -1,7 +1,7 @@
 /** bench/kernel-cost.ts: reading bench:gpu's figures and the medians of the rounds. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { median, parseMs } from '../../bench/kernel-cost.js';
+import { median, parseMs, variants } from '../../bench/kernel-cost.js';
 
 test('kernel-cost reads the sampling run\'s and the training step\'s milliseconds from bench:gpu\'s output, and nothing else', () => {
   const sample = 'cuda:0 (NVIDIA H200)\nbase sample 16x2048, 10 denoiser calls: 224.4 ms (14.0 ms per document)\nbase sample 1x2048, 10 denoiser calls: 21.5 ms (21.5 ms per document)\n';
@@ -17,4 +17,19 @@ test('kernel-cost\'s median: the middle of an odd count, the mean of the middle 
   assert.equal(median([4, 1, 3, 2]), 2.5);
   assert.equal(median([7]), 7);
   assert.equal(median([22.0, 21.4, 21.8, 40.9, 21.3]), 21.8);
+});
+
+test('kernel-cost\'s variants: a kernel each, launched twice, or the values of one environment switch; malformed requests refused', () => {
+  assert.deepEqual(variants('a, b', undefined, ['x']), [
+    { label: 'a', env: { MOE_DIFFUSEQ_REPEAT_KERNELS: 'a' } },
+    { label: 'b', env: { MOE_DIFFUSEQ_REPEAT_KERNELS: 'b' } },
+  ]);
+  assert.deepEqual(variants(undefined, undefined, ['x', 'y']).map((v) => v.label), ['x', 'y'], 'the defaults without --kernels');
+  assert.deepEqual(variants('a', 'MOE_DIFFUSEQ_ATTN_SPLIT_TILES=4,16', ['x']), [
+    { label: 'MOE_DIFFUSEQ_ATTN_SPLIT_TILES=4', env: { MOE_DIFFUSEQ_ATTN_SPLIT_TILES: '4' } },
+    { label: 'MOE_DIFFUSEQ_ATTN_SPLIT_TILES=16', env: { MOE_DIFFUSEQ_ATTN_SPLIT_TILES: '16' } },
+  ], '--env wins over --kernels');
+  assert.throws(() => variants(undefined, 'NOVALUE', []), /NAME=value/);
+  assert.throws(() => variants(undefined, 'X=,', []), /no values/);
+  assert.throws(() => variants(' , ', undefined, ['x']), /no kernel names/);
 });

@@ -721,9 +721,12 @@ function sameChoice(label: string, o: Pair, x: Float64Array, table: Float64Array
   record(`${label} (near-ties resolved differently: ${ties})`, ties);
 }
 
-test('MOE_DIFFUSEQ_REPEAT_KERNELS launches the named kernels twice (a benchmark\'s marginal-cost probe), the others once', { skip }, () => {
-  const g = withEnv('MOE_DIFFUSEQ_REPEAT_KERNELS', 'axpby_x4, nonexistent_kernel', () => new CudaBackend());
+test('MOE_DIFFUSEQ_REPEAT_KERNELS launches the named kernels twice (a benchmark\'s marginal-cost probe), the others once; unknown names refused, names never launched reported', { skip }, () => {
+  assert.throws(() => withEnv('MOE_DIFFUSEQ_REPEAT_KERNELS', 'axpby_x4, nonexistent_kernel', () => new CudaBackend()), /no kernel is named 'nonexistent_kernel'/);
+  const g = withEnv('MOE_DIFFUSEQ_REPEAT_KERNELS', 'axpby_x4, adamw_x4', () => new CudaBackend());
   const plain = new CudaBackend();
+  const said: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
   try {
     for (const [be, times] of [[g, 2], [plain, 1]] as const) {
       // in place, y += x: axpby_x4 (8 aligned floats) run twice adds x twice
@@ -738,7 +741,13 @@ test('MOE_DIFFUSEQ_REPEAT_KERNELS launches the named kernels twice (a benchmark\
       assert.deepEqual([...be.toArray(y7)], [2, 3, 4, 5, 6, 7, 8], 'axpby_f32 once');
       for (const t of [y, x, y7, x7]) t.dispose();
     }
+    // adamw_x4 never ran: close() says so, and only of it
+    process.stderr.write = ((chunk: string | Uint8Array) => (said.push(String(chunk)), true)) as typeof process.stderr.write;
+    g.close();
+    process.stderr.write = write;
+    assert.deepEqual(said, ['MOE_DIFFUSEQ_REPEAT_KERNELS: kernel adamw_x4 was never launched\n']);
   } finally {
+    process.stderr.write = write;
     g.close();
     plain.close();
   }

@@ -346,6 +346,8 @@ export class CudaBackend implements Backend {
    * profiler's per-kernel durations do not give; the numbers of a repeated in-place kernel change).
    */
   private readonly repeat: ReadonlySet<string>;
+  /** The repeated kernels launched so far (close() names those never launched: a benchmark's figure for them would mean nothing). */
+  private readonly repeatSeen = new Set<string>();
   /** Device address of cuBLAS's workspace (0: none, cuBLAS's default pool). */
   private readonly cublasWorkspace: number;
   /** Operand precision of the matrix products (see CudaBackendOptions.matmul). */
@@ -382,6 +384,9 @@ export class CudaBackend implements Backend {
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
     this.launchTimes = opts.launchTimes ?? null;
     this.repeat = new Set((process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean));
+    for (const k of this.repeat) {
+      if (!FILE_OF.has(k)) throw new Error(`MOE_DIFFUSEQ_REPEAT_KERNELS: no kernel is named '${k}' (the names are those of KERNEL_FILES in src/backend/cuda/backend.ts)`);
+    }
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' || envAttention === 'mma' || envAttention === 'wgmma' ? envAttention : 'auto');
@@ -525,6 +530,7 @@ export class CudaBackend implements Backend {
       c.setUint32(20, 1, true);
       c.setUint32(24, sharedBytes, true);
     }
+    if (this.repeat.has(name)) this.repeatSeen.add(name);
     for (let n = this.repeat.has(name) ? 2 : 1; n > 0; n--) {
       if (this.pdl) this.driver.launchEx(f, name, this.pdl.config, this.argPtrs, () => `grid ${grid.join('x')}, block ${block.join('x')}, ${sharedBytes} B shared`);
       else this.driver.launch(f, name, { grid: [grid[0], grid[1], 1], block: [block[0], block[1], 1], sharedBytes }, this.stream, this.argPtrs);
@@ -736,6 +742,9 @@ export class CudaBackend implements Backend {
   }
   close(): void {
     if (this.closed) return;
+    for (const k of this.repeat) {
+      if (!this.repeatSeen.has(k)) process.stderr.write(`MOE_DIFFUSEQ_REPEAT_KERNELS: kernel ${k} was never launched\n`);
+    }
     try {
       this.driver.streamSynchronize(this.stream);
     } finally {
