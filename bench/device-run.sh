@@ -9,12 +9,16 @@
 #                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
 #                                             another step)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
+#   bash bench/device-run.sh ncu-trace        every launch of batch-1 sampling with its duration, in
+#                                             order (ncu-trace.csv.gz; ~40 s)
 #   KERNEL=k SKIP=n bash bench/device-run.sh ncu-kernel   Nsight Compute's sections for one launch
 #                                             of kernel k in batch-1 sampling (~30 s)
 #   bash bench/device-run.sh host-profile     the host's time in a base step (node --cpu-prof, summed
 #                                             by bench/cpuprof-sum.ts; SHAPE as for profile; ~30 s)
 #   bash bench/device-run.sh host-profile-sample  the same for sampling one 2048-token document
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
+#   bash bench/device-run.sh sample-ab        base sampling (BATCHES=1 for batch 1 alone), this build and
+#                                             dist-base alternately, ROUNDS (4) rounds, medians (~60 s)
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
 #                                             (bench/build-base.sh <ref>; carry "dist-base" too)
 #                                             alternately, twice each (~90 s)
@@ -58,6 +62,13 @@ for what in "$@"; do
       # a warm-up sampling run, then the profiled one: halve to one
       node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top 60 | tee "$OUT/profile-sample.txt"
       ;;
+    ncu-trace)
+      # every launch of batch-1 sampling (warm-up run, then the profiled one) with its duration, in
+      # launch order: which kernels a denoiser call runs between the big ones
+      timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+        node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > /tmp/trace.csv 2> "$OUT/ncu-trace.err"
+      gzip -c /tmp/trace.csv > "$OUT/ncu-trace.csv.gz"
+      ;;
     ncu-kernel)
       # one launch of KERNEL in batch-1 sampling (SKIP launches of it first: the warm-up run's
       # come first), Nsight Compute's full sections: where its time goes (stalls, occupancy, memory)
@@ -89,6 +100,17 @@ for what in "$@"; do
     kernel-cost)
       timeout 500 node dist/bench/kernel-cost.js --item "${ITEM:-sample}" --rounds "${ROUNDS:-3}" ${KERNELS:+--kernels "$KERNELS"} ${ENV:+--env "$ENV"} --out "$OUT/kernel-cost.json" 2> "$OUT/kernel-cost.err" | tee "$OUT/kernel-cost.md"
       ;;
+    sample-ab)
+      # batch-1 and batch-16 sampling, this build and dist-base alternately, ROUNDS (4) rounds
+      [ -d dist-base ] || { echo "sample-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
+      for round in $(seq 1 "${ROUNDS:-4}"); do
+        for build in dist dist-base; do
+          echo "== $build (round $round)" >> "$OUT/sample-ab.log"
+          timeout 100 node $build/bench/gpu.js --items sample ${BATCHES:+--batches "$BATCHES"} --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base sample" >> "$OUT/sample-ab.log"
+        done
+      done
+      node dist/bench/ab-sum.js "$OUT/sample-ab.log" | tee "$OUT/sample-ab.md"
+      ;;
     train-ab)
       # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)
       [ -d dist-base ] || { echo "train-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
@@ -98,6 +120,7 @@ for what in "$@"; do
           timeout 100 node $build/bench/gpu.js --items train --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base train" | tee -a "$OUT/train-ab.log"
         done
       done
+      node dist/bench/ab-sum.js "$OUT/train-ab.log" | tee "$OUT/train-ab.md"
       ;;
     *)
       echo "unknown step '$what' (tests, ops, profile, profile-sample, host-profile, host-profile-sample, bench, kernel-cost, train-ab)" >&2
