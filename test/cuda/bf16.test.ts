@@ -370,6 +370,65 @@ test('16-byte-vector elementwise kernels (GELU, its backward, bias + GELU epilog
   for (const t of [x8, x2, y8, y2, o8, o2, a, w, b, c0, c, pre, ref]) t.dispose();
 });
 
+test('16-byte-vector forms of addBroadcast, stridedCopy and activation (tanh, SiLU) give the generic kernels\' bits', { skip }, () => {
+  const times = new Map<string, [number, number]>();
+  const g = new CudaBackend({ launchTimes: times });
+  const bits = (t: Tensor) => toBf16Bits(Float32Array.from(g.toArray(t) as Float32Array));
+  const bf = (d: Float32Array, shape: number[]) => g.fromArray(d, shape, 'bfloat16');
+  const made: Tensor[] = [];
+  const keep = <T extends Tensor>(t: T): T => (made.push(t), t);
+  try {
+    // addBroadcast: x [P, Q, R] bf16 plus y broadcast over P or Q, y bf16 or float32; the exact
+    // reference is bf16(fround(x + y)), the generic kernel's double sum rounded twice
+    const [P, Q, R] = [3, 5, 24];
+    const xv = toBf16Bits(randn(P * Q * R, 3));
+    const x = keep(bf(fromBf16Bits(xv), [P, Q, R]));
+    for (const yShape of [[1, Q, R], [P, 1, R], [1, 1, R]] as [number, number, number][]) {
+      for (const ydt of ['bfloat16', 'float32'] as const) {
+        const yv = randn(yShape[0] * yShape[1] * yShape[2], 0.01);
+        const y = keep(g.fromArray(yv, yShape, ydt));
+        const yh = g.toArray(y);
+        const o = keep(g.empty([P, Q, R], 'bfloat16'));
+        g.addBroadcast(o, x, y, [P, Q, R], yShape);
+        const xf = fromBf16Bits(xv);
+        const want = toBf16Bits(Float32Array.from(xf, (v, i) => {
+          const p = Math.floor(i / (Q * R)), q = Math.floor(i / R) % Q, r = i % R;
+          const yo = (yShape[0] === 1 ? 0 : p) * yShape[1] * R + (yShape[1] === 1 ? 0 : q * R) + r;
+          return v + yh[yo]!;
+        }));
+        assert.deepEqual(bits(o), want, `addBroadcast y ${yShape.join('x')} ${ydt}`);
+      }
+    }
+    // stridedCopy: rows of a [4, 40] bf16 block into a [4, 56] one at column 16 (vectors), and the
+    // same at column 15 (the generic kernel): the copied elements' bits
+    const src = keep(bf(randn(4 * 40), [4, 40]));
+    const sb = bits(src);
+    for (const col of [16, 15]) {
+      const dst = keep(bf(new Float32Array(4 * 56).fill(7), [4, 56]));
+      g.stridedCopy(dst, src, { count: 4, length: 40, srcOffset: 0, srcStride: 40, dstOffset: col, dstStride: 56 });
+      const db = bits(dst);
+      for (let r = 0; r < 4; r++) {
+        assert.deepEqual(db.subarray(r * 56 + col, r * 56 + col + 40), sb.subarray(r * 40, r * 40 + 40), `stridedCopy at column ${col}, row ${r}`);
+        assert.ok(db.subarray(r * 56, r * 56 + col).every((b) => b === toBf16Bits([7])[0]), `stridedCopy at column ${col}: nothing written before row ${r}'s block`);
+      }
+    }
+    // activations: 4,096 elements take the vector kernel, the same plus two the generic one
+    const n = 4096;
+    const av = randn(n + 2, 3);
+    for (const kind of ['tanh', 'silu'] as const) {
+      const [x8, x2] = [keep(bf(av.subarray(0, n), [n])), keep(bf(av, [n + 2]))];
+      const [o8, o2] = [keep(g.empty([n], 'bfloat16')), keep(g.empty([n + 2], 'bfloat16'))];
+      g.activation(o8, x8, kind);
+      g.activation(o2, x2, kind);
+      assert.deepEqual(bits(o8), bits(o2).subarray(0, n), kind);
+    }
+    for (const k of ['add_broadcast_bf16x8', 'strided_copy_bf16x8', 'strided_copy_f32', 'activation_bf16x8', 'activation_f32']) assert.ok(times.has(k), `${k} ran`);
+  } finally {
+    for (const t of made) t.dispose();
+    g.close();
+  }
+});
+
 test('LayerNorm on rows held in registers (widths of whole 16-byte vectors up to 2,048) and the fused residual add, against the CPU and the unfused GPU path', { skip }, () => {
   // 768: the model's width; 776: 97 vectors (lanes with and without a third); 2048: the widest;
   // 2056: one vector too wide (the warp kernels); 40 rows: blocks of 4 rows and a grid stride
@@ -640,6 +699,56 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     }
   } finally {
     for (const be of [mma, wgmma, wgmma64, cublas]) be.close();
+  }
+});
+
+test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) gives the computed GELU\'s bits (mma) for every normal bf16 pre-activation', { skip }, () => {
+  const times = new Map<string, [number, number]>();
+  const wgmmaWith = (rows64: string) => withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', rows64, () => new CudaBackend({ grouped: 'wgmma', launchTimes: times }));
+  const [wgmma, wgmma64, mma] = [wgmmaWith('0'), wgmmaWith('1000000000'), new CudaBackend({ grouped: 'mma' })];
+  try {
+    // one expert, K = 8: row m of x is the m-th unit vector, so out[m][n] = gelu(w[n][m]) with the
+    // product exact; w holds every bf16 of exponent 1 .. 254 (65,024 values: no zeros, subnormals,
+    // infinities or NaNs, which a product with zeros could turn into others), 8,128 columns of 8
+    const vals = new Uint16Array(65024);
+    let i = 0;
+    for (let sign = 0; sign < 2; sign++) for (let ex = 1; ex <= 254; ex++) for (let m = 0; m < 128; m++) vals[i++] = (sign << 15) | (ex << 7) | m;
+    const [K, N] = [8, vals.length / 8];
+    const wv = fromBf16Bits(vals); // w[n][k] = vals[n K + k]
+    const xv = new Float32Array(K * K).map((_, j) => (j % (K + 1) === 0 ? 1 : 0));
+    const run = (be: CudaBackend, keepPre: boolean) => {
+      const x = be.fromArray(xv, [K, K], 'bfloat16');
+      const w = be.fromArray(wv, [1, N, K]);
+      const y = be.empty([K, N], 'bfloat16');
+      const pre = keepPre ? be.empty([K, N], 'bfloat16') : null;
+      be.groupedMatmul(y, x, w, null, [K], { gelu: { pre } });
+      const bits = toBf16Bits(Float32Array.from(be.toArray(y)));
+      const preBits = pre ? toBf16Bits(Float32Array.from(be.toArray(pre))) : null;
+      for (const t of [x, w, y, pre]) t?.dispose();
+      return { bits, preBits };
+    };
+    for (const keepPre of [true, false]) {
+      const want = run(mma, keepPre);
+      if (want.preBits) {
+        // the pre-activations are the table's inputs: out[m][n] over w[n][m]
+        const ok = want.preBits.every((b, j) => b === vals[(j % N) * K + Math.floor(j / N)]);
+        assert.ok(ok, 'the one-hot product gives w exactly');
+      }
+      for (const [kind, be] of [['wgmma', wgmma], ['wgmma64', wgmma64]] as const) {
+        times.clear();
+        const got = run(be, keepPre);
+        if (be.arch === 90) {
+          assert.ok(times.has(kind === 'wgmma' ? 'grouped_wgmma_nt_bf16' : 'grouped_wgmma64_nt_bf16'), `${kind} ran`);
+          // each backend makes its table at its first GELU epilogue (the first round), and only then
+          assert.equal(times.has('gelu_table_bf16'), keepPre, `${kind}: the table made ${keepPre ? 'now' : 'before, once'}`);
+        }
+        let diff = 0;
+        for (let j = 0; j < got.bits.length; j++) if (got.bits[j] !== want.bits[j]) diff++;
+        assert.equal(diff, 0, `${kind} (pre kept ${keepPre}): ${diff} of ${got.bits.length} GELU outputs differ from the computed ones`);
+      }
+    }
+  } finally {
+    for (const be of [wgmma, wgmma64, mma]) be.close();
   }
 });
 

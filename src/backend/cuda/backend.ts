@@ -144,7 +144,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 /** Which source file holds each kernel (compiled together, on first use of any of them). */
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
-    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
+    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'gelu_table_bf16', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
     'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
     'gelu_bf16x2', 'bias_act_bf16x8', 'gelu_bf16x8', 'gelu_backward_bf16x8',
   ],
@@ -367,8 +367,16 @@ export class CudaBackend implements Backend {
   // addresses that cuLaunchKernel takes (the driver copies the values at launch, so one buffer serves)
   private readonly argMem: bigint;
   private readonly argPtrs: bigint;
+  /**
+   * `#define` lines put before every kernel source (MOE_DIFFUSEQ_DEFINES=NAME=V,NAME: a benchmark's
+   * what-if variants, such as WHATIF_NO_GELU, which time a kernel without one of its parts and give
+   * wrong numbers; empty normally).
+   */
+  private readonly defines: string;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
+  /** Device address of gelu_table_bf16's table (0 until geluTable() makes it). */
+  private geluTab = 0;
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
   private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
@@ -387,6 +395,7 @@ export class CudaBackend implements Backend {
     for (const k of this.repeat) {
       if (!FILE_OF.has(k)) throw new Error(`MOE_DIFFUSEQ_REPEAT_KERNELS: no kernel is named '${k}' (the names are those of KERNEL_FILES in src/backend/cuda/backend.ts)`);
     }
+    this.defines = definesOf(process.env['MOE_DIFFUSEQ_DEFINES'] ?? '');
     this.matmulPrecision = opts.matmul ?? (process.env['MOE_DIFFUSEQ_MATMUL'] === 'bf16' ? 'bfloat16' : 'float32');
     const envAttention = process.env['MOE_DIFFUSEQ_ATTENTION'];
     this.attentionKernel = opts.attention ?? (envAttention === 'rows' || envAttention === 'tiled' || envAttention === 'mma' || envAttention === 'wgmma' ? envAttention : 'auto');
@@ -470,7 +479,7 @@ export class CudaBackend implements Backend {
     if (!file) throw new DeviceError(`no CUDA kernel named ${name}`);
     let mod = this.modules.get(file);
     if (mod === undefined) {
-      const img = this.nvrtc.compile(file, kernelSource(file), this.arch, SM90A_FILES.has(file) && this.arch === 90 ? 'a' : '');
+      const img = this.nvrtc.compile(file, this.defines + kernelSource(file), this.arch, SM90A_FILES.has(file) && this.arch === 90 ? 'a' : '');
       const image = img.format === 'ptx' ? Buffer.concat([img.image, Buffer.from([0])]) : img.image;
       mod = this.driver.moduleLoadData(image, `${file} (${img.format} for sm_${this.arch}${img.cached ? ', cached' : ''})`);
       this.modules.set(file, mod);
@@ -480,6 +489,19 @@ export class CudaBackend implements Backend {
     return f;
   }
 
+  /**
+   * gelu_table_bf16's table (GELU of every bf16, 128 KiB, made at the first call and kept until
+   * close()), or 0 inside a recording that finds none yet: the kernels then compute GELU, which
+   * gives the same bits, rather than allocate while a graph is captured.
+   */
+  private geluTable(): number {
+    if (this.geluTab === 0 && !this.recording) {
+      const tab = this.driver.memAlloc(65536 * 2);
+      this.launch('gelu_table_bf16', 128, 256, [A(tab)]);
+      this.geluTab = tab;
+    }
+    return this.geluTab;
+  }
   /** Launches kernel `name` on the backend's stream. */
   private launch(name: string, grid: number, block: number, args: readonly Arg[], sharedBytes = 0): void {
     this.launch2(name, [grid, 1], [block, 1], args, sharedBytes);
@@ -757,6 +779,7 @@ export class CudaBackend implements Backend {
       }
       this.cublas.destroy();
       if (this.cublasWorkspace) this.driver.memFree(this.cublasWorkspace);
+      if (this.geluTab) this.driver.memFree(this.geluTab);
       for (const m of this.modules.values()) this.driver.moduleUnload(m);
       this.modules.clear();
       this.functions.clear();
@@ -813,7 +836,12 @@ export class CudaBackend implements Backend {
     expectSize(op, 'x', x, Pd * Q * R);
     expectSize(op, 'out', out, Pd * Q * R);
     expectSize(op, 'y', y, yShape[0] * yShape[1] * yShape[2]);
-    this.launchN('add_broadcast_f32', Pd * Q * R, [P(cu(op, out)), P(cu(op, x)), P(cu(op, y)), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), BFM(out, x, y)]);
+    const [o, a, b] = [cu(op, out), cu(op, x), cu(op, y)];
+    if (R % 8 === 0 && bf16Vectors(Pd * Q * R, o, a) && b.ptr % 16 === 0) {
+      this.launchN('add_broadcast_bf16x8', (Pd * Q * R) / 8, [P(o), P(a), P(b), I(Pd), I(Q), I(R / 8), B(yShape[0] === 1), B(yShape[1] === 1), B(b.dtype === 'bfloat16')]);
+      return;
+    }
+    this.launchN('add_broadcast_f32', Pd * Q * R, [P(o), P(a), P(b), L(Pd), L(Q), L(R), B(yShape[0] === 1), B(yShape[1] === 1), BFM(out, x, y)]);
   }
   reduceBroadcast(dy: Tensor, dout: Tensor, dims: readonly [number, number, number], yShape: readonly [number, number, number], accumulate: boolean): void {
     const op = 'reduceBroadcast';
@@ -843,7 +871,13 @@ export class CudaBackend implements Backend {
     const bfArg: Arg[] = sfx === 'f32' ? [BFM(d, s)] : [];
     const acc = !!p.accumulate;
     if (count === 1 || p.dstStride >= length) {
-      // destination blocks are disjoint: every element in parallel
+      // destination blocks are disjoint: every element in parallel (bf16 in whole 16-byte vectors
+      // when everything lines up)
+      const v8 = [length, p.srcOffset, p.srcStride, p.dstOffset, p.dstStride].every((n) => n % 8 === 0);
+      if (!acc && v8 && bf16Vectors(count * length, d, s) && Math.max(srcEnd, dstEnd) < 2 ** 31) {
+        this.launchN('strided_copy_bf16x8', (count * length) / 8, [P(d), P(s), I(count), I(length / 8), I(p.srcOffset / 8), I(p.srcStride / 8), I(p.dstOffset / 8), I(p.dstStride / 8)]);
+        return;
+      }
       this.launchN(`strided_copy_${sfx}`, count * length, [P(d), P(s), L(count), L(length), L(p.srcOffset), L(p.srcStride), L(p.dstOffset), L(p.dstStride), B(acc), ...bfArg]);
     } else if (p.dstStride === 0 && acc) {
       // every block adds into one row: one thread per element, blocks in order
@@ -1106,7 +1140,9 @@ export class CudaBackend implements Backend {
         : op === 'wgmma_nt' || op === 'wgmma_nn'
           ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
-      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags)], shared);
+      // the wgmma forward kernels take gelu_table_bf16's table for a GELU epilogue (0: computed)
+      const tab = op === 'wgmma_nt' && flags & 4 ? [A(this.geluTable())] : op === 'wgmma_nt' ? [A(0)] : [];
+      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
     } finally {
       offs.free();
     }
@@ -1231,6 +1267,10 @@ export class CudaBackend implements Backend {
     }
     if (kind === 'gelu' && bf16Pairs(x.size, 1, o, i)) {
       this.launchN('gelu_bf16x2', x.size / 2, [P(o), P(i), I(x.size / 2)]);
+      return;
+    }
+    if (bf16Vectors(x.size, o, i)) {
+      this.launchN('activation_bf16x8', x.size / 8, [P(o), P(i), I(x.size / 8), I(actKind(kind))]);
       return;
     }
     this.launchN('activation_f32', x.size, [P(o), P(i), L(x.size), I(actKind(kind)), BFM(out, x)]);
@@ -2256,6 +2296,23 @@ export class CudaRouting implements MoeRouting {
 /** bf16 tensors of whole 16-byte vectors (8 elements), 16-byte aligned, under 2^31 elements. */
 function bf16Vectors(size: number, ...ts: CudaTensor[]): boolean {
   return size % 8 === 0 && size < 2 ** 31 && ts.every((t) => t.dtype === 'bfloat16' && t.ptr % 16 === 0);
+}
+
+/**
+ * The `#define` lines of MOE_DIFFUSEQ_DEFINES ("NAME=V,NAME": each a C identifier, with an optional
+ * value of letters, digits, dots and minus signs); throws on anything else.
+ */
+export function definesOf(spec: string): string {
+  return spec
+    .split(',')
+    .map((d) => d.trim())
+    .filter(Boolean)
+    .map((d) => {
+      const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=([A-Za-z0-9_.-]+))?$/.exec(d);
+      if (!m) throw new Error(`MOE_DIFFUSEQ_DEFINES: '${d}' is not NAME or NAME=VALUE`);
+      return `#define ${m[1]}${m[2] !== undefined ? ` ${m[2]}` : ''}\n`;
+    })
+    .join('');
 }
 
 /**

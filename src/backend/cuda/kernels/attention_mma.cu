@@ -194,6 +194,9 @@ __device__ __forceinline__ AmBounds am_bounds(int i, int S, int end, int G, int 
 // S, against columns c0 + nt * 8 + (e & 1) of the other, valid below end. Without dilation a
 // column test is three comparisons against the row's bounds; with it, at_allowed per pair.
 __device__ __forceinline__ void am_mask(float s[8][4], int ra, int rb, int c0, int S, int end, int G, int w, int r) {
+#ifdef WHATIF_NO_MASK
+  return;  // a benchmark's what-if (MOE_DIFFUSEQ_DEFINES): the time without masks, wrong numbers
+#endif
   if (w < 0 || r == 1) {
     const AmBounds A = am_bounds(ra, S, end, G, w), B = am_bounds(rb, S, end, G, w);
 #pragma unroll
@@ -265,6 +268,10 @@ __device__ __forceinline__ AmPlace am_place(int S, int H, int dh, int blk) {
 // tile's 64 columns, masked) becomes the tile's unnormalised probabilities exp2(s sl2 - m); m, l and
 // the accumulators o are rescaled to the new running maxima. Shared by the mma and wgmma forwards.
 __device__ __forceinline__ void am_online_softmax(float s[8][4], float o[AM_DH / 8][4], float &m0, float &m1, float &l0, float &l1, float sl2) {
+#ifdef WHATIF_NO_SOFTMAX
+  l0 = l1 = 1.0f;
+  return;  // a benchmark's what-if (MOE_DIFFUSEQ_DEFINES): the time without the softmax, wrong numbers
+#endif
   float t0 = NEG_INF_F, t1 = NEG_INF_F;
 #pragma unroll
   for (int nt = 0; nt < 8; nt++) {

@@ -222,6 +222,14 @@ extern "C" __global__ void bias_act_bf16x2(u32 *c, int rows, int N, const void *
   }
 }
 
+// gelu_pair's table: entry v is GELU of the bf16 with bits v, rounded to bf16 as gelu_pair computes
+// it (so a lookup gives the computed pair's bits). 32,768 threads, a pair each.
+extern "C" __global__ void gelu_table_bf16(u32 *tab) {
+  pdl_entry();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < 32768) tab[i] = gelu_pair((u32)(2 * i) | ((u32)(2 * i + 1) << 16), nullptr);
+}
+
 // GELU of bfloat16 x into out (may alias) for an even size below 2^31, pairwise, in the float32
 // arithmetic of bias_act_bf16x2 (the recomputed expert activations of the backward then equal the
 // forward's to the bit).
@@ -298,5 +306,56 @@ extern "C" __global__ void gelu_backward_bf16x8(uint4 *dx, const uint4 *dy, cons
       for (int q = 0; q < 8; q++) g[q] = g[q] + xv[q];
     }
     dx[i] = pack8(g);
+  }
+}
+
+// ---- 16-byte-vector forms of the generic kernels above for bfloat16 activations ------------------
+// The same arithmetic per element (so the same bits), 8 elements a thread and 32-bit indices: the
+// generic kernels' per-element 64-bit index arithmetic made a 2,048 x 768 bf16 add or copy take
+// 11-15 us where its 6-9 MB of traffic take ~3 (batch-1 sampling's input and output layers, H200).
+
+// add_broadcast_f32 for bf16 out and x and a bf16 (yBf) or float32 y, R a multiple of 8 and 16-byte
+// aligned operands: sizes in units of 8 elements. x + y in float32 is (float)((double)x + (double)y):
+// both are float32 values, and rounding their exact sum through double first changes nothing.
+extern "C" __global__ void add_broadcast_bf16x8(uint4 *out, const uint4 *x, const void *y, int P, int Q, int R8, int yP1, int yQ1, int yBf) {
+  pdl_entry();
+  const int n8 = P * Q * R8;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+    const int p = i / (Q * R8), q = (i / R8) % Q, r = i % R8;
+    const int yo = (yP1 ? 0 : p) * (yQ1 ? 1 : Q) * R8 + (yQ1 ? 0 : q * R8) + r;
+    float a[8], b[8];
+    unpack8(a, x[i]);
+    if (yBf) {
+      unpack8(b, ((const uint4 *)y)[yo]);
+    } else {
+      const float4 lo = ((const float4 *)y)[2 * yo], hi = ((const float4 *)y)[2 * yo + 1];
+      b[0] = lo.x, b[1] = lo.y, b[2] = lo.z, b[3] = lo.w, b[4] = hi.x, b[5] = hi.y, b[6] = hi.z, b[7] = hi.w;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) a[k] = a[k] + b[k];
+    out[i] = pack8(a);
+  }
+}
+
+// strided_copy_f32 (no accumulation) for bf16 on both sides, everything in whole 16-byte vectors:
+// length, offsets and strides in units of 8 elements.
+extern "C" __global__ void strided_copy_bf16x8(uint4 *dst, const uint4 *src, int count, int len8, int srcOff8, int srcStride8, int dstOff8, int dstStride8) {
+  pdl_entry();
+  const int n8 = count * len8;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+    const int c = i / len8, j = i % len8;
+    dst[dstOff8 + c * dstStride8 + j] = src[srcOff8 + c * srcStride8 + j];
+  }
+}
+
+// activation_f32 for bf16 out and x (in double, as it): tanh, SiLU and the rest.
+extern "C" __global__ void activation_bf16x8(uint4 *out, const uint4 *x, int n8, int kind) {
+  pdl_entry();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+    float v[8];
+    unpack8(v, x[i]);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] = (float)act_d((double)v[k], kind);
+    out[i] = pack8(v);
   }
 }

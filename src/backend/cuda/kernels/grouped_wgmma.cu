@@ -171,7 +171,7 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
 // the pre-activation not stored (a forward without backward).
 template <int WG, bool NN = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
-                                      unsigned char *gw_dyn, float *gw_bias) {
+                                      unsigned char *gw_dyn, float *gw_bias, const bf16_t *geluTab = nullptr) {
   constexpr int BM = 64 * WG;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + GW_STAGES * BM * GW_BK * 2;
@@ -222,7 +222,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
         u32 out = pack_bf2(v0, v1);
         if (gelu) {
           if (keepPre) *(u32 *)(sP + row * PITCH + c * 2) = out;
-          out = pack_bf2(gelu_f(bf_lo(out)), gelu_f(bf_hi(out)));
+          out = gelu_pair(out, geluTab);
         }
         *(u32 *)(sC + row * PITCH + c * 2) = out;
       }
@@ -255,12 +255,13 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     }
   }
 }
+// geluTab: gelu_table_bf16's table for the GELU epilogue (null: computed; the same bits either way).
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
-                                                                       int Nc, const float *bias, void *pre, int flags) {
+                                                                       int Nc, const float *bias, void *pre, int flags, const bf16_t *geluTab) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
-  gw_nt<2>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
+  gw_nt<2>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
 }
 // The input gradient of the grouped product, C = A W_e per expert (W [E, Kr, Nc], bf16), as
 // grouped_gemm.cu's grouped_gemm_nn_bf16 (same arguments; flags & 1: bf16 C, else float32).
@@ -329,11 +330,11 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_tn_bf1
 // each): for few rows per expert (batch-1 sampling: 8 x ~516 rows made 480 tiles of 128 rows, the
 // fifth of each expert nearly empty, 1.8 waves at two blocks per SM).
 extern "C" __global__ void __launch_bounds__(128, 3) grouped_wgmma64_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc,
-                                                                        const float *bias, void *pre, int flags) {
+                                                                        const float *bias, void *pre, int flags, const bf16_t *geluTab) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
-  gw_nt<1>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias);
+  gw_nt<1>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
 }
 
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
