@@ -18,7 +18,8 @@
 #   bash bench/device-run.sh host-profile-sample  the same for sampling one 2048-token document
 #   bash bench/device-run.sh bench            bench:gpu with the PyTorch peer (~330 s)
 #   bash bench/device-run.sh sample-ab        base sampling (BATCHES=1 for batch 1 alone), this build and
-#                                             dist-base alternately, ROUNDS (4) rounds, medians (~60 s)
+#                                             dist-base alternately, ROUNDS (4) rounds, medians (~60 s);
+#                                             BUILDS="dist dist-x dist-base" for more builds (also train-ab)
 #   bash bench/device-run.sh train-ab         base training, this build (dist) and dist-base
 #                                             (bench/build-base.sh <ref>; carry "dist-base" too)
 #                                             alternately, twice each (~90 s)
@@ -104,7 +105,7 @@ for what in "$@"; do
       # batch-1 and batch-16 sampling, this build and dist-base alternately, ROUNDS (4) rounds
       [ -d dist-base ] || { echo "sample-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
       for round in $(seq 1 "${ROUNDS:-4}"); do
-        for build in dist dist-base; do
+        for build in ${BUILDS:-dist dist-base}; do
           echo "== $build (round $round)" >> "$OUT/sample-ab.log"
           timeout 100 node $build/bench/gpu.js --items sample ${BATCHES:+--batches "$BATCHES"} --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base sample" >> "$OUT/sample-ab.log"
         done
@@ -115,7 +116,7 @@ for what in "$@"; do
       # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)
       [ -d dist-base ] || { echo "train-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
       for round in 1 2; do
-        for build in dist dist-base; do
+        for build in ${BUILDS:-dist dist-base}; do
           echo "== $build (round $round)" | tee -a "$OUT/train-ab.log"
           timeout 100 node $build/bench/gpu.js --items train --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base train" | tee -a "$OUT/train-ab.log"
         done
