@@ -1,20 +1,23 @@
-# The device call for wip/v20-blind (patches in bench/wip/v20, on 408b453). Here, first:
-#   git checkout wip/v20-blind && node scripts/build.mjs          # dist: the branch's head
-#   bash bench/build-base.sh d77a6d7 dist-att                      # the 16-key attention step alone
-#   bash bench/build-base.sh 3c86a3a dist-grp                      # and the grouped warpgroup skip
-#   bash bench/build-base.sh main                                  # dist-base
-# then one call with carry [".device", "dist", "dist-att", "dist-grp", "dist-base"] (~300 s):
+# The device call for wip/v20-blind (patches in bench/wip/v20, on 408b453), from main's checkout.
+# Here, first:
+#   bash bench/build-base.sh wip/v20-blind dist-v20     # the branch's head (its tests included)
+#   bash bench/build-base.sh d77a6d7 dist-att           # the 16-key attention step alone
+#   bash bench/build-base.sh 3c86a3a dist-grp           # and the grouped warpgroup skip
+#   bash bench/build-base.sh main                       # dist-base
+#   node scripts/build.mjs                              # dist (main: device-run.sh's own tools)
+# then one call with carry [".device", "dist", "dist-v20", "dist-att", "dist-grp", "dist-base"]
+# (~300 s):
 #   bash bench/wip/v20-run.sh
-# 1. the bf16 GPU tests of the branch (the attention twins, the 16-key step's bit-identity test);
+# 1. the branch's bf16 GPU tests (the attention twins, the 16-key step's bit-identity test);
 # 2. the what-if bound: batch-1 sampling without the global keys' tile (WHATIF_SKIP_GLOBALS);
-# 3. batch-1 and batch-16 sampling, then training, the three builds and main alternated.
+# 3. batch-1 and batch-16 sampling, then training, the two builds and main alternated.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 source .device/setup.sh >/dev/null
-timeout 200 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|grouped|sampling with CUDA graphs|GELU epilogue" dist/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
+timeout 200 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|grouped|sampling with CUDA graphs|GELU epilogue" dist-v20/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
 grep -E "^# (tests|pass|fail)|^not ok" "$OUT/tests.log" | head -20
 grep -A25 "^not ok" "$OUT/tests.log" | head -60
-ENV=MOE_DIFFUSEQ_DEFINES=WHATIF_SKIP_GLOBALS OUT=$OUT bash bench/device-run.sh kernel-cost
+timeout 200 node dist-v20/bench/kernel-cost.js --env MOE_DIFFUSEQ_DEFINES=WHATIF_SKIP_GLOBALS --out "$OUT/whatif.json" 2> "$OUT/whatif.err" | tee "$OUT/whatif.md"
 ROUNDS=3 BUILDS="dist-att dist-grp dist-base" OUT=$OUT bash bench/device-run.sh sample-ab
 BUILDS="dist-att dist-grp dist-base" OUT=$OUT bash bench/device-run.sh train-ab | tail -6
