@@ -1,5 +1,6 @@
 # The device call for wip/v20-blind (patches in bench/wip/v20, on 408b453), from main's checkout.
-# Here, first:
+# (Without the branch: `git am` the patches on 408b453; d77a6d7 is then patch 0002's commit, 3c86a3a
+# patch 0003's.) Here, first:
 #   bash bench/build-base.sh wip/v20-blind dist-v20     # the branch's head (its tests included)
 #   bash bench/build-base.sh d77a6d7 dist-att           # the 16-key attention step alone
 #   bash bench/build-base.sh 3c86a3a dist-grp           # and the grouped warpgroup skip
