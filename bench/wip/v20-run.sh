@@ -12,12 +12,12 @@
 # 1. the branch's bf16 GPU tests (the attention twins, the 16-key step's bit-identity test);
 # 2. the what-if bound: batch-1 sampling without the global keys' tile (WHATIF_SKIP_GLOBALS);
 # 3. batch-1 and batch-16 sampling (the two attention / grouped builds and main), then training
-#    (the branch's head too: its vector activation backward) alternated.
+#    (the branch's head too: its vector activation backward and GELU tables) alternated.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 source .device/setup.sh >/dev/null
-timeout 200 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|16-byte-vector|grouped|sampling with CUDA graphs|GELU epilogue" dist-v20/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
+timeout 200 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|16-byte-vector|grouped|sampling with CUDA graphs|GELU epilogue|bf16 model|bf16 training" dist-v20/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
 grep -E "^# (tests|pass|fail)|^not ok" "$OUT/tests.log" | head -20
 grep -A25 "^not ok" "$OUT/tests.log" | head -60
 timeout 200 node dist-v20/bench/kernel-cost.js --env MOE_DIFFUSEQ_DEFINES=WHATIF_SKIP_GLOBALS --out "$OUT/whatif.json" 2> "$OUT/whatif.err" | tee "$OUT/whatif.md"
