@@ -7,7 +7,7 @@
 #   bash bench/build-base.sh main                       # dist-base
 #   node scripts/build.mjs                              # dist (main: device-run.sh's own tools)
 # then one call with carry [".device", "dist", "dist-v20", "dist-att", "dist-grp", "dist-base"]
-# (~300 s):
+# (~500 s; the device allows 600 a call):
 #   bash bench/wip/v20-run.sh
 # 1. the branch's bf16 GPU tests (the attention twins, the 16-key step's bit-identity test);
 # 2. the what-if bound: batch-1 sampling without the global keys' tile (WHATIF_SKIP_GLOBALS);
@@ -17,7 +17,7 @@ set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 source .device/setup.sh >/dev/null
-timeout 200 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|16-byte-vector|grouped|sampling with CUDA graphs|GELU epilogue|bf16 model|bf16 training" dist-v20/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
+timeout 280 node --test --test-concurrency=1 --test-name-pattern="attention|16-key|16-byte-vector|grouped|sampling with CUDA graphs|GELU epilogue|bf16 model|bf16 training" dist-v20/test/cuda/bf16.test.js > "$OUT/tests.log" 2>&1
 grep -E "^# (tests|pass|fail)|^not ok" "$OUT/tests.log" | head -20
 grep -A25 "^not ok" "$OUT/tests.log" | head -60
 timeout 200 node dist-v20/bench/kernel-cost.js --env MOE_DIFFUSEQ_DEFINES=WHATIF_SKIP_GLOBALS --out "$OUT/whatif.json" 2> "$OUT/whatif.err" | tee "$OUT/whatif.md"
