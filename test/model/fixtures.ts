@@ -2,6 +2,7 @@
 import { PhiloxStream } from '../../src/backend/philox.js';
 import { presetConfig, type ConfigOverrides, type ModelConfig } from '../../src/model/config.js';
 import type { LossBatch, LossNoise } from '../../src/diffusion/loss.js';
+import type { Backend, Tensor } from '../../src/backend/backend.js';
 
 /** A model small enough for float64 finite differences, every feature on. */
 export function microConfig(over: ConfigOverrides = {}): ModelConfig {
@@ -51,4 +52,16 @@ export function microNoise(cfg: ModelConfig, batch: LossBatch, seed = 6): LossNo
   const u = rng.uniform(B * N);
   for (let i = 0; i < B * N; i++) replaceMask[i] = cfg.absorbing && batch.inputMask[i] && u[i]! < 0.3 ? 1 : 0;
   return { t, eps0: rng.normal(B * N * cfg.embDim), eps: rng.normal(B * N * cfg.embDim), replaceMask, weights: Array.from({ length: B }, (_, b) => 0.5 + b * 0.25) };
+}
+
+/**
+ * A denoiser's input x_t and an upstream gradient dx0 for `cfg`, both [2, 6, embDim] float64
+ * standard normals of the backend's stream (seeds `seed` and `seed + 1`).
+ */
+export function microDenoiserInputs(be: Backend, cfg: ModelConfig, seed: number): { xt: Tensor; dx0: Tensor } {
+  const xt = be.empty([2, 6, cfg.embDim], 'float64');
+  be.randomNormal(xt, seed, 0);
+  const dx0 = be.empty([2, 6, cfg.embDim], 'float64');
+  be.randomNormal(dx0, seed + 1, 0);
+  return { xt, dx0 };
 }

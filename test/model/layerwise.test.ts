@@ -12,7 +12,7 @@ import type { Tensor } from '../../src/backend/backend.js';
 import { Model } from '../../src/model/model.js';
 import { diffusionLoss } from '../../src/diffusion/loss.js';
 import { LayerwiseCopy } from '../../src/model/params.js';
-import { microBatch, microConfig, microNoise } from './fixtures.js';
+import { microBatch, microConfig, microNoise, microDenoiserInputs } from './fixtures.js';
 
 /** The converted segments (a call, not the getter: assert.deepEqual would narrow the getter's type). */
 const liveOf = (c: LayerwiseCopy): string[] => c.live;
@@ -64,11 +64,7 @@ test('LayerwiseCopy as ForwardOptions.weights: forward and backward give the sam
     for (const recompute of [false, true]) {
       const cfg = microConfig();
       const m = Model.init(cfg, be, 4, 'float64');
-      const [B, N, e] = [2, 6, cfg.embDim];
-      const xt = be.empty([B, N, e], 'float64');
-      be.randomNormal(xt, 9, 0);
-      const dx0 = be.empty([B, N, e], 'float64');
-      be.randomNormal(dx0, 10, 0);
+      const { xt, dx0 } = microDenoiserInputs(be, cfg, 9);
       const run = (weights: LayerwiseCopy | null) => {
         m.params.zeroGrads();
         const cache = m.denoiser.forward(xt, [3, 17], { train: true, recompute, ...(weights ? { weights } : {}) });

@@ -9,7 +9,7 @@ import { CpuBackend } from '../../src/backend/cpu/backend.js';
 import { DTypeError, ConfigError } from '../../src/errors.js';
 import { Model, resolvePrecision } from '../../src/model/model.js';
 import { resolveTrainOptions } from '../../src/train/options.js';
-import { microConfig } from './fixtures.js';
+import { microConfig, microDenoiserInputs } from './fixtures.js';
 
 test('precision: auto is float32 on the CPU; bf16 and unknown names are refused clearly', () => {
   const be = new CpuBackend({ threads: 1 });
@@ -69,14 +69,10 @@ test('an inference forward (no pre-activations kept) gives the training-free for
   try {
     const cfg = microConfig();
     const m = Model.init(cfg, be, 5, 'float64');
-    const [B, N, e] = [2, 6, cfg.embDim];
-    const xt = be.empty([B, N, e], 'float64');
-    be.randomNormal(xt, 11, 0);
+    const { xt, dx0 } = microDenoiserInputs(be, cfg, 11);
     const full = m.denoiser.forward(xt, [4, 9], { train: false });
     const inf = m.denoiser.forward(xt, [4, 9], { train: false, inference: true });
     assert.deepEqual([...be.toArray(inf.x0)], [...be.toArray(full.x0)]);
-    const dx0 = be.empty([B, N, e], 'float64');
-    be.randomNormal(dx0, 12, 0);
     // refused before any gradient is accumulated (the head's would come first)
     const head = () => [...be.toArray(m.params.grad('output_down_proj.2.weight'))];
     const before = head();
@@ -93,11 +89,7 @@ test('keepExpertActivations: the forward\'s experts\' activation serves the back
   try {
     const cfg = microConfig();
     const m = Model.init(cfg, be, 6, 'float64');
-    const [B, N, e] = [2, 6, cfg.embDim];
-    const xt = be.empty([B, N, e], 'float64');
-    be.randomNormal(xt, 13, 0);
-    const dx0 = be.empty([B, N, e], 'float64');
-    be.randomNormal(dx0, 14, 0);
+    const { xt, dx0 } = microDenoiserInputs(be, cfg, 13);
     const run = (keep: boolean) => {
       m.params.zeroGrads();
       const live = be.memory().liveBytes;
