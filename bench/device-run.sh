@@ -37,6 +37,23 @@ source .device/setup.sh
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 ok=1
+# ab <name> <rounds> <bench:gpu arguments>: the builds in BUILDS (default: this one, dist, and
+# dist-base from bench/build-base.sh) side by side in one call, since the machines drift between
+# calls; each round runs every build once. Logs $OUT/<name>.log, prints the medians (ab-sum).
+ab() {
+  local name=$1 rounds=$2 build round
+  shift 2
+  for build in ${BUILDS:-dist dist-base}; do
+    [ -d "$build" ] || { echo "$name: no $build/ (bench/build-base.sh <ref> [dist-<name>], and carry it)" >&2; exit 2; }
+  done
+  for round in $(seq 1 "$rounds"); do
+    for build in ${BUILDS:-dist dist-base}; do
+      echo "== $build (round $round)" >> "$OUT/$name.log"
+      timeout 100 node "$build/bench/gpu.js" "$@" --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base " >> "$OUT/$name.log"
+    done
+  done
+  node dist/bench/ab-sum.js "$OUT/$name.log" | tee "$OUT/$name.md"
+}
 for what in "$@"; do
   case "$what" in
     tests)
@@ -102,29 +119,14 @@ for what in "$@"; do
       timeout 500 node dist/bench/kernel-cost.js --item "${ITEM:-sample}" --rounds "${ROUNDS:-3}" ${KERNELS:+--kernels "$KERNELS"} ${ENV:+--env "$ENV"} --out "$OUT/kernel-cost.json" 2> "$OUT/kernel-cost.err" | tee "$OUT/kernel-cost.md"
       ;;
     sample-ab)
-      # batch-1 and batch-16 sampling, this build and dist-base alternately, ROUNDS (4) rounds
-      [ -d dist-base ] || { echo "sample-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
-      for round in $(seq 1 "${ROUNDS:-4}"); do
-        for build in ${BUILDS:-dist dist-base}; do
-          echo "== $build (round $round)" >> "$OUT/sample-ab.log"
-          timeout 100 node $build/bench/gpu.js --items sample ${BATCHES:+--batches "$BATCHES"} --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base sample" >> "$OUT/sample-ab.log"
-        done
-      done
-      node dist/bench/ab-sum.js "$OUT/sample-ab.log" | tee "$OUT/sample-ab.md"
+      # batch-1 and batch-16 sampling (BATCHES=1: batch 1 alone), ROUNDS (4) rounds
+      ab sample-ab "${ROUNDS:-4}" --items sample ${BATCHES:+--batches "$BATCHES"}
       ;;
     train-ab)
-      # builds side by side in one call: the machines drift between calls (see bench/build-base.sh)
-      [ -d dist-base ] || { echo "train-ab: no dist-base/ (bench/build-base.sh <ref>, carry it)" >&2; exit 2; }
-      for round in 1 2; do
-        for build in ${BUILDS:-dist dist-base}; do
-          echo "== $build (round $round)" | tee -a "$OUT/train-ab.log"
-          timeout 100 node $build/bench/gpu.js --items train --configs base --peer none --out /tmp/ab.json 2>&1 | grep "^base train" | tee -a "$OUT/train-ab.log"
-        done
-      done
-      node dist/bench/ab-sum.js "$OUT/train-ab.log" | tee "$OUT/train-ab.md"
+      ab train-ab 2 --items train
       ;;
     *)
-      echo "unknown step '$what' (tests, ops, profile, profile-sample, host-profile, host-profile-sample, bench, kernel-cost, train-ab)" >&2
+      echo "unknown step '$what' (tests, ops, profile, profile-sample, ncu-trace, ncu-kernel, host-profile, host-profile-sample, bench, kernel-cost, sample-ab, train-ab)" >&2
       exit 2
       ;;
   esac
