@@ -1141,7 +1141,7 @@ export class CudaBackend implements Backend {
           ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
       // the wgmma forward kernels take gelu_table_bf16's table for a GELU epilogue (0: computed)
-      const tab = op === 'wgmma_nt' && flags & 4 ? [A(this.geluTable())] : op === 'wgmma_nt' ? [A(0)] : [];
+      const tab = op === 'wgmma_nt' ? [A(flags & 4 ? this.geluTable() : 0)] : [];
       this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
     } finally {
       offs.free();
