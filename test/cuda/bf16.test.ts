@@ -370,7 +370,7 @@ test('16-byte-vector elementwise kernels (GELU, its backward, bias + GELU epilog
   for (const t of [x8, x2, y8, y2, o8, o2, a, w, b, c0, c, pre, ref]) t.dispose();
 });
 
-test('16-byte-vector forms of addBroadcast, stridedCopy and activation (tanh, SiLU) give the generic kernels\' bits', { skip }, () => {
+test('16-byte-vector forms of addBroadcast, stridedCopy, activation and its backward (tanh, SiLU) give the generic kernels\' bits', { skip }, () => {
   const times = new Map<string, [number, number]>();
   const g = new CudaBackend({ launchTimes: times });
   const bits = (t: Tensor) => toBf16Bits(Float32Array.from(g.toArray(t) as Float32Array));
@@ -421,8 +421,18 @@ test('16-byte-vector forms of addBroadcast, stridedCopy and activation (tanh, Si
       g.activation(o8, x8, kind);
       g.activation(o2, x2, kind);
       assert.deepEqual(bits(o8), bits(o2).subarray(0, n), kind);
+      // the backward, written fresh and accumulated into what the forward left
+      const gv = randn(n + 2);
+      const [g8, g2] = [keep(bf(gv.subarray(0, n), [n])), keep(bf(gv, [n + 2]))];
+      for (const acc of [false, true]) {
+        g.activationBackward(o8, g8, x8, kind, acc);
+        g.activationBackward(o2, g2, x2, kind, acc);
+        assert.deepEqual(bits(o8), bits(o2).subarray(0, n), `${kind} backward (accumulate ${acc})`);
+      }
     }
-    for (const k of ['add_broadcast_bf16x8', 'strided_copy_bf16x8', 'strided_copy_f32', 'activation_bf16x8', 'activation_f32']) assert.ok(times.has(k), `${k} ran`);
+    for (const k of ['add_broadcast_bf16x8', 'strided_copy_bf16x8', 'strided_copy_f32', 'activation_bf16x8', 'activation_f32', 'activation_backward_bf16x8', 'activation_backward_f32']) {
+      assert.ok(times.has(k), `${k} ran`);
+    }
   } finally {
     for (const t of made) t.dispose();
     g.close();

@@ -144,7 +144,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 /** Which source file holds each kernel (compiled together, on first use of any of them). */
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
-    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'gelu_table_bf16', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
+    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'activation_backward_bf16x8', 'gelu_table_bf16', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
     'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
     'gelu_bf16x2', 'bias_act_bf16x8', 'gelu_bf16x8', 'gelu_backward_bf16x8',
   ],
@@ -1286,6 +1286,10 @@ export class CudaBackend implements Backend {
     }
     if (kind === 'gelu' && bf16Pairs(x.size, 1, a, b, c)) {
       this.launchN('gelu_backward_bf16x2', x.size / 2, [P(a), P(b), P(c), I(x.size / 2), B(accumulate)]);
+      return;
+    }
+    if (bf16Vectors(x.size, a, b, c)) {
+      this.launchN('activation_backward_bf16x8', x.size / 8, [P(a), P(b), P(c), I(x.size / 8), I(actKind(kind)), B(accumulate)]);
       return;
     }
     this.launchN('activation_backward_f32', x.size, [P(a), P(b), P(c), L(x.size), I(actKind(kind)), B(accumulate), BFM(dx, dy, x)]);

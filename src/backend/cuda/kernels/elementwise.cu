@@ -359,3 +359,21 @@ extern "C" __global__ void activation_bf16x8(uint4 *out, const uint4 *x, int n8,
     out[i] = pack8(v);
   }
 }
+
+// activation_backward_f32 for bf16 dx, dy and x (in double, as it): dx (+)= act'(x) dy. dx may
+// alias dy (each thread reads its vector of both before writing it).
+extern "C" __global__ void activation_backward_bf16x8(uint4 *dx, const uint4 *dy, const uint4 *x, int n8, int kind, int accumulate) {
+  pdl_entry();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+    float xv[8], g[8], o[8];
+    unpack8(xv, x[i]);
+    unpack8(g, dy[i]);
+    if (accumulate) unpack8(o, dx[i]);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const double v = act_grad_d((double)xv[k], kind) * (double)g[k];
+      g[k] = accumulate ? (float)((double)o[k] + v) : (float)v;
+    }
+    dx[i] = pack8(g);
+  }
+}
