@@ -144,7 +144,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 /** Which source file holds each kernel (compiled together, on first use of any of them). */
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
-    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'activation_backward_bf16x8', 'gelu_table_bf16', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
+    'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'activation_backward_bf16x8', 'gelu_table_bf16', 'gelu_grad_table_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
     'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
     'gelu_bf16x2', 'bias_act_bf16x8', 'gelu_bf16x8', 'gelu_backward_bf16x8',
   ],
@@ -377,6 +377,8 @@ export class CudaBackend implements Backend {
   private readonly wgmma64Rows: number;
   /** Device address of gelu_table_bf16's table (0 until geluTable() makes it). */
   private geluTab = 0;
+  /** Device address of gelu_grad_table_f32's table (0 until geluGradTable() makes it). */
+  private geluGradTab = 0;
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
   private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
@@ -501,6 +503,15 @@ export class CudaBackend implements Backend {
       this.geluTab = tab;
     }
     return this.geluTab;
+  }
+  /** gelu_grad_table_f32's table (256 KiB), made and kept as geluTable()'s, 0 likewise. */
+  private geluGradTable(): number {
+    if (this.geluGradTab === 0 && !this.recording) {
+      const tab = this.driver.memAlloc(65536 * 4);
+      this.launch('gelu_grad_table_f32', 256, 256, [A(tab)]);
+      this.geluGradTab = tab;
+    }
+    return this.geluGradTab;
   }
   /** Launches kernel `name` on the backend's stream. */
   private launch(name: string, grid: number, block: number, args: readonly Arg[], sharedBytes = 0): void {
@@ -780,6 +791,7 @@ export class CudaBackend implements Backend {
       this.cublas.destroy();
       if (this.cublasWorkspace) this.driver.memFree(this.cublasWorkspace);
       if (this.geluTab) this.driver.memFree(this.geluTab);
+      if (this.geluGradTab) this.driver.memFree(this.geluGradTab);
       for (const m of this.modules.values()) this.driver.moduleUnload(m);
       this.modules.clear();
       this.functions.clear();
@@ -1172,7 +1184,7 @@ export class CudaBackend implements Backend {
     // hasBias: 0 none, 1 float32, 2 bfloat16
     const hb = I(bias === 0 ? 0 : bias16 ? 2 : 1);
     if (bf && N % 8 === 0 && rows * N < 2 ** 31 && c % 16 === 0 && pre % 16 === 0) {
-      this.launchN('bias_act_bf16x8', (rows * N) / 8, [A(c), I(rows), I(N), A(bias), hb, A(pre), B(pre !== 0)]);
+      this.launchN('bias_act_bf16x8', (rows * N) / 8, [A(c), I(rows), I(N), A(bias), hb, A(pre), B(pre !== 0), A(pre !== 0 ? this.geluTable() : 0)]);
       return;
     }
     if (bf && N % 2 === 0 && rows * N < 2 ** 31 && c % 4 === 0 && pre % 4 === 0) {
@@ -1262,7 +1274,7 @@ export class CudaBackend implements Backend {
     sameSize(op, out, x);
     const [o, i] = [cu(op, out), cu(op, x)];
     if (kind === 'gelu' && bf16Vectors(x.size, o, i)) {
-      this.launchN('gelu_bf16x8', x.size / 8, [P(o), P(i), I(x.size / 8)]);
+      this.launchN('gelu_bf16x8', x.size / 8, [P(o), P(i), I(x.size / 8), A(this.geluTable())]);
       return;
     }
     if (kind === 'gelu' && bf16Pairs(x.size, 1, o, i)) {
@@ -1281,7 +1293,7 @@ export class CudaBackend implements Backend {
     sameSize(op, dx, dy, x);
     const [a, b, c] = [cu(op, dx), cu(op, dy), cu(op, x)];
     if (kind === 'gelu' && bf16Vectors(x.size, a, b, c)) {
-      this.launchN('gelu_backward_bf16x8', x.size / 8, [P(a), P(b), P(c), I(x.size / 8), B(accumulate)]);
+      this.launchN('gelu_backward_bf16x8', x.size / 8, [P(a), P(b), P(c), I(x.size / 8), B(accumulate), A(this.geluGradTable())]);
       return;
     }
     if (kind === 'gelu' && bf16Pairs(x.size, 1, a, b, c)) {

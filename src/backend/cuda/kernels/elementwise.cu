@@ -230,6 +230,14 @@ extern "C" __global__ void gelu_table_bf16(u32 *tab) {
   if (i < 32768) tab[i] = gelu_pair((u32)(2 * i) | ((u32)(2 * i + 1) << 16), nullptr);
 }
 
+// gelu_grad_f of every bf16 (entry v: the bf16 with bits v), for the GELU backward's lookups: the
+// same float the kernels compute, so the same products. 65,536 threads.
+extern "C" __global__ void gelu_grad_table_f32(float *tab) {
+  pdl_entry();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < 65536) tab[i] = gelu_grad_f(bf2f((bf16_t)i));
+}
+
 // GELU of bfloat16 x into out (may alias) for an even size below 2^31, pairwise, in the float32
 // arithmetic of bias_act_bf16x2 (the recomputed expert activations of the backward then equal the
 // forward's to the bit).
@@ -261,7 +269,11 @@ extern "C" __global__ void gelu_backward_bf16x2(u32 *dx, const u32 *dy, const u3
 // 16-byte aligned), same arithmetic per element. The pairwise forms moved 4 bytes per load and
 // reached about half of the card's bandwidth (GELU backward: 220 us for 100M elements of three
 // streams, against 125 us of traffic).
-extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const void *bias, int hasBias, uint4 *pre, int hasPre) {
+// The three take gelu_table_bf16's and gelu_grad_table_f32's tables (null: computed; the same
+// results for every bf16 but NaNs: a lookup per element instead of erff, and expf for the backward,
+// where the backward's 7 GB of a 16 x 2048 step's traffic was not all it waited on).
+__device__ __forceinline__ bf16_t bf16_bits(float v) { return (bf16_t)(__float_as_uint(v) >> 16); }
+extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const void *bias, int hasBias, uint4 *pre, int hasPre, const bf16_t *tab) {
   pdl_entry();
   const int per = N >> 3, n = rows * per;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -276,30 +288,45 @@ extern "C" __global__ void bias_act_bf16x8(uint4 *c, int rows, int N, const void
       const uint4 p = pack8(v);
       pre[i] = p;
       unpack8(v, p);
+      if (tab) {
 #pragma unroll
-      for (int q = 0; q < 8; q++) v[q] = gelu_f(v[q]);
+        for (int q = 0; q < 8; q++) v[q] = bf2f(__ldg(tab + bf16_bits(v[q])));
+      } else {
+#pragma unroll
+        for (int q = 0; q < 8; q++) v[q] = gelu_f(v[q]);
+      }
     }
     c[i] = pack8(v);
   }
 }
-extern "C" __global__ void gelu_bf16x8(uint4 *out, const uint4 *x, int n8) {
+extern "C" __global__ void gelu_bf16x8(uint4 *out, const uint4 *x, int n8, const bf16_t *tab) {
   pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
     float v[8];
     unpack8(v, x[i]);
+    if (tab) {
 #pragma unroll
-    for (int q = 0; q < 8; q++) v[q] = gelu_f(v[q]);
+      for (int q = 0; q < 8; q++) v[q] = bf2f(__ldg(tab + bf16_bits(v[q])));
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; q++) v[q] = gelu_f(v[q]);
+    }
     out[i] = pack8(v);
   }
 }
-extern "C" __global__ void gelu_backward_bf16x8(uint4 *dx, const uint4 *dy, const uint4 *x, int n8, int accumulate) {
+extern "C" __global__ void gelu_backward_bf16x8(uint4 *dx, const uint4 *dy, const uint4 *x, int n8, int accumulate, const float *gradTab) {
   pdl_entry();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
     float xv[8], g[8];
     unpack8(xv, x[i]);
     unpack8(g, dy[i]);
+    if (gradTab) {
 #pragma unroll
-    for (int q = 0; q < 8; q++) g[q] = gelu_grad_f(xv[q]) * g[q];
+      for (int q = 0; q < 8; q++) g[q] = __ldg(gradTab + bf16_bits(xv[q])) * g[q];
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; q++) g[q] = gelu_grad_f(xv[q]) * g[q];
+    }
     if (accumulate) {
       unpack8(xv, dx[i]);
 #pragma unroll
