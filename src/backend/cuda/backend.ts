@@ -375,10 +375,8 @@ export class CudaBackend implements Backend {
   private readonly defines: string;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
-  /** Device address of gelu_table_bf16's table (0 until geluTable() makes it). */
-  private geluTab = 0;
-  /** Device address of gelu_grad_table_f32's table (0 until geluGradTable() makes it). */
-  private geluGradTab = 0;
+  /** Device addresses of the lookup tables made so far, by the kernel that made them (see table()). */
+  private readonly tables = new Map<string, number>();
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
   private readonly attnWgmma: boolean;
   /** Programmatic dependent launch: the CUlaunchConfig (and its attribute) every launch fills in; null: plain cuLaunchKernel. */
@@ -492,26 +490,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * gelu_table_bf16's table (GELU of every bf16, 128 KiB, made at the first call and kept until
-   * close()), or 0 inside a recording that finds none yet: the kernels then compute GELU, which
-   * gives the same bits, rather than allocate while a graph is captured.
+   * A lookup table of 65,536 entries made by `kernel` (65,536 threads) at the first call and
+   * kept until close(): gelu_table_bf16's (GELU of every bf16, 128 KiB) or gelu_grad_table_f32's
+   * (256 KiB). 0 inside a recording that finds none yet: the kernels then compute the values, which
+   * gives the same results, rather than allocate while a graph is captured.
    */
-  private geluTable(): number {
-    if (this.geluTab === 0 && !this.recording) {
-      const tab = this.driver.memAlloc(65536 * 2);
-      this.launch('gelu_table_bf16', 128, 256, [A(tab)]);
-      this.geluTab = tab;
+  private table(kernel: 'gelu_table_bf16' | 'gelu_grad_table_f32'): number {
+    let tab = this.tables.get(kernel) ?? 0;
+    if (tab === 0 && !this.recording) {
+      tab = this.driver.memAlloc(65536 * (kernel === 'gelu_table_bf16' ? 2 : 4));
+      this.launch(kernel, 256, 256, [A(tab)]);
+      this.tables.set(kernel, tab);
     }
-    return this.geluTab;
+    return tab;
   }
-  /** gelu_grad_table_f32's table (256 KiB), made and kept as geluTable()'s, 0 likewise. */
+  private geluTable(): number {
+    return this.table('gelu_table_bf16');
+  }
   private geluGradTable(): number {
-    if (this.geluGradTab === 0 && !this.recording) {
-      const tab = this.driver.memAlloc(65536 * 4);
-      this.launch('gelu_grad_table_f32', 256, 256, [A(tab)]);
-      this.geluGradTab = tab;
-    }
-    return this.geluGradTab;
+    return this.table('gelu_grad_table_f32');
   }
   /** Launches kernel `name` on the backend's stream. */
   private launch(name: string, grid: number, block: number, args: readonly Arg[], sharedBytes = 0): void {
@@ -790,8 +787,8 @@ export class CudaBackend implements Backend {
       }
       this.cublas.destroy();
       if (this.cublasWorkspace) this.driver.memFree(this.cublasWorkspace);
-      if (this.geluTab) this.driver.memFree(this.geluTab);
-      if (this.geluGradTab) this.driver.memFree(this.geluGradTab);
+      for (const tab of this.tables.values()) this.driver.memFree(tab);
+      this.tables.clear();
       for (const m of this.modules.values()) this.driver.moduleUnload(m);
       this.modules.clear();
       this.functions.clear();
