@@ -208,9 +208,13 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     static_assert(2 * BM * PITCH <= GW_STAGES * (BM + GW_BN) * GW_BK * 2, "the staged outputs fit in the stages");
     unsigned char *stage = gw_dyn + (base - smem_addr(gw_dyn));
     unsigned char *sC = stage, *sP = stage + BM * PITCH;
+    // a row's 16 pairs a pass, each phase a loop of its own with the flags tested outside it: the
+    // 32 table lookups of a pass are issued together, not one pair's two at a time after a branch
+    // (each waited for before the next pair's, from L2: the table does not fit beside the stages)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int row = wg * 64 + warp * 16 + g + h * 8;
+      u32 out[16];
 #pragma unroll
       for (int j = 0; j < 16; j++) {
         const int c = j * 8 + 2 * tq;
@@ -219,13 +223,29 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
           v0 = v0 + gw_bias[c];
           v1 = v1 + gw_bias[c + 1];
         }
-        u32 out = pack_bf2(v0, v1);
-        if (gelu) {
-          if (keepPre) *(u32 *)(sP + row * PITCH + c * 2) = out;
-          out = gelu_pair(out, geluTab);
-        }
-        *(u32 *)(sC + row * PITCH + c * 2) = out;
+        out[j] = pack_bf2(v0, v1);
       }
+      if (gelu) {
+        if (keepPre) {
+#pragma unroll
+          for (int j = 0; j < 16; j++) *(u32 *)(sP + row * PITCH + (j * 8 + 2 * tq) * 2) = out[j];
+        }
+        if (geluTab) {
+          u32 lo[16], hi[16];
+#pragma unroll
+          for (int j = 0; j < 16; j++) {
+            lo[j] = __ldg(geluTab + (out[j] & 0xffffu));
+            hi[j] = __ldg(geluTab + (out[j] >> 16));
+          }
+#pragma unroll
+          for (int j = 0; j < 16; j++) out[j] = lo[j] | (hi[j] << 16);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 16; j++) out[j] = gelu_pair(out[j], nullptr);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 16; j++) *(u32 *)(sC + row * PITCH + (j * 8 + 2 * tq) * 2) = out[j];
     }
     __syncthreads();
     for (int x = threadIdx.x; x < BM * (GW_BN / 8); x += 128 * WG) {
