@@ -164,7 +164,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -288,6 +288,15 @@ const GROUPED_WGMMA64_SHARED = 3 * (64 + 128) * 64 * 2 + 1024;
  * a sampling run), so they stay an experiment behind the variable until their pipeline is deeper.
  */
 const GROUPED_WGMMA64_ROWS = 0;
+/** The same for its four-warpgroup form (grouped_wgmma256_nt_bf16: 4 stages of 256-row A tiles and 128-row B tiles). */
+const GROUPED_WGMMA256_SHARED = 4 * (256 + 128) * 64 * 2 + 1024;
+/**
+ * Rows of a grouped forward product from which `auto` takes the 256-row wgmma tiles
+ * (MOE_DIFFUSEQ_WGMMA256_ROWS). Measured on an H200 (2026-11-29, v22c, alternated with the
+ * 128-row kernel in one call): batch-16 sampling (65,536 rows) 206.9 against 213.5 ms, training
+ * 0.2-1.3% faster, batch-1 sampling (4,096 rows) 20.20 against 20.25 ms, the same; so from 16,384.
+ */
+const GROUPED_WGMMA256_ROWS = 16384;
 /** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
 const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
@@ -375,6 +384,8 @@ export class CudaBackend implements Backend {
   private readonly defines: string;
   /** Grouped forward products of at most this many rows take the 64-row wgmma tiles. */
   private readonly wgmma64Rows: number;
+  /** Grouped forward products of at least this many rows take the 256-row wgmma tiles. */
+  private readonly wgmma256Rows: number;
   /** Device addresses of the lookup tables made so far, by the kernel that made them (see table()). */
   private readonly tables = new Map<string, number>();
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
@@ -436,6 +447,8 @@ export class CudaBackend implements Backend {
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
+    const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
+    this.wgmma256Rows = rows256 !== undefined && /^\d+$/.test(rows256) ? Number(rows256) : GROUPED_WGMMA256_ROWS;
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
     // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
     if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
@@ -1140,13 +1153,17 @@ export class CudaBackend implements Backend {
     if (rows === 0 || nOut === 0) return;
     // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
     const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
-    const bm = small ? 64 : 128;
+    // many rows (training): four warpgroups on 256-row tiles, a quarter less L2 traffic
+    const large = op === 'wgmma_nt' && !small && rows >= this.wgmma256Rows && this.sharedOptin >= GROUPED_WGMMA256_SHARED;
+    const bm = small ? 64 : large ? 256 : 128;
     const tiles = onDevice ? Math.ceil(rows / bm) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / bm), 0);
     const offs = this.expertOffsets(groups, onDevice);
     try {
       const [name, shared, threads] = small
         ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
-        : op === 'wgmma_nt' || op === 'wgmma_nn'
+        : large
+          ? ['grouped_wgmma256_nt_bf16', GROUPED_WGMMA256_SHARED, 512]
+          : op === 'wgmma_nt' || op === 'wgmma_nn'
           ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
       // the wgmma forward kernels take gelu_table_bf16's table for a GELU epilogue (0: computed)

@@ -124,7 +124,10 @@ struct GwNoHook {
 // 8 KiB WG each at sA, the B stages 16 KiB each at sB. la / lb load them (GwKMajor, or GwMNMajor
 // with TA / TB); `any` operands give cp.async a valid address for zero-filled copies. hook(stage)
 // runs while a step's products are in flight (the TN kernel's bias sums read the stage).
-template <int WG, int TA, int TB, class LA, class LB, class Hook>
+// S stages; INF = 1 keeps a step's wgmma group in flight through the next step's barrier and
+// copies (wait_group 1), the copies then running S - 2 steps ahead instead of S - 1: a refill may
+// only take the stage of a step whose products every warpgroup has waited for.
+template <int WG, int TA, int TB, class LA, class LB, class Hook, int S = GW_STAGES, int INF = 0>
 __device__ __forceinline__ void gw_loop(float d[64], LA &la, LB &lb, const bf16_t *anyA, const bf16_t *anyB, int K, u32 sA, u32 sB, const Hook &hook) {
   constexpr int A_BYTES = 64 * WG * GW_BK * 2;
   const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg .. (K-major A), or A's atom wg (MN-major)
@@ -137,31 +140,43 @@ __device__ __forceinline__ void gw_loop(float d[64], LA &la, LB &lb, const bf16_
     lb.issue(sB + stage * GW_TILE_BYTES, kLoad, K, anyB);
     kLoad += GW_BK;
   };
-  cp_pipeline_start<GW_STAGES>(steps, load);
+  constexpr int D = S - 1 - INF;  // steps whose copies are issued ahead
+  static_assert(D >= 1, "a step's copies ahead at least");
+  cp_pipeline_start<D + 1>(steps, load);
   for (int s = 0; s < steps; s++) {
-    cp_async_wait<GW_STAGES - 2>();
+    cp_async_wait<D - 1>();
     // the copies (generic proxy) are to be read by wgmma (async proxy)
     wg_proxy_fence();
-    __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 finished
-    cp_pipeline_refill<GW_STAGES>(s, steps, load);
+    __syncthreads();  // everyone's copies of step s landed; everyone's wgmma of step s - 1 - INF finished
+    if (s + D < steps) load((s + D) % S);  // the stage of step s - 1 - INF
+    cp_async_commit();
     // both layouts put warpgroup wg's part of A 64 x 128 bytes (8 KiB) into the stage
-    const u32 a = sA + (s % GW_STAGES) * A_BYTES + wg * 64 * 128, b = sB + (s % GW_STAGES) * GW_TILE_BYTES;
+    const u32 a = sA + (s % S) * A_BYTES + wg * 64 * 128, b = sB + (s % S) * GW_TILE_BYTES;
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma<TA, TB>(d, TA ? gw_desc_mn(a + kk * 2048) : gw_desc(a + kk * 32), TB ? gw_desc_mn(b + kk * 2048) : gw_desc(b + kk * 32));
     wg_commit();
-    hook(s % GW_STAGES);
+    hook(s % S);
+    if constexpr (INF) {
+      wg_wait1();
+    } else {
+      wg_wait0();
+    }
+  }
+  if constexpr (INF) {
     wg_wait0();
+#pragma unroll
+    for (int i = 0; i < 64; i++) wg_pin(d[i]);
   }
 }
 // gw_loop with both operands K-major: A's rows r0 .. rEnd - 1 and B's rows n0 .. nEnd - 1 (ld K).
-template <int WG>
+template <int WG, int S = GW_STAGES, int INF = 0>
 __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0, i64 rEnd, const bf16_t *B, int n0, int nEnd, const bf16_t *anyA,
                                             const bf16_t *anyB, int K, u32 sA, u32 sB) {
   constexpr int STEP = 16 * WG;
   GwKMajor<4, STEP> la(A, r0, rEnd, K);
   GwKMajor<8 / WG, STEP> lb(B, n0, nEnd, K);
-  gw_loop<WG, 0, 0>(d, la, lb, anyA, anyB, K, sA, sB, GwNoHook());
+  gw_loop<WG, 0, 0, GwKMajor<4, STEP>, GwKMajor<8 / WG, STEP>, GwNoHook, S, INF>(d, la, lb, anyA, anyB, K, sA, sB, GwNoHook());
 }
 
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
@@ -169,12 +184,12 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
 // [Nc, Kr] (C = A W_e^T, the forward).
 // flags: 1 bf16 C, 2 bias, 4 GELU with its pre-activation stored at `pre`, 8 (with 4 and a bf16 C)
 // the pre-activation not stored (a forward without backward).
-template <int WG, bool NN = false>
+template <int WG, bool NN = false, int S = GW_STAGES, int INF = 0>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
                                       unsigned char *gw_dyn, float *gw_bias, const bf16_t *geluTab = nullptr) {
   constexpr int BM = 64 * WG;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * BM * GW_BK * 2;
+  const u32 sA = base, sB = base + S * BM * GW_BK * 2;
   const int tilesN = (Nc + GW_BN - 1) / GW_BN;
   GroupedTile gt;
   if (!grouped_tile(gt, off, E, BM, GW_BN, tilesN, blockIdx.x)) return;
@@ -189,7 +204,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     GwMNMajor lb(We, Nc, n0, Nc);
     gw_loop<2, 0, 1>(d, la, lb, A, W, Kr, sA, sB, GwNoHook());
   } else {
-    gw_mainloop<WG>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
+    gw_mainloop<WG, S, INF>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
   }
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
   // (d[4 j], d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1
@@ -205,7 +220,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     // done: the barrier above), then whole 16-byte chunks of rows to global memory: the pairs'
     // 4-byte stores straight from the accumulators cost fc1 of base 0.23 of its 0.61 ms (H200)
     constexpr int PITCH = GW_BN * 2 + 16;  // bytes a staged row: 16 of padding, no bank conflicts
-    static_assert(2 * BM * PITCH <= GW_STAGES * (BM + GW_BN) * GW_BK * 2, "the staged outputs fit in the stages");
+    static_assert(2 * BM * PITCH <= S * (BM + GW_BN) * GW_BK * 2, "the staged outputs fit in the stages");
     unsigned char *stage = gw_dyn + (base - smem_addr(gw_dyn));
     unsigned char *sC = stage, *sP = stage + BM * PITCH;
     // a row's 16 pairs a pass, each phase a loop of its own with the flags tested outside it: the
@@ -355,6 +370,22 @@ extern "C" __global__ void __launch_bounds__(128, 3) grouped_wgmma64_nt_bf16(voi
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
   gw_nt<1>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
+}
+// The same with four warpgroups, 256-row tiles and 4 stages (193 KiB: one block per SM), for many
+// rows per expert (training). The grouped products are bound by L2 bandwidth: ncu put fc1's 128 x
+// 128 tiles at 5.1 TB/s of L2 traffic in a 34 us launch (H200, batch-1 sampling, v21), and a
+// 256-row tile reads a step's W tile once for 256 rows: a quarter less traffic a product.
+// (cuBLAS's kernel for the same shapes has 256 x 128 tiles too.)
+#define GW256_STAGES 4
+#ifndef GW256_INFLIGHT
+#define GW256_INFLIGHT 1  // a wgmma group in flight (gw_loop): one block an SM has no other block to fill its waits
+#endif
+extern "C" __global__ void __launch_bounds__(512, 1) grouped_wgmma256_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc,
+                                                                         const float *bias, void *pre, int flags, const bf16_t *geluTab) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_bias[GW_BN];
+  gw_nt<4, false, GW256_STAGES, GW256_INFLIGHT>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
 }
 
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
