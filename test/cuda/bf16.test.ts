@@ -606,8 +606,10 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '1000000000', () => withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', rows64, () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
   const wgmma = wgmmaWith('0');
   const wgmma64 = wgmmaWith('1000000000');
-  // and with its 256-row tiles (four warpgroups) at every size
-  const wgmma256 = withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times }));
+  // and with its 256-row tiles (four warpgroups) at every size, their stages by cp.async or by TMA
+  const with256 = (tma: string) =>
+    withEnv('MOE_DIFFUSEQ_GROUPED_TMA', tma, () => withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
+  const [wgmma256, tma256] = [with256('0'), with256('1')];
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -644,13 +646,20 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       };
       // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
       const b = run(cublas);
-      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256]] as const) {
+      let cp256: ReturnType<typeof run> | null = null;
+      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256]] as const) {
         times.clear();
         const a = run(be);
+        // the same wgmma in the same order whichever way the stages fill: the same bits
+        if (kind === 'wgmma256') cp256 = a;
+        if (kind === 'tma256' && cp256) for (const k of ['h', 'pre', 'y32'] as const) assert.deepEqual([...a[k]], [...cp256[k]], `tma256 vs wgmma256 ${k} ${tag}`);
         if (kind === 'wgmma' && be.arch === 90) {
           for (const k of ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16']) assert.ok(times.has(k), `${k} did not run: ${tag}`);
         }
-        if (kind === 'wgmma256' && be.arch === 90) assert.ok(times.has('grouped_wgmma256_nt_bf16') && !times.has('grouped_wgmma_nt_bf16'), `the 256-row forward ran alone: ${tag}`);
+        if ((kind === 'wgmma256' || kind === 'tma256') && be.arch === 90) {
+          const k = kind === 'wgmma256' ? 'grouped_wgmma256_nt_bf16' : 'grouped_tma256_nt_bf16';
+          assert.ok(times.has(k) && !times.has('grouped_wgmma_nt_bf16'), `${k} ran alone: ${tag}`);
+        }
         for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
           const err = relErrOf(a[k], b[k], `grouped ${kind} vs cublas ${k} ${tag}`);
           assert.ok(err <= 1e-2, `grouped ${kind} vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
@@ -687,7 +696,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     // pre-activation is not kept: bit for bit the permuted product's, on every path
     const [lgv, xv, wv, bv] = [randn(M * E, 2), randn(M * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
     // dropless (the offsets on the device) and with a capacity (host counts, some assignments dropped)
-    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['wgmma256', wgmma256], ['mma', mma], ['cublas', cublas]] as const) {
+    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['wgmma256', wgmma256], ['tma256', tma256], ['mma', mma], ['cublas', cublas]] as const) {
       const lt = be.fromArray(lgv, [M, E]);
       const r = be.moeRoute(lt, { topK: k, seqLen: M, ...(cf !== undefined ? { capacityFactor: cf } : {}) });
       if (cf !== undefined) assert.ok(r.order.size < M * k, `capacity ${cf}: some assignments dropped (${r.order.size} of ${M * k})`);
@@ -713,7 +722,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       r.dispose();
     }
   } finally {
-    for (const be of [mma, wgmma, wgmma64, wgmma256, cublas]) be.close();
+    for (const be of [mma, wgmma, wgmma64, wgmma256, tma256, cublas]) be.close();
   }
 });
 
@@ -723,7 +732,9 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
   const wgmmaWith = (rows64: string) =>
     withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '1000000000', () => withEnv('MOE_DIFFUSEQ_WGMMA64_ROWS', rows64, () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
   const [wgmma, wgmma64, mma] = [wgmmaWith('0'), wgmmaWith('1000000000'), new CudaBackend({ grouped: 'mma' })];
-  const wgmma256 = withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times }));
+  const with256 = (tma: string) =>
+    withEnv('MOE_DIFFUSEQ_GROUPED_TMA', tma, () => withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
+  const [wgmma256, tma256] = [with256('0'), with256('1')];
   try {
     // one expert, K = 8: row m of x is the m-th unit vector, so out[m][n] = gelu(w[n][m]) with the
     // product exact; w holds every bf16 of exponent 1 .. 254 (65,024 values: no zeros, subnormals,
@@ -752,7 +763,7 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
         const ok = want.preBits.every((b, j) => b === vals[(j % N) * K + Math.floor(j / N)]);
         assert.ok(ok, 'the one-hot product gives w exactly');
       }
-      for (const [kind, be] of [['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256]] as const) {
+      for (const [kind, be] of [['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256]] as const) {
         times.clear();
         const got = run(be, keepPre);
         if (be.arch === 90) {
@@ -766,7 +777,7 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
       }
     }
   } finally {
-    for (const be of [wgmma, wgmma64, wgmma256, mma]) be.close();
+    for (const be of [wgmma, wgmma64, wgmma256, tma256, mma]) be.close();
   }
 });
 

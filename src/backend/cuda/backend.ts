@@ -164,7 +164,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -175,7 +175,11 @@ const SM90A_FILES = new Set(['grouped_wgmma.cu', 'attention_mma.cu']);
 const FILE_OF = new Map<string, string>(Object.entries(KERNEL_FILES).flatMap(([f, ks]) => ks.map((k) => [k, f] as const)));
 
 /** A kernel argument: its C type and value (device addresses are `ptr`). */
-type Arg = readonly ['ptr' | 'i32' | 'u32' | 'i64' | 'u64' | 'f32' | 'f64', number];
+/**
+ * A kernel argument: its C type and value (device addresses are `ptr`); `tmap`: a 128-byte tensor map
+ * passed by value, the value its slot in the backend's tensor-map memory (Driver.tensorMapBf16 wrote it).
+ */
+type Arg = readonly ['ptr' | 'i32' | 'u32' | 'i64' | 'u64' | 'f32' | 'f64' | 'tmap', number];
 const P = (t: CudaTensor | null): Arg => ['ptr', t ? t.ptr : 0];
 const A = (addr: number): Arg => ['ptr', addr];
 const I = (v: number): Arg => ['i32', v];
@@ -193,6 +197,8 @@ const BFM = (...ts: (Tensor | null | undefined)[]): Arg => ['i32', bfMask(...ts)
 const ES = (t: Tensor): number => bytesOf(t.dtype);
 
 const MAX_ARGS = 32;
+/** Tensor maps one launch may take (slots of 128 bytes, 64-byte aligned). */
+const TMAP_SLOTS = 2;
 const BLOCK = 256;
 const MAX_GRID = 65535;
 /** sizeof(CUlaunchConfig) and sizeof(CUlaunchAttribute) (cuda.h, CUDA 12 / 13, 64-bit). */
@@ -376,6 +382,12 @@ export class CudaBackend implements Backend {
   // addresses that cuLaunchKernel takes (the driver copies the values at launch, so one buffer serves)
   private readonly argMem: bigint;
   private readonly argPtrs: bigint;
+  private readonly argPtrView: DataView;
+  /** Native memory of the tensor-map slots (TMAP_SLOTS x 128 bytes from a 64-byte aligned address). */
+  private readonly tmapMem: bigint;
+  private readonly tmapBase: bigint;
+  /** The 256-row grouped forward's stages filled by TMA (a driver with tensor maps; MOE_DIFFUSEQ_GROUPED_TMA=0: off). */
+  private readonly groupedTma: boolean;
   /**
    * `#define` lines put before every kernel source (MOE_DIFFUSEQ_DEFINES=NAME=V,NAME: a benchmark's
    * what-if variants, such as WHATIF_NO_GELU, which time a kernel without one of its parts and give
@@ -445,6 +457,10 @@ export class CudaBackend implements Backend {
     this.argView = new DataView(k.view(this.argMem, MAX_ARGS * 8));
     const ptrs = new DataView(k.view(this.argPtrs, MAX_ARGS * 8));
     for (let i = 0; i < MAX_ARGS; i++) ptrs.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
+    this.argPtrView = ptrs;
+    this.tmapMem = k.alloc('uint8_t', TMAP_SLOTS * 128 + 64);
+    this.tmapBase = (BigInt(this.tmapMem) + 63n) & ~63n;
+    this.groupedTma = process.env['MOE_DIFFUSEQ_GROUPED_TMA'] !== '0' && this.driver.hasTensorMaps;
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
@@ -560,8 +576,27 @@ export class CudaBackend implements Backend {
         case 'f64':
           v.setFloat64(o, value, true);
           break;
+        case 'tmap':
+          break; // its argument pointer is moved to its slot below, inside the try
       }
     });
+    // a tensor map's argument pointer goes to its slot for the launch (the driver copies its 128
+    // bytes), and back to its 8-byte slot after it, whatever the launch did
+    const tmaps = args.flatMap(([type, value], i) => (type === 'tmap' ? [[i, this.tensorMapSlot(value)] as const] : []));
+    try {
+      for (const [i, slot] of tmaps) this.argPtrView.setBigUint64(i * 8, slot, true);
+      this.launchNow(f, name, grid, block, sharedBytes);
+    } finally {
+      for (const [i] of tmaps) this.argPtrView.setBigUint64(i * 8, this.argMem + BigInt(i * 8), true);
+    }
+  }
+  /** The native address of tensor-map slot `i` (written by Driver.tensorMapBf16, passed as a `tmap` argument). */
+  private tensorMapSlot(i: number): bigint {
+    if (!Number.isInteger(i) || i < 0 || i >= TMAP_SLOTS) throw new DeviceError(`tensor-map slot ${i} outside [0, ${TMAP_SLOTS})`);
+    return this.tmapBase + BigInt(i * 128);
+  }
+  /** launch2's launch proper, its arguments in place. */
+  private launchNow(f: bigint, name: string, grid: readonly [number, number], block: readonly [number, number], sharedBytes: number): void {
     const t0 = this.launchTimes ? this.timedStart() : 0;
     if (this.pdl) {
       const c = this.pdl.view;
@@ -810,6 +845,7 @@ export class CudaBackend implements Backend {
       const k = koffi();
       k.free(this.argMem);
       k.free(this.argPtrs);
+      k.free(this.tmapMem);
       if (this.pdl) k.free(this.pdl.config);
       this.driver.primaryCtxRelease(this.dev);
     }
@@ -1168,6 +1204,14 @@ export class CudaBackend implements Backend {
           : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
       // the wgmma forward kernels take gelu_table_bf16's table for a GELU epilogue (0: computed)
       const tab = op === 'wgmma_nt' ? [A(flags & 4 ? this.geluTable() : 0)] : [];
+      if (large && this.groupedTma && kRed > 0) {
+        // its stages by TMA: A in boxes of 64 x 256, the weights as [E nOut, kRed] in boxes of 64 x 128
+        this.driver.tensorMapBf16(this.tensorMapSlot(0), a, rows, kRed, 64, 256);
+        this.driver.tensorMapBf16(this.tensorMapSlot(1), w, E * nOut, kRed, 64, 128);
+        const targs: Arg[] = [['tmap', 0], ['tmap', 1], A(c), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab];
+        this.launch('grouped_tma256_nt_bf16', tiles * Math.ceil(nOut / 128), 512, targs, GROUPED_WGMMA256_SHARED);
+        return;
+      }
       this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
     } finally {
       offs.free();

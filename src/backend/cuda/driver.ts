@@ -162,12 +162,44 @@ export class Driver {
     } catch {
       // absent: launchEx reports it; the backend then launches plainly
     }
+    // optional (CUDA 12+ drivers): tensor maps for the Tensor Memory Accelerator (sm_90)
+    try {
+      this.f['cuTensorMapEncodeTiled'] = lib.func(
+        'int cuTensorMapEncodeTiled(void *map, int dtype, uint32_t rank, uint64_t addr, const uint64_t *dims, const uint64_t *strides, const uint32_t *box, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
+      );
+    } catch {
+      // absent: hasTensorMaps is false and the backend keeps its cp.async kernels
+    }
     this.check('cuInit', this.f['cuInit']!(0));
   }
 
   /** Whether the driver has cuLaunchKernelEx. */
   get hasLaunchEx(): boolean {
     return this.f['cuLaunchKernelEx'] !== undefined;
+  }
+
+  /** Whether the driver has cuTensorMapEncodeTiled. */
+  get hasTensorMaps(): boolean {
+    return this.f['cuTensorMapEncodeTiled'] !== undefined;
+  }
+
+  /**
+   * Writes the 128-byte tensor map of a row-major bf16 matrix [rows, cols] at device address `addr`
+   * (16-byte aligned, cols a multiple of 8) into native memory at `map` (64-byte aligned): boxes of
+   * `boxCols` x `boxRows` elements, 128-byte swizzled in shared memory (boxCols * 2 <= 128), elements
+   * outside the matrix read as zeros.
+   */
+  tensorMapBf16(map: bigint, addr: number, rows: number, cols: number, boxCols: number, boxRows: number): void {
+    const f = this.f['cuTensorMapEncodeTiled'];
+    if (!f) throw new DeviceError(`the CUDA driver at ${this.path} lacks cuTensorMapEncodeTiled`, 'update the NVIDIA driver (CUDA 12 or later)');
+    // CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, _SWIZZLE_128B, _L2_PROMOTION_L2_256B (cuda.h)
+    const BFLOAT16 = 9;
+    const SWIZZLE_128B = 3;
+    const L2_PROMOTION_256B = 3;
+    const dims = BigUint64Array.from([BigInt(cols), BigInt(rows)]);
+    const strides = BigUint64Array.from([BigInt(cols * 2)]);
+    const rc = f(map, BFLOAT16, 2, addr, dims, strides, Uint32Array.from([boxCols, boxRows]), Uint32Array.from([1, 1]), 0, SWIZZLE_128B, L2_PROMOTION_256B, 0);
+    this.check('cuTensorMapEncodeTiled', rc, `bf16 [${rows}, ${cols}] at 0x${addr.toString(16)}, boxes ${boxCols} x ${boxRows}`);
   }
 
   /** The process-wide driver (loads libcuda and runs cuInit on first use). */

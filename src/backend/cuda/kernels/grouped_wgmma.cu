@@ -179,14 +179,86 @@ __device__ __forceinline__ void gw_mainloop(float d[64], const bf16_t *A, i64 r0
   gw_loop<WG, 0, 0, GwKMajor<4, STEP>, GwKMajor<8 / WG, STEP>, GwNoHook, S, INF>(d, la, lb, anyA, anyB, K, sA, sB, GwNoHook());
 }
 
+// ---- Tensor Memory Accelerator loads (grouped_tma256_nt_bf16) ----
+// A CUtensorMap as a kernel parameter (opaque, 128 bytes, 64-byte aligned; the host's
+// cuTensorMapEncodeTiled writes it)
+struct __align__(64) TmaMap {
+  u64 w[16];
+};
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory"); }
+// arrive, and add `bytes` to the transactions the current phase waits for
+__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// until the phase of parity `parity` has completed (a fresh barrier is in phase 0)
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+  asm volatile(
+      "{\n .reg .pred p;\n GW_MBAR_WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra GW_MBAR_WAIT;\n}\n" ::"r"(bar), "r"(parity)
+      : "memory");
+}
+// the box of the tensor map at (c0 inner, c1 outer) into shared memory at dst, completing on bar
+__device__ __forceinline__ void tma_load_2d(u32 dst, const TmaMap *map, int c0, int c1, u32 bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst), "l"((u64)map), "r"(c0),
+               "r"(c1), "r"(bar)
+               : "memory");
+}
+// gw_loop's K-major main loop with a wgmma group in flight (INF = 1: the copies S - 2 steps ahead),
+// its stages filled by the Tensor Memory Accelerator instead of every thread's cp.async (~140
+// instructions a thread a step in the 256-row kernel): thread 0 issues a step's A box (64 x 64 WG
+// rows from row rowA) and W box (64 x 128 from row rowW) onto the stage's mbarrier (S of them at
+// bars), which counts their bytes; everyone waits on it. The boxes are written with the 128-byte
+// swizzle gw_desc reads; rows past the expert's end are the next expert's (or zeros past the
+// tensor), whose products the epilogue does not store; K past its end reads zeros.
+template <int WG, int S>
+__device__ __forceinline__ void gw_tma_loop(float d[64], const TmaMap *mA, const TmaMap *mW, int rowA, int rowW, int K, u32 sA, u32 sB, u32 bars) {
+  constexpr int A_BYTES = 64 * WG * GW_BK * 2, D = S - 2;
+  static_assert(D >= 1, "a step's copies ahead at least");
+  const int wg = threadIdx.x >> 7;
+  const bool issuer = threadIdx.x == 0;
+#pragma unroll
+  for (int i = 0; i < 64; i++) d[i] = 0.0f;
+  const int steps = (K + GW_BK - 1) / GW_BK;
+  auto load = [&](int s) {
+    const u32 bar = bars + 8 * (s % S);
+    mbar_expect_tx(bar, A_BYTES + GW_TILE_BYTES);
+    tma_load_2d(sA + (s % S) * A_BYTES, mA, s * GW_BK, rowA, bar);
+    tma_load_2d(sB + (s % S) * GW_TILE_BYTES, mW, s * GW_BK, rowW, bar);
+  };
+  if (issuer) {
+#pragma unroll
+    for (int i = 0; i < S; i++) mbar_init(bars + 8 * i, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    for (int p = 0; p < D && p < steps; p++) load(p);
+  }
+  for (int s = 0; s < steps; s++) {
+    // every warpgroup's products of step s - 2 are done (wait_group 1 at the end of step s - 1):
+    // their stage takes step s + D's boxes; at s = 0, the barriers' initialisation is seen
+    __syncthreads();
+    if (issuer && s + D < steps) load(s + D);
+    mbar_wait(bars + 8 * (s % S), (u32)(s / S) & 1);
+    const u32 a = sA + (s % S) * A_BYTES + wg * 64 * 128, b = sB + (s % S) * GW_TILE_BYTES;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
+    wg_commit();
+    wg_wait1();
+  }
+  wg_wait0();
+#pragma unroll
+  for (int i = 0; i < 64; i++) wg_pin(d[i]);
+}
+
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
 // [Nc, Kr] (C = A W_e^T, the forward).
 // flags: 1 bf16 C, 2 bias, 4 GELU with its pre-activation stored at `pre`, 8 (with 4 and a bf16 C)
 // the pre-activation not stored (a forward without backward).
-template <int WG, bool NN = false, int S = GW_STAGES, int INF = 0>
+// TMA: the operands from the tensor maps mA ([rows, Kr]) and mW ([E Nc, Kr]) by gw_tma_loop (its
+// mbarriers at bars), A and W unused.
+template <int WG, bool NN = false, int S = GW_STAGES, int INF = 0, bool TMA = false>
 __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr, int Nc, const float *bias, void *pre, int flags,
-                                      unsigned char *gw_dyn, float *gw_bias, const bf16_t *geluTab = nullptr) {
+                                      unsigned char *gw_dyn, float *gw_bias, const bf16_t *geluTab = nullptr, const TmaMap *mA = nullptr,
+                                      const TmaMap *mW = nullptr, u32 bars = 0) {
   constexpr int BM = 64 * WG;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + S * BM * GW_BK * 2;
@@ -195,15 +267,18 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
   if (!grouped_tile(gt, off, E, BM, GW_BN, tilesN, blockIdx.x)) return;
   const int e = gt.e, n0 = gt.n0;
   const i64 r0 = gt.r0, rEnd = gt.rEnd;
-  const bf16_t *We = W + (i64)e * Kr * Nc;
   const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
   float d[64];
-  if constexpr (NN) {
+  if constexpr (TMA) {
+    gw_tma_loop<WG, S>(d, mA, mW, (int)r0, e * Nc + n0, Kr, sA, sB, bars);
+  } else if constexpr (NN) {
+    const bf16_t *We = W + (i64)e * Kr * Nc;
     static_assert(WG == 2, "GwMNMajor copies with 256 threads");
     GwKMajor<4, 32> la(A, r0, rEnd, Kr);
     GwMNMajor lb(We, Nc, n0, Nc);
     gw_loop<2, 0, 1>(d, la, lb, A, W, Kr, sA, sB, GwNoHook());
   } else {
+    const bf16_t *We = W + (i64)e * Kr * Nc;
     gw_mainloop<WG, S, INF>(d, A, r0, rEnd, We, n0, Nc, A, W, Kr, sA, sB);
   }
   // epilogue: the accumulator layout of m64n128: warp w of the warpgroup holds rows 16 w + lane / 4
@@ -386,6 +461,17 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_wgmma256_nt_bf16(vo
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_bias[GW_BN];
   gw_nt<4, false, GW256_STAGES, GW256_INFLIGHT>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
+}
+// The same with its stages filled by the Tensor Memory Accelerator (gw_tma_loop): A and W as tensor
+// maps (the host's cuTensorMapEncodeTiled: A [rows, Kr] in boxes of 64 x 256, W [E Nc, Kr] in boxes
+// of 64 x 128, both with the 128-byte swizzle). Requires rows + 255 and E Nc within int, and Kr > 0.
+extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256_nt_bf16(const __grid_constant__ TmaMap mA, const __grid_constant__ TmaMap mW, void *C, const int *off,
+                                                                       int E, int Kr, int Nc, const float *bias, void *pre, int flags, const bf16_t *geluTab) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_bias[GW_BN];
+  __shared__ __align__(8) u64 gw_bars[GW256_STAGES];
+  gw_nt<4, false, GW256_STAGES, 1, true>(C, nullptr, nullptr, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab, &mA, &mW, smem_addr(gw_bars));
 }
 
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
