@@ -558,6 +558,7 @@ export class CudaBackend implements Backend {
       this.sharedAllowed.set(name, sharedBytes);
     }
     const v = this.argView;
+    let tmapArgs = 0;
     args.forEach(([type, value], i) => {
       const o = i * 8;
       switch (type) {
@@ -581,11 +582,17 @@ export class CudaBackend implements Backend {
           v.setFloat64(o, value, true);
           break;
         case 'tmap':
-          break; // its argument pointer is moved to its slot below, inside the try
+          tmapArgs++; // its argument pointer is moved to its slot below, inside the try
+          break;
       }
     });
+    if (tmapArgs === 0) {
+      this.launchNow(f, name, grid, block, sharedBytes);
+      return;
+    }
     // a tensor map's argument pointer goes to its slot for the launch (the driver copies its 128
-    // bytes), and back to its 8-byte slot after it, whatever the launch did
+    // bytes), and back to its 8-byte slot after it, whatever the launch did; the slots are checked
+    // before any pointer moves
     const tmaps = args.flatMap(([type, value], i) => (type === 'tmap' ? [[i, this.tensorMapSlot(value)] as const] : []));
     try {
       for (const [i, slot] of tmaps) this.argPtrView.setBigUint64(i * 8, slot, true);
@@ -1184,8 +1191,9 @@ export class CudaBackend implements Backend {
     return d;
   }
   /**
-   * One launch of grouped_gemm.cu's NT or NN kernel: C (A's `rows` rows grouped by expert) = A
-   * times each expert's weight, with the epilogue `flags` ask for. The experts' offsets: `onDevice`
+   * One launch of a grouped product kernel (grouped_gemm.cu's, or grouped_wgmma.cu's: 64-, 128- or
+   * 256-row tiles, the last filled by TMA where the driver encodes tensor maps): C (A's `rows` rows
+   * grouped by expert) = A times each expert's weight, with the epilogue `flags` ask for. The experts' offsets: `onDevice`
    * (a routing's, with a grid for the most row tiles `rows` rows can make in E groups), else from
    * the host counts (with the exact grid).
    */
@@ -1193,8 +1201,10 @@ export class CudaBackend implements Backend {
     if (rows === 0 || nOut === 0) return;
     // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
     const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
-    // many rows (training): four warpgroups on 256-row tiles, a quarter less L2 traffic
+    // many rows (training, batches of sampling): four warpgroups on 256-row tiles (GROUPED_WGMMA256_ROWS)
     const large = op === 'wgmma_nt' && !small && rows >= this.wgmma256Rows && this.sharedOptin >= GROUPED_WGMMA256_SHARED;
+    // their stages by TMA: the operands as tensor maps (a tensor map cannot have an empty dimension)
+    const tma = large && this.groupedTma && kRed > 0;
     const bm = small ? 64 : large ? 256 : 128;
     const tiles = onDevice ? Math.ceil(rows / bm) + E : countsOf(groups).reduce((t, n) => t + Math.ceil(n / bm), 0);
     const offs = this.expertOffsets(groups, onDevice);
@@ -1202,21 +1212,21 @@ export class CudaBackend implements Backend {
       const [name, shared, threads] = small
         ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
         : large
-          ? ['grouped_wgmma256_nt_bf16', GROUPED_WGMMA256_SHARED, 512]
+          ? [tma ? 'grouped_tma256_nt_bf16' : 'grouped_wgmma256_nt_bf16', GROUPED_WGMMA256_SHARED, 512]
           : op === 'wgmma_nt' || op === 'wgmma_nn'
-          ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
-          : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
+            ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
+            : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
       // the wgmma forward kernels take gelu_table_bf16's table for a GELU epilogue (0: computed)
       const tab = op === 'wgmma_nt' ? [A(flags & 4 ? this.geluTable() : 0)] : [];
-      if (large && this.groupedTma && kRed > 0) {
-        // its stages by TMA: A in boxes of 64 x 256, the weights as [E nOut, kRed] in boxes of 64 x 128
+      let operands: Arg[] = [A(c), A(a), A(w)];
+      if (tma) {
+        // A in boxes of 64 x 256, the weights as [E nOut, kRed] in boxes of 64 x 128; the TMA kernel
+        // takes the two maps before C
         this.driver.tensorMapBf16(this.tensorMapSlot(0), a, rows, kRed, 64, 256);
         this.driver.tensorMapBf16(this.tensorMapSlot(1), w, E * nOut, kRed, 64, 128);
-        const targs: Arg[] = [['tmap', 0], ['tmap', 1], A(c), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab];
-        this.launch('grouped_tma256_nt_bf16', tiles * Math.ceil(nOut / 128), 512, targs, GROUPED_WGMMA256_SHARED);
-        return;
+        operands = [['tmap', 0], ['tmap', 1], A(c)];
       }
-      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [A(c), A(a), A(w), A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
+      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [...operands, A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
     } finally {
       offs.free();
     }

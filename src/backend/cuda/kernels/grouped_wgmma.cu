@@ -447,10 +447,10 @@ extern "C" __global__ void __launch_bounds__(128, 3) grouped_wgmma64_nt_bf16(voi
   gw_nt<1>(C, A, W, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab);
 }
 // The same with four warpgroups, 256-row tiles and 4 stages (193 KiB: one block per SM), for many
-// rows per expert (training). The grouped products are bound by L2 bandwidth: ncu put fc1's 128 x
-// 128 tiles at 5.1 TB/s of L2 traffic in a 34 us launch (H200, batch-1 sampling, v21), and a
-// 256-row tile reads a step's W tile once for 256 rows: a quarter less traffic a product.
-// (cuBLAS's kernel for the same shapes has 256 x 128 tiles too.)
+// rows per expert (training). A 256-row tile reads a step's W tile once for 256 rows, a quarter
+// less L2 traffic a product, but that bought little (H200, v22: 8.14 against 8.21 ms a 16 x 2048
+// step, and 9.10 with each step's wgmma waited): the products are bound by each SM's issue and
+// waits rather than by L2. (cuBLAS's kernel for the same shapes has 256 x 128 tiles too.)
 #define GW256_STAGES 4
 #ifndef GW256_INFLIGHT
 #define GW256_INFLIGHT 1  // a wgmma group in flight (gw_loop): one block an SM has no other block to fill its waits
