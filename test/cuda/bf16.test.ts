@@ -609,7 +609,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
   // and with its 256-row tiles (four warpgroups) at every size, their stages by cp.async or by TMA
   const with256 = (tma: string) =>
     withEnv('MOE_DIFFUSEQ_GROUPED_TMA', tma, () => withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
-  const [wgmma256, tma256] = [with256('0'), with256('1')];
+  const [wgmma256, tma256, tma256p] = [with256('0'), with256('1'), with256('2')];
   const cublas = new CudaBackend({ grouped: 'cublas' });
   try {
     // sizes multiples of 8 but not of the 128 x 128 x 32 tiles; empty, tiny and multi-tile experts;
@@ -647,17 +647,17 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       // cuBLAS per expert, with rows rounded up into the next experts' (expertChunks) for some
       const b = run(cublas);
       let cp256: ReturnType<typeof run> | null = null;
-      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256]] as const) {
+      for (const [kind, be] of [['mma', mma], ['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256], ['tma256p', tma256p]] as const) {
         times.clear();
         const a = run(be);
         // the same wgmma in the same order whichever way the stages fill: the same bits
         if (kind === 'wgmma256') cp256 = a;
-        if (kind === 'tma256' && cp256) for (const k of ['h', 'pre', 'y32'] as const) assert.deepEqual([...a[k]], [...cp256[k]], `tma256 vs wgmma256 ${k} ${tag}`);
+        if ((kind === 'tma256' || kind === 'tma256p') && cp256) for (const k of ['h', 'pre', 'y32'] as const) assert.deepEqual([...a[k]], [...cp256[k]], `${kind} vs wgmma256 ${k} ${tag}`);
         if (kind === 'wgmma' && be.arch === 90) {
           for (const k of ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16']) assert.ok(times.has(k), `${k} did not run: ${tag}`);
         }
-        if ((kind === 'wgmma256' || kind === 'tma256') && be.arch === 90) {
-          const k = kind === 'wgmma256' ? 'grouped_wgmma256_nt_bf16' : 'grouped_tma256_nt_bf16';
+        if ((kind === 'wgmma256' || kind === 'tma256' || kind === 'tma256p') && be.arch === 90) {
+          const k = `grouped_${kind}_nt_bf16`;
           assert.ok(times.has(k) && !times.has('grouped_wgmma_nt_bf16'), `${k} ran alone: ${tag}`);
         }
         for (const k of ['h', 'pre', 'y32', 'dx', 'dw', 'db'] as const) {
@@ -665,6 +665,33 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
           assert.ok(err <= 1e-2, `grouped ${kind} vs cublas ${k} ${tag}: rel err ${err} (seed ${SEED})`);
         }
       }
+    }
+    // the persistent TMA kernel's blocks walk several tiles each (more tiles than multiprocessors),
+    // with one step of K a tile (its epilogue staged in stages of the tile before) and with four
+    // (a partial last step): bit for bit the cp.async 256-row kernel's forward
+    for (const [K, N, counts] of [
+      [64, 520, [0, 20000, 13000, 7]],
+      [200, 264, [9000, 0, 12345, 3]],
+    ] as [number, number, number[]][]) {
+      const [E, A] = [counts.length, counts.reduce((a, b) => a + b, 0)];
+      const [xs, w, bias] = [randn(A * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
+      const fwd = (be: Backend) => {
+        const x = be.fromArray(xs, [A, K], 'bfloat16');
+        const wt = be.fromArray(w, [E, N, K]);
+        const bt = be.fromArray(bias, [E, N]);
+        const [h, pre] = [be.empty([A, N], 'bfloat16'), be.empty([A, N], 'bfloat16')];
+        const y32 = be.empty([A, N]);
+        be.groupedMatmul(h, x, wt, bt, counts, { gelu: { pre } });
+        be.groupedMatmul(y32, x, wt, null, counts);
+        const r = { h: be.toArray(h), pre: be.toArray(pre), y32: be.toArray(y32) };
+        for (const t of [x, wt, bt, h, pre, y32]) t.dispose();
+        return r;
+      };
+      const want = fwd(wgmma256);
+      times.clear();
+      const got = fwd(tma256p);
+      if (tma256p.arch === 90) assert.ok(times.has('grouped_tma256p_nt_bf16'), `the persistent kernel ran: K${K} N${N}`);
+      for (const k of ['h', 'pre', 'y32'] as const) assert.deepEqual([...got[k]], [...want[k]], `tma256p vs wgmma256 ${k} K${K} N${N} counts ${counts.join(',')}`);
     }
     // with the routing itself (no capacity factor): the experts' offsets stay on the device and
     // the grid covers the most tiles the rows can make; the same numbers as with the host counts
@@ -696,7 +723,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
     // pre-activation is not kept: bit for bit the permuted product's, on every path
     const [lgv, xv, wv, bv] = [randn(M * E, 2), randn(M * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];
     // dropless (the offsets on the device) and with a capacity (host counts, some assignments dropped)
-    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['wgmma256', wgmma256], ['tma256', tma256], ['mma', mma], ['cublas', cublas]] as const) {
+    for (const cf of [undefined, 0.5] as const) for (const [kind, be] of [['wgmma', wgmma], ['wgmma256', wgmma256], ['tma256', tma256], ['tma256p', tma256p], ['mma', mma], ['cublas', cublas]] as const) {
       const lt = be.fromArray(lgv, [M, E]);
       const r = be.moeRoute(lt, { topK: k, seqLen: M, ...(cf !== undefined ? { capacityFactor: cf } : {}) });
       if (cf !== undefined) assert.ok(r.order.size < M * k, `capacity ${cf}: some assignments dropped (${r.order.size} of ${M * k})`);
@@ -722,7 +749,7 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       r.dispose();
     }
   } finally {
-    for (const be of [mma, wgmma, wgmma64, wgmma256, tma256, cublas]) be.close();
+    for (const be of [mma, wgmma, wgmma64, wgmma256, tma256, tma256p, cublas]) be.close();
   }
 });
 
@@ -734,7 +761,7 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
   const [wgmma, wgmma64, mma] = [wgmmaWith('0'), wgmmaWith('1000000000'), new CudaBackend({ grouped: 'mma' })];
   const with256 = (tma: string) =>
     withEnv('MOE_DIFFUSEQ_GROUPED_TMA', tma, () => withEnv('MOE_DIFFUSEQ_WGMMA256_ROWS', '0', () => new CudaBackend({ grouped: 'wgmma', launchTimes: times })));
-  const [wgmma256, tma256] = [with256('0'), with256('1')];
+  const [wgmma256, tma256, tma256p] = [with256('0'), with256('1'), with256('2')];
   try {
     // one expert, K = 8: row m of x is the m-th unit vector, so out[m][n] = gelu(w[n][m]) with the
     // product exact; w holds every bf16 of exponent 1 .. 254 (65,024 values: no zeros, subnormals,
@@ -763,7 +790,7 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
         const ok = want.preBits.every((b, j) => b === vals[(j % N) * K + Math.floor(j / N)]);
         assert.ok(ok, 'the one-hot product gives w exactly');
       }
-      for (const [kind, be] of [['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256]] as const) {
+      for (const [kind, be] of [['wgmma', wgmma], ['wgmma64', wgmma64], ['wgmma256', wgmma256], ['tma256', tma256], ['tma256p', tma256p]] as const) {
         times.clear();
         const got = run(be, keepPre);
         if (be.arch === 90) {
@@ -777,7 +804,7 @@ test('the grouped forward\'s GELU epilogue by table (wgmma, gelu_table_bf16) giv
       }
     }
   } finally {
-    for (const be of [wgmma, wgmma64, wgmma256, tma256, mma]) be.close();
+    for (const be of [wgmma, wgmma64, wgmma256, tma256, tma256p, mma]) be.close();
   }
 });
 

@@ -164,7 +164,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'grouped_tma256p_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -389,9 +389,11 @@ export class CudaBackend implements Backend {
   /**
    * The 256-row grouped forward's stages filled by TMA (grouped_tma256_nt_bf16; a driver with tensor
    * maps; MOE_DIFFUSEQ_GROUPED_TMA=0: the cp.async kernel). H200, v23: 7.77 ms of a 16 x 2048 step
-   * against 8.15 (ncu, one call).
+   * against 8.15 (ncu, one call). 2 (MOE_DIFFUSEQ_GROUPED_TMA=2): grouped_tma256p_nt_bf16, its
+   * persistent form (a block an SM walking its tiles, the next tile's first stages loaded during an
+   * epilogue), an experiment until measured. 0: off.
    */
-  private readonly groupedTma: boolean;
+  private readonly groupedTma: 0 | 1 | 2;
   /**
    * `#define` lines put before every kernel source (MOE_DIFFUSEQ_DEFINES=NAME=V,NAME: a benchmark's
    * what-if variants, such as WHATIF_NO_GELU, which time a kernel without one of its parts and give
@@ -464,7 +466,8 @@ export class CudaBackend implements Backend {
     this.argPtrView = ptrs;
     this.tmapMem = k.alloc('uint8_t', TMAP_SLOTS * 128 + 64);
     this.tmapBase = (BigInt(this.tmapMem) + 63n) & ~63n;
-    this.groupedTma = process.env['MOE_DIFFUSEQ_GROUPED_TMA'] !== '0' && this.driver.hasTensorMaps;
+    const envTma = process.env['MOE_DIFFUSEQ_GROUPED_TMA'];
+    this.groupedTma = !this.driver.hasTensorMaps || envTma === '0' ? 0 : envTma === '2' ? 2 : 1;
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
@@ -1212,7 +1215,7 @@ export class CudaBackend implements Backend {
       const [name, shared, threads] = small
         ? ['grouped_wgmma64_nt_bf16', GROUPED_WGMMA64_SHARED, 128]
         : large
-          ? [tma ? 'grouped_tma256_nt_bf16' : 'grouped_wgmma256_nt_bf16', GROUPED_WGMMA256_SHARED, 512]
+          ? [tma ? (this.groupedTma === 2 ? 'grouped_tma256p_nt_bf16' : 'grouped_tma256_nt_bf16') : 'grouped_wgmma256_nt_bf16', GROUPED_WGMMA256_SHARED, 512]
           : op === 'wgmma_nt' || op === 'wgmma_nn'
             ? [`grouped_${op}_bf16`, GROUPED_WGMMA_SHARED, 256]
             : [`grouped_gemm_${op}_bf16`, GROUPED_SHARED, 256];
@@ -1226,7 +1229,9 @@ export class CudaBackend implements Backend {
         this.driver.tensorMapBf16(this.tensorMapSlot(1), w, E * nOut, kRed, 64, 128);
         operands = [['tmap', 0], ['tmap', 1], A(c)];
       }
-      this.launch(name, tiles * Math.ceil(nOut / 128), threads, [...operands, A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
+      // the persistent TMA kernel: a block an SM at most, each walking its tiles
+      const grid = tiles * Math.ceil(nOut / 128);
+      this.launch(name, tma && this.groupedTma === 2 ? Math.min(grid, this.smCount) : grid, threads, [...operands, A(offs.ptr), I(E), I(kRed), I(nOut), A(bias), A(pre), I(flags), ...tab], shared);
     } finally {
       offs.free();
     }

@@ -474,6 +474,171 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256_nt_bf16(cons
   gw_nt<4, false, GW256_STAGES, 1, true>(C, nullptr, nullptr, off, E, Kr, Nc, bias, pre, flags, gw_dyn, gw_bias, geluTab, &mA, &mW, smem_addr(gw_bars));
 }
 
+// ---- the persistent TMA grouped forward (grouped_tma256p_nt_bf16) ----
+// A warpgroup's named barrier (ids 1-4: 0 is __syncthreads'): its 128 threads only
+__device__ __forceinline__ void gw_wg_sync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(wg + 1) : "memory"); }
+
+// The epilogue of warpgroup wg's 64 rows of a 256 x 128 tile (gw_nt's, per warpgroup): bias, GELU
+// (gelu_table_bf16's table or computed) with the pre-activation kept unless flags & 8, bf16 outputs
+// staged through `area` (64 rows of 256 bytes, 16-byte chunk c of row r at chunk c ^ (r % 16): no
+// bank conflicts without padding) a pass each for the pre-activation and the output, then whole
+// chunks to global memory; float32 outputs stored from the accumulators. wbias: the warpgroup's own
+// 128 floats of shared memory. Only the warpgroup's threads synchronise (gw_wg_sync).
+__device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void *pre, int flags, const float *bias, float *wbias, const bf16_t *geluTab,
+                                               const GroupedTile &gt, int Nc, unsigned char *area, int wg) {
+  const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, g = lane >> 2, tq = lane & 3;
+  const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4, keepPre = gelu && !(flags & 8);
+  const int e = gt.e, n0 = gt.n0;
+  const i64 r0 = gt.r0 + wg * 64, rEnd = gt.rEnd;
+  wbias[t] = hasBias && n0 + t < Nc ? bias[(i64)e * Nc + n0 + t] : 0.0f;
+  gw_wg_sync(wg);
+  if (!cbf) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const i64 r = r0 + warp * 16 + g + h * 8;
+      if (r >= rEnd) continue;
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        const int col = n0 + j * 8 + 2 * tq;
+        if (col >= Nc) continue;  // Nc is even: col + 1 < Nc too
+        float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+        if (hasBias) {
+          v0 = v0 + wbias[j * 8 + 2 * tq];
+          v1 = v1 + wbias[j * 8 + 2 * tq + 1];
+        }
+        store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
+      }
+    }
+    gw_wg_sync(wg);  // wbias is rewritten by the next tile
+    return;
+  }
+  // the sums with their bias, rounded to bf16 pairs once (32 registers where d took 64)
+  u32 pk[2][16];
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int c = j * 8 + 2 * tq;
+      float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+      if (hasBias) {
+        v0 = v0 + wbias[c];
+        v1 = v1 + wbias[c + 1];
+      }
+      pk[h][j] = pack_bf2(v0, v1);
+    }
+  // pass 0: the pre-activation (kept GELU inputs), pass 1: the output
+  for (int pass = keepPre ? 0 : 1; pass < 2; pass++) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int row = warp * 16 + g + h * 8;
+      u32 out[16];
+#pragma unroll
+      for (int j = 0; j < 16; j++) out[j] = pk[h][j];
+      if (pass == 1 && gelu) {
+        if (geluTab) {
+          // the 32 lookups issued together (v21)
+          u32 lo[16], hi[16];
+#pragma unroll
+          for (int j = 0; j < 16; j++) {
+            lo[j] = __ldg(geluTab + (out[j] & 0xffffu));
+            hi[j] = __ldg(geluTab + (out[j] >> 16));
+          }
+#pragma unroll
+          for (int j = 0; j < 16; j++) out[j] = lo[j] | (hi[j] << 16);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 16; j++) out[j] = gelu_pair(out[j], nullptr);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 16; j++) *(u32 *)(area + row * 256 + ((j ^ (row & 15)) << 4) + 4 * tq) = out[j];
+    }
+    gw_wg_sync(wg);
+    bf16_t *dst = (bf16_t *)(pass == 0 ? pre : C);
+#pragma unroll
+    for (int it = 0; it < 8; it++) {
+      const int x = t + 128 * it, row = x >> 4, chunk = x & 15;
+      const i64 r = r0 + row;
+      const int col = n0 + chunk * 8;
+      if (r < rEnd && col < Nc) *(uint4 *)(dst + r * Nc + col) = *(const uint4 *)(area + row * 256 + ((chunk ^ (row & 15)) << 4));
+    }
+    gw_wg_sync(wg);  // the staging (and wbias) are rewritten by the next pass or tile
+  }
+}
+
+// grouped_tma256_nt_bf16 made persistent: a grid of at most one block an SM, block b taking the
+// tiles b, b + gridDim.x, ... (grouped_tile's order; `tiles` need not be exact: an index past the
+// last tile ends the block). The steps of its tiles are one sequence g = 0, 1, ... (every tile has
+// the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
+// first stages land during this one's epilogue. The epilogue stages its rows in the A parts of the
+// tile's last two stages (each warpgroup 16 KiB; their products are done, and their refills are
+// issued only after the next step's barrier); a proxy fence orders those generic accesses before
+// the TMA writes the stages again.
+extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(const __grid_constant__ TmaMap mA, const __grid_constant__ TmaMap mW, void *C, const int *off,
+                                                                        int E, int Kr, int Nc, const float *bias, void *pre, int flags, const bf16_t *geluTab) {
+  constexpr int S = GW256_STAGES, BM = 256, A_BYTES = BM * GW_BK * 2, D = S - 2;
+  static_assert(S >= 4 && 4 * 64 * 256 <= 2 * A_BYTES, "the epilogue's staging fits in two free stages' A parts");
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ float gw_wbias[4][GW_BN];
+  __shared__ __align__(8) u64 gw_bars[S];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + S * A_BYTES, bars = smem_addr(gw_bars);
+  unsigned char *stages = gw_dyn + (base - smem_addr(gw_dyn));
+  const int tilesN = (Nc + GW_BN - 1) / GW_BN;
+  const int steps = (Kr + GW_BK - 1) / GW_BK;
+  const int wg = threadIdx.x >> 7;
+  const bool issuer = threadIdx.x == 0;
+  // thread 0's loads: step g is step k of the block's tile ti (its coordinates found again each
+  // time, E steps of thread 0 under the products, rather than kept in every thread's registers)
+  auto load = [&](int g) {
+    const int ti = g / steps, k = g - ti * steps;
+    GroupedTile lt;
+    if (!grouped_tile(lt, off, E, BM, GW_BN, tilesN, blockIdx.x + ti * gridDim.x)) return;  // past the block's last tile: nothing waits for it
+    const u32 bar = bars + 8 * (g % S);
+    mbar_expect_tx(bar, A_BYTES + GW_TILE_BYTES);
+    tma_load_2d(sA + (g % S) * A_BYTES, &mA, k * GW_BK, (int)lt.r0, bar);
+    tma_load_2d(sB + (g % S) * GW_TILE_BYTES, &mW, k * GW_BK, lt.e * Nc + lt.n0, bar);
+  };
+  if (issuer) {
+#pragma unroll
+    for (int i = 0; i < S; i++) mbar_init(bars + 8 * i, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    for (int p = 0; p < D; p++) load(p);
+  }
+  int g = 0;
+  for (int i = 0;; i++) {
+    GroupedTile gt;
+    if (!grouped_tile(gt, off, E, BM, GW_BN, tilesN, blockIdx.x + i * gridDim.x)) break;
+    float d[64];
+#pragma unroll
+    for (int q = 0; q < 64; q++) d[q] = 0.0f;
+    for (int k = 0; k < steps; k++, g++) {
+      // every warpgroup's products of step g - 2 are done, and the epilogue before is finished:
+      // step g + D's boxes may fill step g - 2's stage
+      __syncthreads();
+      if (issuer) load(g + D);
+      mbar_wait(bars + 8 * (g % S), (u32)(g / S) & 1);
+      const u32 a = sA + (g % S) * A_BYTES + wg * 64 * 128, b = sB + (g % S) * GW_TILE_BYTES;
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
+      wg_commit();
+      wg_wait1();
+    }
+    wg_wait0();
+#pragma unroll
+    for (int q = 0; q < 64; q++) wg_pin(d[q]);
+    // the tile's last two steps' stages (g - 2 and g - 1; with one step, g - 2 is an earlier
+    // tile's or no step's): warpgroups 0-1 stage in the first's A part, 2-3 in the second's
+    const int x = (g - 2 + S) % S, y = (g - 1) % S;
+    unsigned char *area = stages + (wg < 2 ? x : y) * A_BYTES + (wg & 1) * (64 * 256);
+    gw_epilogue_wg(d, C, pre, flags, bias, gw_wbias[wg], geluTab, gt, Nc, area, wg);
+    // the staging's generic-proxy accesses before the async proxy (TMA) writes those stages again
+    wg_proxy_fence();
+  }
+}
+
 // ---- the vocabulary's scores and their row argmax in one pass (nearestRows / argmaxDot, bf16x3) ----
 // Block (row tile, column tile) computes S = X3 T3^T for 128 rows x 128 table rows (both operands
 // K-major bf16 [., K], K = 3e: [xh | xh | xl] . [th | tl | th], see split_bf16x3_f32), exactly as
