@@ -480,16 +480,18 @@ __device__ __forceinline__ void gw_wg_sync(int wg) { asm volatile("bar.sync %0, 
 
 // The epilogue of warpgroup wg's 64 rows of a 256 x 128 tile (gw_nt's, per warpgroup): bias, GELU
 // (gelu_table_bf16's table or computed) with the pre-activation kept unless flags & 8, bf16 outputs
-// staged through `area` (64 rows of 256 bytes, 16-byte chunk c of row r at chunk c ^ (r % 16): no
-// bank conflicts without padding) a pass each for the pre-activation and the output, then whole
-// chunks to global memory; float32 outputs stored from the accumulators. wbias: the warpgroup's own
-// 128 floats of shared memory. Only the warpgroup's threads synchronise (gw_wg_sync).
+// staged (rows 0-31 at areaLo, 32-63 at areaHi, 256 bytes a row, 16-byte chunk c of row r at chunk
+// c ^ (r % 16): no bank conflicts without padding) a pass each for the pre-activation and the
+// output, then whole chunks to global memory; float32 outputs stored from the accumulators. wbias:
+// the warpgroup's own 128 floats of shared memory. Only the warpgroup's threads synchronise
+// (gw_wg_sync).
 __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void *pre, int flags, const float *bias, float *wbias, const bf16_t *geluTab,
-                                               const GroupedTile &gt, int Nc, unsigned char *area, int wg) {
+                                               const GroupedTile &gt, int Nc, unsigned char *areaLo, unsigned char *areaHi, int wg) {
   const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, g = lane >> 2, tq = lane & 3;
   const bool cbf = flags & 1, hasBias = flags & 2, gelu = flags & 4, keepPre = gelu && !(flags & 8);
   const int e = gt.e, n0 = gt.n0;
   const i64 r0 = gt.r0 + wg * 64, rEnd = gt.rEnd;
+  auto at = [&](int row, int chunk) { return (row < 32 ? areaLo : areaHi) + (row & 31) * 256 + ((chunk ^ (row & 15)) << 4); };
   wbias[t] = hasBias && n0 + t < Nc ? bias[(i64)e * Nc + n0 + t] : 0.0f;
   gw_wg_sync(wg);
   if (!cbf) {
@@ -551,7 +553,7 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
         }
       }
 #pragma unroll
-      for (int j = 0; j < 16; j++) *(u32 *)(area + row * 256 + ((j ^ (row & 15)) << 4) + 4 * tq) = out[j];
+      for (int j = 0; j < 16; j++) *(u32 *)(at(row, j) + 4 * tq) = out[j];
     }
     gw_wg_sync(wg);
     bf16_t *dst = (bf16_t *)(pass == 0 ? pre : C);
@@ -560,7 +562,7 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
       const int x = t + 128 * it, row = x >> 4, chunk = x & 15;
       const i64 r = r0 + row;
       const int col = n0 + chunk * 8;
-      if (r < rEnd && col < Nc) *(uint4 *)(dst + r * Nc + col) = *(const uint4 *)(area + row * 256 + ((chunk ^ (row & 15)) << 4));
+      if (r < rEnd && col < Nc) *(uint4 *)(dst + r * Nc + col) = *(const uint4 *)at(row, chunk);
     }
     gw_wg_sync(wg);  // the staging (and wbias) are rewritten by the next pass or tile
   }
@@ -570,14 +572,17 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
 // tiles b, b + gridDim.x, ... (grouped_tile's order; `tiles` need not be exact: an index past the
 // last tile ends the block). The steps of its tiles are one sequence g = 0, 1, ... (every tile has
 // the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
-// first stages land during this one's epilogue. The epilogue stages its rows in the A parts of the
-// tile's last two stages (each warpgroup 16 KiB; their products are done, and their refills are
-// issued only after the next step's barrier); a proxy fence orders those generic accesses before
-// the TMA writes the stages again.
+// first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
+// (the 64 rows of A its own wgmma read) of the A parts of the tile's last two stages: its own
+// products are done (wait_group 0) while the other warpgroups may still be reading theirs, and
+// those stages are refilled only after the next step's barrier (a desk review's simulation found
+// the first version, which staged two warpgroups' rows in one half of an A part, racing the other
+// warpgroups' last products). A proxy fence orders the generic accesses before the TMA writes
+// those stages again.
 extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(const __grid_constant__ TmaMap mA, const __grid_constant__ TmaMap mW, void *C, const int *off,
                                                                         int E, int Kr, int Nc, const float *bias, void *pre, int flags, const bf16_t *geluTab) {
   constexpr int S = GW256_STAGES, BM = 256, A_BYTES = BM * GW_BK * 2, D = S - 2;
-  static_assert(S >= 4 && 4 * 64 * 256 <= 2 * A_BYTES, "the epilogue's staging fits in two free stages' A parts");
+  static_assert(S >= 4 && 32 * 256 == 64 * 128, "a warpgroup's 32 staged rows fill its quarter of an A part");
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_wbias[4][GW_BN];
@@ -630,10 +635,11 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
 #pragma unroll
     for (int q = 0; q < 64; q++) wg_pin(d[q]);
     // the tile's last two steps' stages (g - 2 and g - 1; with one step, g - 2 is an earlier
-    // tile's or no step's): warpgroups 0-1 stage in the first's A part, 2-3 in the second's
+    // tile's or no step's): rows 0-31 in this warpgroup's quarter of the first's A part, 32-63 in
+    // its quarter of the second's
     const int x = (g - 2 + S) % S, y = (g - 1) % S;
-    unsigned char *area = stages + (wg < 2 ? x : y) * A_BYTES + (wg & 1) * (64 * 256);
-    gw_epilogue_wg(d, C, pre, flags, bias, gw_wbias[wg], geluTab, gt, Nc, area, wg);
+    unsigned char *own = stages + wg * 64 * 128;
+    gw_epilogue_wg(d, C, pre, flags, bias, gw_wbias[wg], geluTab, gt, Nc, own + x * A_BYTES, own + y * A_BYTES, wg);
     // the staging's generic-proxy accesses before the async proxy (TMA) writes those stages again
     wg_proxy_fence();
   }
