@@ -387,11 +387,11 @@ export class CudaBackend implements Backend {
   private readonly tmapMem: bigint;
   private readonly tmapBase: bigint;
   /**
-   * The 256-row grouped forward's stages filled by TMA (grouped_tma256_nt_bf16; a driver with tensor
-   * maps; MOE_DIFFUSEQ_GROUPED_TMA=0: the cp.async kernel). H200, v23: 7.77 ms of a 16 x 2048 step
-   * against 8.15 (ncu, one call). 2 (MOE_DIFFUSEQ_GROUPED_TMA=2): grouped_tma256p_nt_bf16, its
-   * persistent form (a block an SM walking its tiles, the next tile's first stages loaded during an
-   * epilogue), an experiment until measured. 0: off.
+   * The 256-row grouped forward's stages filled by TMA (a driver with tensor maps). 2, the default:
+   * grouped_tma256p_nt_bf16, persistent (a block an SM walks its tiles, the next tile's first stages
+   * loaded during an epilogue; H200, v24b: 7.52 ms of a 16 x 2048 step against 7.78, ncu, one call).
+   * 1 (MOE_DIFFUSEQ_GROUPED_TMA=1): grouped_tma256_nt_bf16, a block a tile (v23: 7.77 against the
+   * cp.async kernel's 8.15). 0 (MOE_DIFFUSEQ_GROUPED_TMA=0): the cp.async kernel.
    */
   private readonly groupedTma: 0 | 1 | 2;
   /**
@@ -467,7 +467,7 @@ export class CudaBackend implements Backend {
     this.tmapMem = k.alloc('uint8_t', TMAP_SLOTS * 128 + 64);
     this.tmapBase = (BigInt(this.tmapMem) + 63n) & ~63n;
     const envTma = process.env['MOE_DIFFUSEQ_GROUPED_TMA'];
-    this.groupedTma = !this.driver.hasTensorMaps || envTma === '0' ? 0 : envTma === '2' ? 2 : 1;
+    this.groupedTma = !this.driver.hasTensorMaps || envTma === '0' ? 0 : envTma === '1' ? 1 : 2;
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
