@@ -303,6 +303,13 @@ const GROUPED_WGMMA256_SHARED = 4 * (256 + 128) * 64 * 2 + 1024;
  * 0.2-1.3% faster, batch-1 sampling (4,096 rows) 20.20 against 20.25 ms, the same; so from 16,384.
  */
 const GROUPED_WGMMA256_ROWS = 16384;
+/**
+ * The same where the 256-row tiles are the persistent TMA kernel (grouped_tma256p_nt_bf16, the
+ * default with tensor maps). H200, 2026-11-29 (v24b, one call): batch-1 sampling's 240 grouped
+ * forwards (4,096 rows) 6.76 ms against the 128-row kernel's 6.84 (ncu), wall time 20.55 against
+ * 20.65 ms (medians of 4 alternated rounds); fewer rows not measured.
+ */
+const GROUPED_TMA256P_ROWS = 4096;
 /** Dynamic shared memory of grouped_gemm.cu's TN kernel (GG_TN_SHARED there: 4 stages of two 32 x 136 bf16 tiles). */
 const GROUPED_TN_SHARED = 4 * 2 * 32 * 136 * 2;
 /** Elements of the score block of nearestRows / argmaxDot (float32: 128 MiB of scratch). */
@@ -471,7 +478,7 @@ export class CudaBackend implements Backend {
     const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
-    this.wgmma256Rows = rows256 !== undefined && /^\d+$/.test(rows256) ? Number(rows256) : GROUPED_WGMMA256_ROWS;
+    this.wgmma256Rows = rows256 !== undefined && /^\d+$/.test(rows256) ? Number(rows256) : this.groupedTma === 2 ? GROUPED_TMA256P_ROWS : GROUPED_WGMMA256_ROWS;
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
     // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
     if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
