@@ -536,7 +536,11 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
       u32 out[16];
 #pragma unroll
       for (int j = 0; j < 16; j++) out[j] = pk[h][j];
+#ifdef WHATIF_NO_GELU  // the epilogue without its GELU-table lookups (wrong numbers)
+      if (false) {
+#else
       if (pass == 1 && gelu) {
+#endif
         if (geluTab) {
           // the 32 lookups issued together (v21)
           u32 lo[16], hi[16];
@@ -562,7 +566,12 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
       const int x = t + 128 * it, row = x >> 4, chunk = x & 15;
       const i64 r = r0 + row;
       const int col = n0 + chunk * 8;
-      if (r < rEnd && col < Nc) *(uint4 *)(dst + r * Nc + col) = *(const uint4 *)at(row, chunk);
+#ifdef WHATIF_NO_STORES  // the epilogue without its global stores (wrong numbers): its arithmetic and staging alone
+      if (r < 0)
+#else
+      if (r < rEnd && col < Nc)
+#endif
+        *(uint4 *)(dst + r * Nc + col) = *(const uint4 *)at(row, chunk);
     }
     gw_wg_sync(wg);  // the staging (and wbias) are rewritten by the next pass or tile
   }
