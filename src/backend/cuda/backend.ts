@@ -1211,7 +1211,8 @@ export class CudaBackend implements Backend {
     if (rows === 0 || nOut === 0) return;
     // few rows (sampling): the wgmma kernel with one warpgroup and 64-row tiles, three blocks per SM
     const small = op === 'wgmma_nt' && rows <= this.wgmma64Rows && this.sharedOptin >= GROUPED_WGMMA64_SHARED;
-    // many rows (training, batches of sampling): four warpgroups on 256-row tiles (GROUPED_WGMMA256_ROWS)
+    // many rows (training, sampling): four warpgroups on 256-row tiles (GROUPED_TMA256P_ROWS, or
+    // GROUPED_WGMMA256_ROWS without the persistent TMA kernel)
     const large = op === 'wgmma_nt' && !small && rows >= this.wgmma256Rows && this.sharedOptin >= GROUPED_WGMMA256_SHARED;
     // their stages by TMA: the operands as tensor maps (a tensor map cannot have an empty dimension)
     const tma = large && this.groupedTma && kRed > 0;

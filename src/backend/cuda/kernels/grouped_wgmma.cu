@@ -248,6 +248,25 @@ __device__ __forceinline__ void gw_tma_loop(float d[64], const TmaMap *mA, const
   for (int i = 0; i < 64; i++) wg_pin(d[i]);
 }
 
+// GELU of a row's 16 bf16 pairs (gelu_pair): from the table with its 32 lookups issued together,
+// not one pair's two at a time (v21: each pair waited behind a branch for the one before, from L2),
+// or computed where tab is null.
+__device__ __forceinline__ void gw_gelu16(u32 out[16], const bf16_t *tab) {
+  if (tab) {
+    u32 lo[16], hi[16];
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      lo[j] = __ldg(tab + (out[j] & 0xffffu));
+      hi[j] = __ldg(tab + (out[j] >> 16));
+    }
+#pragma unroll
+    for (int j = 0; j < 16; j++) out[j] = lo[j] | (hi[j] << 16);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 16; j++) out[j] = gelu_pair(out[j], nullptr);
+  }
+}
+
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
 // [Nc, Kr] (C = A W_e^T, the forward).
@@ -320,19 +339,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
 #pragma unroll
           for (int j = 0; j < 16; j++) *(u32 *)(sP + row * PITCH + (j * 8 + 2 * tq) * 2) = out[j];
         }
-        if (geluTab) {
-          u32 lo[16], hi[16];
-#pragma unroll
-          for (int j = 0; j < 16; j++) {
-            lo[j] = __ldg(geluTab + (out[j] & 0xffffu));
-            hi[j] = __ldg(geluTab + (out[j] >> 16));
-          }
-#pragma unroll
-          for (int j = 0; j < 16; j++) out[j] = lo[j] | (hi[j] << 16);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 16; j++) out[j] = gelu_pair(out[j], nullptr);
-        }
+        gw_gelu16(out, geluTab);
       }
 #pragma unroll
       for (int j = 0; j < 16; j++) *(u32 *)(sC + row * PITCH + (j * 8 + 2 * tq) * 2) = out[j];
@@ -541,20 +548,7 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
 #else
       if (pass == 1 && gelu) {
 #endif
-        if (geluTab) {
-          // the 32 lookups issued together (v21)
-          u32 lo[16], hi[16];
-#pragma unroll
-          for (int j = 0; j < 16; j++) {
-            lo[j] = __ldg(geluTab + (out[j] & 0xffffu));
-            hi[j] = __ldg(geluTab + (out[j] >> 16));
-          }
-#pragma unroll
-          for (int j = 0; j < 16; j++) out[j] = lo[j] | (hi[j] << 16);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 16; j++) out[j] = gelu_pair(out[j], nullptr);
-        }
+        gw_gelu16(out, geluTab);
       }
 #pragma unroll
       for (int j = 0; j < 16; j++) *(u32 *)(at(row, j) + 4 * tq) = out[j];
