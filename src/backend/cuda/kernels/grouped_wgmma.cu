@@ -267,6 +267,45 @@ __device__ __forceinline__ void gw_gelu16(u32 out[16], const bf16_t *tab) {
   }
 }
 
+// The m64n128 accumulator layout: warp w of a warpgroup holds rows 16 w + lane / 4 (d[4 j],
+// d[4 j + 1]) and + 8 (d[4 j + 2], d[4 j + 3]) at columns 8 j + 2 (lane % 4), + 1.
+// Row half h's 16 pairs (tq = lane % 4) with the tile's bias (sbias, 128 floats of shared memory,
+// when hasBias), rounded to bf16 pairs.
+__device__ __forceinline__ void gw_pack16(u32 out[16], const float d[64], int h, int tq, const float *sbias, bool hasBias) {
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+    const int c = j * 8 + 2 * tq;
+    float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+    if (hasBias) {
+      v0 = v0 + sbias[c];
+      v1 = v1 + sbias[c + 1];
+    }
+    out[j] = pack_bf2(v0, v1);
+  }
+}
+// A warpgroup's 64 rows from r0 as float32 outputs, straight from the accumulators (rows from rEnd
+// and columns from Nc skipped; warp, g = lane / 4 and tq = lane % 4 place the thread in the
+// layout), with the bias as gw_pack16 and GELU (its input kept at pre) when gelu.
+__device__ __forceinline__ void gw_store_f32(const float d[64], void *C, void *pre, i64 r0, i64 rEnd, int n0, int Nc, const float *sbias, bool hasBias, bool gelu,
+                                             int warp, int g, int tq) {
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const i64 r = r0 + warp * 16 + g + h * 8;
+    if (r >= rEnd) continue;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int col = n0 + j * 8 + 2 * tq;
+      if (col >= Nc) continue;  // Nc is even: col + 1 < Nc too
+      float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+      if (hasBias) {
+        v0 = v0 + sbias[j * 8 + 2 * tq];
+        v1 = v1 + sbias[j * 8 + 2 * tq + 1];
+      }
+      store_pair_act(C, pre, r * Nc + col, v0, v1, false, gelu);
+    }
+  }
+}
+
 // The grouped product with WG warpgroups per block: tiles of 64 WG rows x 128 columns. NN: each
 // expert's W_e is [Kr, Nc] (C = A W_e, the input gradient of a grouped product; B MN-major), else
 // [Nc, Kr] (C = A W_e^T, the forward).
@@ -324,16 +363,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     for (int h = 0; h < 2; h++) {
       const int row = wg * 64 + warp * 16 + g + h * 8;
       u32 out[16];
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int c = j * 8 + 2 * tq;
-        float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-        if (hasBias) {
-          v0 = v0 + gw_bias[c];
-          v1 = v1 + gw_bias[c + 1];
-        }
-        out[j] = pack_bf2(v0, v1);
-      }
+      gw_pack16(out, d, h, tq, gw_bias, hasBias);
       if (gelu) {
         if (keepPre) {
 #pragma unroll
@@ -355,22 +385,7 @@ __device__ __forceinline__ void gw_nt(void *C, const bf16_t *A, const bf16_t *W,
     }
     return;
   }
-#pragma unroll
-  for (int h = 0; h < 2; h++) {
-    const i64 r = r0 + wg * 64 + warp * 16 + g + h * 8;
-    if (r >= rEnd) continue;
-#pragma unroll
-    for (int j = 0; j < 16; j++) {
-      const int col = n0 + j * 8 + 2 * tq;
-      if (col >= Nc) continue;  // Nc is even: col + 1 < Nc too
-      float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-      if (hasBias) {
-        v0 = v0 + gw_bias[j * 8 + 2 * tq];
-        v1 = v1 + gw_bias[j * 8 + 2 * tq + 1];
-      }
-      store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
-    }
-  }
+  gw_store_f32(d, C, pre, r0 + wg * 64, rEnd, n0, Nc, gw_bias, hasBias, gelu, warp, g, tq);
 }
 // geluTab: gelu_table_bf16's table for the GELU epilogue (null: computed; the same bits either way).
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) grouped_wgmma_nt_bf16(void *C, const bf16_t *A, const bf16_t *W, const int *off, int E, int Kr,
@@ -502,39 +517,14 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
   wbias[t] = hasBias && n0 + t < Nc ? bias[(i64)e * Nc + n0 + t] : 0.0f;
   gw_wg_sync(wg);
   if (!cbf) {
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const i64 r = r0 + warp * 16 + g + h * 8;
-      if (r >= rEnd) continue;
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int col = n0 + j * 8 + 2 * tq;
-        if (col >= Nc) continue;  // Nc is even: col + 1 < Nc too
-        float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-        if (hasBias) {
-          v0 = v0 + wbias[j * 8 + 2 * tq];
-          v1 = v1 + wbias[j * 8 + 2 * tq + 1];
-        }
-        store_pair_act(C, pre, r * Nc + col, v0, v1, cbf, gelu);
-      }
-    }
+    gw_store_f32(d, C, pre, r0, rEnd, n0, Nc, wbias, hasBias, gelu, warp, g, tq);
     gw_wg_sync(wg);  // wbias is rewritten by the next tile
     return;
   }
   // the sums with their bias, rounded to bf16 pairs once (32 registers where d took 64)
   u32 pk[2][16];
 #pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int j = 0; j < 16; j++) {
-      const int c = j * 8 + 2 * tq;
-      float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
-      if (hasBias) {
-        v0 = v0 + wbias[c];
-        v1 = v1 + wbias[c + 1];
-      }
-      pk[h][j] = pack_bf2(v0, v1);
-    }
+  for (int h = 0; h < 2; h++) gw_pack16(pk[h], d, h, tq, wbias, hasBias);
   // pass 0: the pre-activation (kept GELU inputs), pass 1: the output
   for (int pass = keepPre ? 0 : 1; pass < 2; pass++) {
 #pragma unroll
