@@ -72,13 +72,13 @@ for what in "$@"; do
       timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
         node dist/bench/gpu.js --items kernels --shape "${SHAPE:-16x2048}" --configs base --peer none --out /tmp/kernels.json > /tmp/step.csv 2> "$OUT/profile.err"
       # --items kernels runs the step twice (warm-up, profiled): halve to one step
-      node dist/bench/ncu-sum.js /tmp/step.csv --runs 2 --top 60 | tee "$OUT/profile.txt"
+      node dist/bench/ncu-sum.js /tmp/step.csv --runs 2 --top ${TOP:-60} | tee "$OUT/profile.txt"
       ;;
     profile-sample)
       timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
         node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > /tmp/sample.csv 2> "$OUT/profile-sample.err"
       # a warm-up sampling run, then the profiled one: halve to one
-      node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top 60 | tee "$OUT/profile-sample.txt"
+      node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top ${TOP:-60} | tee "$OUT/profile-sample.txt"
       ;;
     ncu-trace)
       # every launch of batch-1 sampling (warm-up run, then the profiled one) with its duration, in
