@@ -202,6 +202,19 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaMap *map, int c0, 
                "r"(c1), "r"(bar)
                : "memory");
 }
+// Step s of a TMA-filled main loop (gw_tma_loop, the persistent kernel): once stage s % S's boxes
+// have landed (its mbarrier's phase), warpgroup wg's products of the step on it (A parts A_BYTES
+// apart, wg's 64 rows of each), leaving one wgmma group in flight.
+template <int S, int A_BYTES>
+__device__ __forceinline__ void gw_tma_step(float d[64], u32 sA, u32 sB, u32 bars, int s, int wg) {
+  mbar_wait(bars + 8 * (s % S), (u32)(s / S) & 1);
+  const u32 a = sA + (s % S) * A_BYTES + wg * 64 * 128, b = sB + (s % S) * GW_TILE_BYTES;
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
+  wg_commit();
+  wg_wait1();
+}
 // gw_loop's K-major main loop with a wgmma group in flight (INF = 1: the copies S - 2 steps ahead),
 // its stages filled by the Tensor Memory Accelerator instead of every thread's cp.async (~140
 // instructions a thread a step in the 256-row kernel): thread 0 issues a step's A box (64 x 64 WG
@@ -235,13 +248,7 @@ __device__ __forceinline__ void gw_tma_loop(float d[64], const TmaMap *mA, const
     // their stage takes step s + D's boxes; at s = 0, the barriers' initialisation is seen
     __syncthreads();
     if (issuer && s + D < steps) load(s + D);
-    mbar_wait(bars + 8 * (s % S), (u32)(s / S) & 1);
-    const u32 a = sA + (s % S) * A_BYTES + wg * 64 * 128, b = sB + (s % S) * GW_TILE_BYTES;
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
-    wg_commit();
-    wg_wait1();
+    gw_tma_step<S, A_BYTES>(d, sA, sB, bars, s, wg);
   }
   wg_wait0();
 #pragma unroll
@@ -622,13 +629,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
       // step g + D's boxes may fill step g - 2's stage
       __syncthreads();
       if (issuer) load();  // step g + D (issued after the products instead: v24b, 8.07 ms against 7.77)
-      mbar_wait(bars + 8 * (g % S), (u32)(g / S) & 1);
-      const u32 a = sA + (g % S) * A_BYTES + wg * 64 * 128, b = sB + (g % S) * GW_TILE_BYTES;
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
-      wg_commit();
-      wg_wait1();
+      gw_tma_step<S, A_BYTES>(d, sA, sB, bars, g, wg);
     }
     wg_wait0();
 #pragma unroll
