@@ -7,7 +7,7 @@
 #   bash bench/device-run.sh ops              the hot ops alone, default kernels and mma.sync (~10 s)
 #   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
 #                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
-#                                             another step)
+#                                             another step; TOP=n lists n kernels, 60 by default)
 #   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
 #   bash bench/device-run.sh ncu-trace        every launch of batch-1 sampling with its duration, in
 #                                             order (ncu-trace.csv.gz; ~40 s)
