@@ -20,11 +20,11 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Batch-1 sampling's own kernels, largest first (v17 profile). */
+/** Batch-1 sampling's own kernels, largest first (v17 profile; names as of s16). */
 const SAMPLE_KERNELS = [
-  'grouped_wgmma_nt_bf16',
+  'grouped_tma256p_nt_bf16',
   'attn_fwd_wgmma',
-  'layernorm_bf16_vec',
+  'layernorm_bf16_vec3',
   'score_argmax_wgmma',
   'moe_order_small',
   'moe_route_lanes_f32',
@@ -34,7 +34,7 @@ const SAMPLE_KERNELS = [
 ];
 /** A training step's (16 x 2048). */
 const TRAIN_KERNELS = [
-  'grouped_wgmma_nt_bf16',
+  'grouped_tma256p_nt_bf16',
   'attn_bwd_dkdv_wgmma',
   'attn_bwd_dq_wgmma',
   'attn_fwd_wgmma',
@@ -43,7 +43,7 @@ const TRAIN_KERNELS = [
   'adamw_x4',
   'xe_tied_grad',
   'xe_tied_stats',
-  'layernorm_bf16_vec',
+  'layernorm_bf16_vec3',
   'moe_permute_bf16v',
   'col_sums_segments_partial',
   'layernorm_backward_dx_bf16_vec',

@@ -440,9 +440,11 @@ test('16-byte-vector forms of addBroadcast, stridedCopy, activation and its back
 });
 
 test('LayerNorm on rows held in registers (widths of whole 16-byte vectors up to 2,048) and the fused residual add, against the CPU and the unfused GPU path', { skip }, () => {
-  // 768: the model's width; 776: 97 vectors (lanes with and without a third); 2048: the widest;
-  // 2056: one vector too wide (the warp kernels); 40 rows: blocks of 4 rows and a grid stride
-  for (const C_ of [768, 776, 2048, 2056]) {
+  // the kernel holding 1, 2, 3 or 4 vectors a lane, or up to 8: 64 and 136 (1: lanes with and
+  // without one), 512 (2), 768 (3: the model's width), 776 (97 vectors: 4, lanes with and without
+  // a fourth), 1032 (5: the general kernel), 2048 (the widest); 2056: one vector too wide (the warp
+  // kernels); 40 rows: blocks of 4 rows and a grid stride
+  for (const C_ of [64, 136, 512, 768, 776, 1032, 2048, 2056]) {
     const R = 40;
     const tag = `${R}x${C_}`;
     const x = act([R, C_]);
@@ -1007,6 +1009,26 @@ test('sampling with CUDA graphs (grouped kernels, no read-back): the recorded de
       kept.dispose();
     }
     assert.equal(be.memory().liveBytes, mem0, 'dispose frees the kept buffers');
+    // fixedWeights: the bf16 weights and the table's score operands of the first call serve the
+    // later ones, so a later change is not seen (where the default converts again, above)
+    const fixed = new SamplingGraphs({ fixedWeights: true });
+    try {
+      const first = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: fixed });
+      const again = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: fixed });
+      assert.deepEqual([...first], [...plain]);
+      assert.deepEqual([...again], [...plain], 'the kept weights and score operands give the plain tokens');
+      const w = model.params.get('layers.0.attn.o.weight');
+      const wv = be.toArray(w) as Float32Array;
+      be.write(w, wv.map((v) => -3 * v));
+      const stale = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: fixed });
+      const changedPlain = sampleIds(model, ids, mask, B, N, { sampler: 'ddim', steps: 6, seed: 4, graphs: false });
+      be.write(w, wv);
+      assert.notDeepEqual([...changedPlain], [...plain]);
+      assert.deepEqual([...stale], [...plain], 'fixed weights: the first call\'s copy, not the changed parameter');
+    } finally {
+      fixed.dispose();
+    }
+    assert.equal(be.memory().liveBytes, mem0, 'dispose frees the fixed weights and score operands too');
     // the sampler's weights rounded once (castWeights) give a forward the numbers of the per-product rounding
     const xt = be.fromArray(Float32Array.from({ length: B * N * cfg.embDim }, (_, i) => Math.sin(i * 0.37)), [B, N, cfg.embDim]);
     const cast = model.denoiser.castWeights()!;

@@ -152,7 +152,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32', 'adamw_x4'],
   'reduce.cu': [
     'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_partial_bf16x8', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
-    'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_backward_dx_bf16_vec',
+    'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_bf16_vec1', 'layernorm_bf16_vec2', 'layernorm_bf16_vec3', 'layernorm_bf16_vec4', 'layernorm_backward_dx_bf16_vec',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
   'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_lanes_f32', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_order_small', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32', 'moe_permute_bf16v',
@@ -1452,7 +1452,7 @@ export class CudaBackend implements Backend {
     const yb = yBias ? cu(op, yBias) : null;
     if (!lnVecFits(C, rows, [w, b, ...(yb ? [yb] : [])], mu)) return false;
     if (R) {
-      this.launch('layernorm_bf16_vec', Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(rows[0]!), P(mu), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(rows[1]!), A(y ? cu(op, y).ptr : 0), A(yb ? yb.ptr : 0), P(w), P(b), I(R), I(C), F(eps)]);
+      this.launch(lnVecKernel(C), Math.min(Math.ceil(R / (BLOCK_LN / 32)), MAX_GRID), BLOCK_LN, [P(rows[0]!), P(mu), P(cu(op, rstd)), A(sum ? cu(op, sum).ptr : 0), P(rows[1]!), A(y ? cu(op, y).ptr : 0), A(yb ? yb.ptr : 0), P(w), P(b), I(R), I(C), F(eps)]);
     }
     return true;
   }
@@ -2414,6 +2414,16 @@ export function definesOf(spec: string): string {
       return `#define ${m[1]}${m[2] !== undefined ? ` ${m[2]}` : ''}\n`;
     })
     .join('');
+}
+
+/**
+ * The row-in-registers LayerNorm forward for rows of C: the instance holding exactly the 16-byte
+ * vectors a lane needs (C <= 256, 512, 768, 1024), whose loads all go before its stores, or the
+ * general one (C <= LN_VEC_WIDTH).
+ */
+function lnVecKernel(C: number): string {
+  const perLane = Math.max(1, Math.ceil(C / 8 / 32));
+  return perLane <= 4 ? `layernorm_bf16_vec${perLane}` : 'layernorm_bf16_vec';
 }
 
 /**

@@ -482,32 +482,55 @@ __device__ __forceinline__ uint4 add_bf8(uint4 x, uint4 y) {
   return make_uint4(pack_bf2(bf_lo(x.x) + bf_lo(y.x), bf_hi(x.x) + bf_hi(y.x)), pack_bf2(bf_lo(x.y) + bf_lo(y.y), bf_hi(x.y) + bf_hi(y.y)),
                     pack_bf2(bf_lo(x.z) + bf_lo(y.z), bf_hi(x.z) + bf_hi(y.z)), pack_bf2(bf_lo(x.w) + bf_lo(y.w), bf_hi(x.w) + bf_hi(y.w)));
 }
-extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *bBias,
-                                              const float4 *w, const float4 *bias, int R, int C, float eps) {
+// The row's loads (a, b, b's bias, the weight and bias) are all issued before the first store: a
+// store to `sum` or `out` may alias a later vector's load as far as the compiler knows, so loads
+// written between stores waited for each other (SASS: six memory round trips a row at C = 768, where
+// at batch 1, one row a warp and ~16 warps an SM, nothing else hides them). NV, the vectors a lane
+// holds, is a template argument so that the registers for it are all (C <= 256 NV). From NV = 8 the
+// per-column floats would not fit in registers beside the row (ptxas spilled): there they are loaded
+// where used, as before, and only the row's loads go first.
+template <int NV>
+__device__ __forceinline__ void ln_fwd_rows(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *bBias, const float4 *w,
+                                            const float4 *bias, int R, int C, float eps) {
   pdl_entry();
   const int lane = threadIdx.x & 31, nv = C >> 3, warps = blockDim.x >> 5;
   for (int r = blockIdx.x * warps + (threadIdx.x >> 5); r < R; r += gridDim.x * warps) {
     const i64 row = (i64)r * nv;
     // the row stays packed (4 registers per 8 values) and is unpacked per pass
-    uint4 v[LN_VEC];
-    float s = 0.0f, x[8];
+    constexpr bool early = NV <= 4;
+    constexpr int NW = early ? NV : 1;
+    uint4 v[NV], y[NV];
+    float wv[NW][8], bv[NW][8], bb[NW][8];
 #pragma unroll
-    for (int j = 0; j < LN_VEC; j++) {
+    for (int j = 0; j < NV; j++) {
       const int c = lane + 32 * j;
       if (c < nv) {
         v[j] = a[row + c];
+        if (b) y[j] = b[row + c];
+        if (early) {
+          if (bBias) ln_ld8(bb[j % NW], bBias, c);
+          ln_ld8(wv[j % NW], w, c);
+          ln_ld8(bv[j % NW], bias, c);
+        }
+      }
+    }
+    float s = 0.0f, x[8];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+      const int c = lane + 32 * j;
+      if (c < nv) {
         if (b) {
-          uint4 y = b[row + c];
+          uint4 yj = y[j];
           if (bBias) {
             // b's own bias first, rounded as a product's bias epilogue (bias_act_bf16x8) rounds it
-            float yv[8], bb[8];
-            unpack8(yv, y);
-            ln_ld8(bb, bBias, c);
+            float yv[8];
+            unpack8(yv, yj);
+            if (!early) ln_ld8(bb[0], bBias, c);
 #pragma unroll
-            for (int q = 0; q < 8; q++) yv[q] = yv[q] + bb[q];
-            y = pack8(yv);
+            for (int q = 0; q < 8; q++) yv[q] = yv[q] + bb[j % NW][q];
+            yj = pack8(yv);
           }
-          v[j] = add_bf8(v[j], y);
+          v[j] = add_bf8(v[j], yj);
           sum[row + c] = v[j];
         }
         unpack8(x, v[j]);
@@ -518,7 +541,7 @@ extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rs
     const float m = warp_sum_f(s) / (float)C;
     float qs = 0.0f;
 #pragma unroll
-    for (int j = 0; j < LN_VEC; j++) {
+    for (int j = 0; j < NV; j++) {
       if (lane + 32 * j < nv) {
         unpack8(x, v[j]);
 #pragma unroll
@@ -534,20 +557,32 @@ extern "C" __global__ void layernorm_bf16_vec(uint4 *out, float *mean, float *rs
       rstd[r] = rs;
     }
 #pragma unroll
-    for (int j = 0; j < LN_VEC; j++) {
+    for (int j = 0; j < NV; j++) {
       const int c = lane + 32 * j;
       if (c < nv) {
-        float wv[8], bv[8];
-        ln_ld8(wv, w, c);
-        ln_ld8(bv, bias, c);
+        if (!early) {
+          ln_ld8(wv[0], w, c);
+          ln_ld8(bv[0], bias, c);
+        }
         unpack8(x, v[j]);
 #pragma unroll
-        for (int q = 0; q < 8; q++) x[q] = (x[q] - m) * rs * wv[q] + bv[q];
+        for (int q = 0; q < 8; q++) x[q] = (x[q] - m) * rs * wv[j % NW][q] + bv[j % NW][q];
         out[row + c] = pack8(x);
       }
     }
   }
 }
+#define LN_FWD_KERNEL(NAME, NV)                                                                                                                        \
+  extern "C" __global__ void NAME(uint4 *out, float *mean, float *rstd, uint4 *sum, const uint4 *a, const uint4 *b, const float4 *bBias, const float4 *w, \
+                                  const float4 *bias, int R, int C, float eps) {                                                                       \
+    ln_fwd_rows<NV>(out, mean, rstd, sum, a, b, bBias, w, bias, R, C, eps);                                                                            \
+  }
+// C <= 256, 512, 768, 1024 and 2048 (LN_VEC)
+LN_FWD_KERNEL(layernorm_bf16_vec1, 1)
+LN_FWD_KERNEL(layernorm_bf16_vec2, 2)
+LN_FWD_KERNEL(layernorm_bf16_vec3, 3)
+LN_FWD_KERNEL(layernorm_bf16_vec4, 4)
+LN_FWD_KERNEL(layernorm_bf16_vec, LN_VEC)
 
 // One vector of the backward's row: dy, x (as floats) and the weights of its 8 columns.
 __device__ __forceinline__ void ln_bwd_unpack(float g[8], float x[8], float w8[8], uint4 gv, uint4 xv, const float4 *w, int c) {
