@@ -535,9 +535,11 @@ async function main(): Promise<void> {
       const N = 2048;
       const cfg = config(name, N);
       const model = modelOf(cfg, be);
-      // the denoiser call recorded once per batch shape and replayed in every run, as a server
-      // would (MOE_DIFFUSEQ_GRAPHS=0: plain calls; =1: a recording made in each run)
-      const graphs = process.env['MOE_DIFFUSEQ_GRAPHS'] === '1' || (SamplingGraphs.unlessDisabled() ?? false);
+      // the denoiser call recorded once per batch shape and replayed in every run, and the weights
+      // converted to bf16 once, as a server would (MOE_DIFFUSEQ_GRAPHS=0: plain calls; =1: a
+      // recording made in each run; MOE_DIFFUSEQ_FIXED_WEIGHTS=0: the weights converted every run)
+      const fixedWeights = process.env['MOE_DIFFUSEQ_FIXED_WEIGHTS'] !== '0';
+      const graphs = process.env['MOE_DIFFUSEQ_GRAPHS'] === '1' || (SamplingGraphs.unlessDisabled({ fixedWeights }) ?? false);
       for (const B of sampleBatches) {
         const batch = batchOf(cfg, B, N, 2);
         const run = () => {

@@ -29,7 +29,9 @@ export interface LoadedDiffusionModel {
   readonly dir: string;
   /**
    * Generates one output per input text (defaults: DDIM, 10 steps, seed 0). On a GPU the denoiser
-   * calls recorded in one call are kept and replayed by the next calls of the same batch shape.
+   * calls recorded in one call are kept and replayed by the next calls of the same batch shape,
+   * and the weights' bfloat16 copy made by the first call serves them all: a change to `model`'s
+   * parameters after the first call is not seen (load the model again).
    */
   sample(inputs: readonly string[], opts?: Partial<GenerateOptions>): Generated[];
   dispose(): void;
@@ -43,9 +45,10 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<LoadedD
     const { model, tokenizer } = loadModel(resolved, backend);
     model.precision = resolvePrecision(opts.precision ?? 'auto', backend);
     if (!tokenizer) throw new CheckpointError(`${resolved}: the model folder has no tokenizer (tokenizer.json or vocab.txt)`);
-    // a server's repeated sample() calls replay the denoiser calls recorded by the first (GPU only;
-    // MOE_DIFFUSEQ_GRAPHS=0: plain calls); freed with the model
-    const graphs = backend.capture ? SamplingGraphs.unlessDisabled() : null;
+    // a server's repeated sample() calls replay the denoiser calls recorded by the first, with the
+    // weights converted to bf16 by the first (GPU only; MOE_DIFFUSEQ_GRAPHS=0: plain calls); freed
+    // with the model
+    const graphs = backend.capture ? SamplingGraphs.unlessDisabled({ fixedWeights: true }) : null;
     return {
       model,
       tokenizer,

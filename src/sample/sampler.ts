@@ -9,7 +9,7 @@
  *   grid, in the m-shifted frame; first order on the first step, the last step lands on x0.
  * - Output: argmax of the last (unclamped) x0_hat E^T.
  */
-import type { Backend, DType, Replayable, ScoreOptions, Tensor } from '../backend/backend.js';
+import type { Backend, DType, PreparedTable, Replayable, ScoreOptions, Tensor } from '../backend/backend.js';
 import { PhiloxStream } from '../backend/philox.js';
 import type { DenoiserCache } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
@@ -52,6 +52,8 @@ interface GraphEntry {
   /** The recording, once made; null before, or when it failed (`failed`: not tried again). */
   recorded: { cache: DenoiserCache; graph: Replayable } | null;
   failed: boolean;
+  /** Its model's part (the kept score operands under fixedWeights). */
+  model: ModelGraphs;
 }
 
 /** One model's part of a {@link SamplingGraphs}: its bf16 weights and its batch shapes, least recently used first. */
@@ -59,7 +61,21 @@ interface ModelGraphs {
   /** The model's activations when they were made (its precision may change between calls). */
   act: DType;
   cast: ParamCopy | null;
+  /** The vocabulary table's score operands, kept here under `fixedWeights` (else made per call). */
+  prepared: PreparedTable | null;
   shapes: Map<string, GraphEntry>;
+}
+
+/** Options of a {@link SamplingGraphs}. */
+export interface SamplingGraphsOptions {
+  /**
+   * The models' weights do not change while it lives (a server, the CLI's sampling, a benchmark):
+   * their bfloat16 copy and the vocabulary table's score operands are made in the first call and
+   * kept, where by default every call converts the current weights again (0.36 ms of an H200's
+   * time for `base`). A model whose parameters change after its first call samples with the old
+   * values: dispose it and make a new one. Default false.
+   */
+  fixedWeights?: boolean;
 }
 
 /** Frees an entry's recording and buffers (not the model's weights, which its other shapes share). */
@@ -77,7 +93,7 @@ function freeEntry(ent: GraphEntry): void {
  * step plain, the recording's host time and the graph's instantiation in each). For a server, the
  * CLI's batches and benchmarks. It holds device memory until {@link SamplingGraphs.dispose}: per
  * model one bfloat16 copy of the weights (converted again at the start of every call, so a model
- * trained in between samples with its current values), and per batch shape the denoiser's input and
+ * trained in between samples with its current values; once, with `fixedWeights`), and per batch shape the denoiser's input and
  * the recording's buffers, for at most {@link SamplingGraphs.MAX_SHAPES} shapes a model (the least
  * recently used one is freed to make room).
  */
@@ -86,10 +102,15 @@ export class SamplingGraphs {
   static readonly MAX_SHAPES = 4;
 
   /** A new one, or null when MOE_DIFFUSEQ_GRAPHS=0 asks for plain denoiser calls. */
-  static unlessDisabled(): SamplingGraphs | null {
-    return process.env['MOE_DIFFUSEQ_GRAPHS'] === '0' ? null : new SamplingGraphs();
+  static unlessDisabled(opts: SamplingGraphsOptions = {}): SamplingGraphs | null {
+    return process.env['MOE_DIFFUSEQ_GRAPHS'] === '0' ? null : new SamplingGraphs(opts);
   }
   private readonly models = new Map<Model, ModelGraphs>();
+  /** See {@link SamplingGraphsOptions.fixedWeights}. */
+  readonly fixedWeights: boolean;
+  constructor(opts: SamplingGraphsOptions = {}) {
+    this.fixedWeights = opts.fixedWeights ?? false;
+  }
 
   /** The entry of `model` at batch shape B x N, made (buffers allocated, nothing recorded) on first use. */
   entry(model: Model, B: number, N: number): GraphEntry {
@@ -100,9 +121,9 @@ export class SamplingGraphs {
       mg = undefined;
     }
     if (!mg) {
-      mg = { act: model.denoiser.activations, cast: model.denoiser.castWeights(), shapes: new Map() };
+      mg = { act: model.denoiser.activations, cast: model.denoiser.castWeights(), prepared: null, shapes: new Map() };
       this.models.set(model, mg);
-    } else mg.cast?.refresh();
+    } else if (!this.fixedWeights) mg.cast?.refresh();
     const key = `${B}x${N}`;
     const known = mg.shapes.get(key);
     if (known) {
@@ -125,7 +146,7 @@ export class SamplingGraphs {
       x.dispose();
       throw e;
     }
-    const ent: GraphEntry = { x, temb, cast: mg.cast, recorded: null, failed: false };
+    const ent: GraphEntry = { x, temb, cast: mg.cast, recorded: null, failed: false, model: mg };
     mg.shapes.set(key, ent);
     return ent;
   }
@@ -138,6 +159,7 @@ export class SamplingGraphs {
   private release(model: Model, mg: ModelGraphs): void {
     for (const ent of mg.shapes.values()) freeEntry(ent);
     mg.cast?.dispose();
+    mg.prepared?.dispose();
     this.models.delete(model);
   }
 }
@@ -231,9 +253,15 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     // x0 from bf16 activations is of bf16 accuracy: its scores against the vocabulary need no
     // more than the split bf16 products (the float32 ones were 12% of batch-1 sampling on a GPU)
     const precision = model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32';
-    // the table's split parts and half norms made once for the run's scorings (GPU backends)
-    const prepared = be.prepareScores?.(E, { precision }) ?? null;
-    if (prepared) s.keep(prepared);
+    // the table's split parts and half norms made once for the run's scorings (GPU backends), or
+    // once for every run of a kept entry whose weights are fixed
+    const keepPrepared = ent !== null && kept !== null && kept.fixedWeights;
+    let prepared = keepPrepared ? ent.model.prepared : null;
+    if (!prepared) {
+      prepared = be.prepareScores?.(E, { precision }) ?? null;
+      if (prepared && keepPrepared) ent.model.prepared = prepared;
+      else if (prepared) s.keep(prepared);
+    }
     const scoring: ScoreOptions = { precision, prepared };
     let recorded: { cache: DenoiserCache; graph: Replayable } | null = ent?.recorded ?? null;
     let hPrev = 0;
