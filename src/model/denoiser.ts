@@ -328,19 +328,16 @@ export class Denoiser {
     const pos = s.keep(be.view(this.p('position_embeddings.weight'), 0, [N, d]));
     be.addBroadcast(hs, hs, pos, [B, N, d], [1, N, d]);
     be.addBroadcast(hs, hs, temb, [B, N, d], [B, 1, d]);
-    const hln = s.keep(be.empty([B * N, d], ac));
+    // global tokens in front: h = [globals, LayerNorm rows] per sequence; one sequence's rows are
+    // one span of h, which the LayerNorm writes itself (no copy: batch-1 sampling's latency)
+    let h: Tensor = s.keep(be.empty([B, S, d], ac));
+    if (G > 0) be.stridedCopy(h, this.p('global_tokens'), { count: B, length: G * d, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: S * d });
+    const hln = B === 1 || G === 0 ? s.keep(be.view(h, G * d, [B * N, d])) : s.keep(be.empty([B * N, d], ac));
     const mean0 = s.keep(be.empty([B * N], dt));
     const rstd0 = s.keep(be.empty([B * N], dt));
     be.layerNorm(hln, mean0, rstd0, hs, this.p('input_norm.weight'), this.p('input_norm.bias'), LN_EPS);
     const dropIn = this.dropout(hln, opts, nextSite);
-
-    // global tokens in front
-    let h: Tensor;
-    if (G > 0) {
-      h = s.keep(be.empty([B, S, d], ac));
-      be.stridedCopy(h, this.p('global_tokens'), { count: B, length: G * d, srcOffset: 0, srcStride: 0, dstOffset: 0, dstStride: S * d });
-      be.stridedCopy(h, hln, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
-    } else h = s.keep(be.view(hln, 0, [B, S, d]));
+    if (B > 1 && G > 0) be.stridedCopy(h, hln, { count: B, length: N * d, srcOffset: 0, srcStride: N * d, dstOffset: G * d, dstStride: S * d });
 
     const layers: LayerRecord[] = [];
     const moe: MoeStats[] = [];
@@ -364,10 +361,10 @@ export class Denoiser {
 
     // output: drop the globals, Linear(d,e)(tanh(Linear(d,d)(h)))
     let hout: Tensor;
-    if (G > 0) {
+    if (B > 1 && G > 0) {
       hout = s.keep(be.empty([B * N, d], ac));
       be.stridedCopy(hout, h, { count: B, length: N * d, srcOffset: G * d, srcStride: S * d, dstOffset: 0, dstStride: N * d });
-    } else hout = s.keep(be.view(h, 0, [B * N, d]));
+    } else hout = s.keep(be.view(h, G * d, [B * N, d]));
     const y1 = this.linear(s, hout, 'output_down_proj.0', B * N, d);
     const y2 = s.keep(be.empty([B * N, d], ac));
     be.activation(y2, y1, 'tanh');
