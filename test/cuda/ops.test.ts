@@ -757,6 +757,12 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
   // bf16x3 through cuBLAS and the row argmax (the fused wgmma kernel's twin, and the path of cards
   // without wgmma)
   const viaCublas = new CudaBackend({ grouped: 'mma' });
+  // the fused kernel with its stages filled by TMA (score_argmax_tma) and by cp.async: the same
+  // products in the same order, so the same rows to the index (on sm_90, where the launch times say
+  // it ran: operands of at least a box, 128 rows x 64 of K)
+  const tTma = new Map<string, [number, number]>();
+  const sTma = withEnv('MOE_DIFFUSEQ_SCORE_TMA', '1', () => new CudaBackend({ launchTimes: tTma }));
+  const sCp = withEnv('MOE_DIFFUSEQ_SCORE_TMA', '0', () => new CudaBackend());
   // the last cases: the base model's vocabulary and width (300 rows: row tiles past the last full
   // one; 30522: a last column tile of 58), and widths whose 3e is a multiple of 8 or not
   for (const [M, V, e] of [[1, 1, 1], [37, 11, 4], [200, 1000, 33], [5, 5000, 16], [130, 300, 8], [300, 30522, 128]] as const) {
@@ -825,9 +831,20 @@ test('nearestRows and argmaxDot (chunked GEMM + row argmax) pick the same rows, 
     viaCublas.argmaxDot(oc, xc, tc, { precision: 'bf16x3' });
     sameChoice(`argmaxDot ${M}x${V}x${e} bf16x3 cuBLAS`, viaPair(oa.c), x64, t64, e, false, true);
     for (const t of [xc, tc, oc]) t.dispose();
+    const loads = [sTma, sCp].map((be) => {
+      const [xb, tb, ob] = [be.fromArray(xh, [M, e], 'float32'), be.fromArray(th, [V, e], 'float32'), be.empty([M], 'int32')];
+      be.nearestRows(ob, xb, tb, { precision: 'bf16x3' });
+      const near = [...be.toArray(ob)];
+      be.argmaxDot(ob, xb, tb, { precision: 'bf16x3' });
+      const dot = [...be.toArray(ob)];
+      for (const t of [xb, tb, ob]) t.dispose();
+      return { near, dot };
+    });
+    assert.deepEqual(loads[0], loads[1], `${M}x${V}x${e} bf16x3: stages by TMA against cp.async`);
     freeAll();
   }
-  viaCublas.close();
+  if (sTma.arch === 90) assert.ok(tTma.has('score_argmax_tma'), 'score_argmax_tma ran');
+  for (const be of [viaCublas, sTma, sCp]) be.close();
 });
 
 test('adamw', { skip }, () => {

@@ -164,7 +164,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   ],
   'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
-  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'grouped_tma256p_nt_bf16', 'score_argmax_wgmma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
+  'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'grouped_tma256p_nt_bf16', 'score_argmax_wgmma', 'score_argmax_tma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
 /**
  * Kernel files that use sm_90a's architecture-specific instructions (wgmma): compiled for sm_90a on
@@ -297,6 +297,11 @@ const GROUPED_WGMMA64_ROWS = 0;
 /** The same for its four-warpgroup form (grouped_wgmma256_nt_bf16: 4 stages of 256-row A tiles and 128-row B tiles). */
 const GROUPED_WGMMA256_SHARED = 4 * (256 + 128) * 64 * 2 + 1024;
 /**
+ * Whether the vocabulary scoring fills its stages by TMA (score_argmax_tma) by default where the
+ * driver encodes tensor maps (MOE_DIFFUSEQ_SCORE_TMA=0 / 1 chooses). Not yet measured (s16): off.
+ */
+const SCORE_TMA = false;
+/**
  * Rows of a grouped forward product from which `auto` takes the 256-row wgmma tiles
  * (MOE_DIFFUSEQ_WGMMA256_ROWS). Measured on an H200 (2026-11-29, v22c, alternated with the
  * 128-row kernel in one call): batch-16 sampling (65,536 rows) 206.9 against 213.5 ms, training
@@ -411,6 +416,8 @@ export class CudaBackend implements Backend {
   private readonly wgmma64Rows: number;
   /** Grouped forward products of at least this many rows take the 256-row wgmma tiles. */
   private readonly wgmma256Rows: number;
+  /** The vocabulary scoring's stages filled by TMA (score_argmax_tma; MOE_DIFFUSEQ_SCORE_TMA, see SCORE_TMA). */
+  private readonly scoreTma: boolean;
   /** Device addresses of the lookup tables made so far, by the kernel that made them (see table()). */
   private readonly tables = new Map<string, number>();
   /** Whether the bf16 attention runs on wgmma (attentionKernel auto or wgmma, on sm_90). */
@@ -479,6 +486,8 @@ export class CudaBackend implements Backend {
     this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
     const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
     this.wgmma256Rows = rows256 !== undefined && /^\d+$/.test(rows256) ? Number(rows256) : this.groupedTma === 2 ? GROUPED_TMA256P_ROWS : GROUPED_WGMMA256_ROWS;
+    const sTma = process.env['MOE_DIFFUSEQ_SCORE_TMA'];
+    this.scoreTma = this.driver.hasTensorMaps && (sTma === undefined ? SCORE_TMA : sTma === '1');
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
     // one CUlaunchConfig, rewritten per launch, whose one attribute allows the overlap
     if (this.arch >= 90 && process.env['MOE_DIFFUSEQ_PDL'] !== '0' && this.driver.hasLaunchEx) {
@@ -2257,7 +2266,15 @@ export class CudaBackend implements Backend {
     try {
       for (let m0 = 0; m0 < M; m0 += chunk) {
         const n = Math.min(chunk, M - m0);
-        this.launch('score_argmax_wgmma', Math.ceil(n / 128) * tilesV, 256, [A(ps.ptr), A(pi.ptr), A(x3 + m0 * K * 2), A(t3), I(n), I(V), I(K), A(half), B(half !== 0)], GROUPED_WGMMA_SHARED);
+        const blocks = Math.ceil(n / 128) * tilesV;
+        const tail = [I(n), I(V), I(K), A(half), B(half !== 0)];
+        if (this.scoreTma && K >= 64 && n >= 128) {
+          // the chunk's rows of X3 and the table, in boxes of 64 (K) x 128 rows (smaller operands
+          // than a box take the cp.async kernel: boxes past a whole tensor are not tested)
+          this.driver.tensorMapBf16(this.tensorMapSlot(0), x3 + m0 * K * 2, n, K, 64, 128);
+          this.driver.tensorMapBf16(this.tensorMapSlot(1), t3, V, K, 64, 128);
+          this.launch('score_argmax_tma', blocks, 256, [['tmap', 0], ['tmap', 1], A(ps.ptr), A(pi.ptr), ...tail], GROUPED_WGMMA_SHARED);
+        } else this.launch('score_argmax_wgmma', blocks, 256, [A(ps.ptr), A(pi.ptr), A(x3 + m0 * K * 2), A(t3), ...tail], GROUPED_WGMMA_SHARED);
         this.launch('score_argmax_finish', Math.min(Math.ceil(n / 8), MAX_GRID), BLOCK, [P(o), A(ps.ptr), A(pi.ptr), I(n), I(tilesV), I(m0)]);
       }
     } finally {

@@ -204,8 +204,8 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaMap *map, int c0, 
 }
 // Step s of a TMA-filled main loop (gw_tma_loop, the persistent kernel): once stage s % S's boxes
 // have landed (its mbarrier's phase), warpgroup wg's products of the step on it (A parts A_BYTES
-// apart, wg's 64 rows of each), leaving one wgmma group in flight.
-template <int S, int A_BYTES>
+// apart, wg's 64 rows of each), leaving one wgmma group in flight (INF = 1) or none.
+template <int S, int A_BYTES, int INF = 1>
 __device__ __forceinline__ void gw_tma_step(float d[64], u32 sA, u32 sB, u32 bars, int s, int wg) {
   mbar_wait(bars + 8 * (s % S), (u32)(s / S) & 1);
   const u32 a = sA + (s % S) * A_BYTES + wg * 64 * 128, b = sB + (s % S) * GW_TILE_BYTES;
@@ -213,7 +213,11 @@ __device__ __forceinline__ void gw_tma_step(float d[64], u32 sA, u32 sB, u32 bar
 #pragma unroll
   for (int kk = 0; kk < GW_BK / 16; kk++) gw_mma(d, gw_desc(a + kk * 32), gw_desc(b + kk * 32));
   wg_commit();
-  wg_wait1();
+  if constexpr (INF) {
+    wg_wait1();
+  } else {
+    wg_wait0();
+  }
 }
 // gw_loop's K-major main loop with a wgmma group in flight (INF = 1: the copies S - 2 steps ahead),
 // its stages filled by the Tensor Memory Accelerator instead of every thread's cp.async (~140
@@ -221,10 +225,11 @@ __device__ __forceinline__ void gw_tma_step(float d[64], u32 sA, u32 sB, u32 bar
 // rows from row rowA) and W box (64 x 128 from row rowW) onto the stage's mbarrier (S of them at
 // bars), which counts their bytes; everyone waits on it. The boxes are written with the 128-byte
 // swizzle gw_desc reads; rows past the expert's end are the next expert's (or zeros past the
-// tensor), whose products the epilogue does not store; K past its end reads zeros.
-template <int WG, int S>
+// tensor), whose products the epilogue does not store; K past its end reads zeros. INF = 0 waits
+// for each step's products (as gw_loop's), so the boxes go S - 1 steps ahead instead of S - 2.
+template <int WG, int S, int INF = 1>
 __device__ __forceinline__ void gw_tma_loop(float d[64], const TmaMap *mA, const TmaMap *mW, int rowA, int rowW, int K, u32 sA, u32 sB, u32 bars) {
-  constexpr int A_BYTES = 64 * WG * GW_BK * 2, D = S - 2;
+  constexpr int A_BYTES = 64 * WG * GW_BK * 2, D = S - 1 - INF;
   static_assert(D >= 1, "a step's copies ahead at least");
   const int wg = threadIdx.x >> 7;
   const bool issuer = threadIdx.x == 0;
@@ -244,15 +249,17 @@ __device__ __forceinline__ void gw_tma_loop(float d[64], const TmaMap *mA, const
     for (int p = 0; p < D && p < steps; p++) load(p);
   }
   for (int s = 0; s < steps; s++) {
-    // every warpgroup's products of step s - 2 are done (wait_group 1 at the end of step s - 1):
-    // their stage takes step s + D's boxes; at s = 0, the barriers' initialisation is seen
+    // every warpgroup's products of step s - 1 - INF are done (wait_group INF at the end of step
+    // s - 1): their stage takes step s + D's boxes; at s = 0, the barriers' initialisation is seen
     __syncthreads();
     if (issuer && s + D < steps) load(s + D);
-    gw_tma_step<S, A_BYTES>(d, sA, sB, bars, s, wg);
+    gw_tma_step<S, A_BYTES, INF>(d, sA, sB, bars, s, wg);
   }
-  wg_wait0();
+  if constexpr (INF) {
+    wg_wait0();
 #pragma unroll
-  for (int i = 0; i < 64; i++) wg_pin(d[i]);
+    for (int i = 0; i < 64; i++) wg_pin(d[i]);
+  }
 }
 
 // GELU of a row's 16 bf16 pairs (gelu_pair): from the table with its 32 lookups issued together,
@@ -664,23 +671,13 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
 // lower v, as row_argmax_f32. part[row][tile] = (score, v); score_argmax_finish takes the best tile.
 // The [rows, V] float32 scores of the cuBLAS path (134 MB per 1,100 rows of a 30k vocabulary,
 // written and read back) never exist. Requires K a multiple of 8 and 16-byte aligned X3, T3.
-extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(double *partScore, int *partIndex, const bf16_t *X, const bf16_t *T, int M, int V,
-                                                                        int K, const double *half, int useHalf) {
-  pdl_entry();
-  extern __shared__ __align__(16) unsigned char gw_dyn[];
-  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
-  const int tilesV = (V + GW_BN - 1) / GW_BN;
-  // column tile fastest: the blocks at work share their row tile, the table stays in L2
-  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
-  const i64 r0 = (i64)mt * GW_BM;
-  const int n0 = vt * GW_BN;
-  const int wg = threadIdx.x >> 7;
-  float d[64];
-  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
+// score_argmax_wgmma's epilogue: of block (row tile at r0, column tile vt at n0) the best column of
+// each of its rows, from the products d of its warpgroup's 64 rows.
+__device__ __forceinline__ void score_argmax_parts(const float d[64], double *partScore, int *partIndex, i64 r0, int n0, int vt, int tilesV, int M, int V,
+                                                   const double *half, int useHalf) {
   // the epilogue's layout (grouped_wgmma_nt_bf16): the lane's rows 16 w + lane / 4 (+ 8 for h = 1),
   // columns 8 j + 2 (lane % 4) (+ 1); a row's 128 columns lie in the lane's quad
-  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   __shared__ double gw_half[GW_BN];
   if (threadIdx.x < GW_BN) gw_half[threadIdx.x] = useHalf && n0 + (int)threadIdx.x < V ? half[n0 + threadIdx.x] : 0.0;
   __syncthreads();
@@ -719,6 +716,43 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(d
       partIndex[r * tilesV + vt] = bi;
     }
   }
+}
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(double *partScore, int *partIndex, const bf16_t *X, const bf16_t *T, int M, int V,
+                                                                        int K, const double *half, int useHalf) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesV = (V + GW_BN - 1) / GW_BN;
+  // column tile fastest: the blocks at work share their row tile, the table stays in L2
+  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
+  const i64 r0 = (i64)mt * GW_BM;
+  const int n0 = vt * GW_BN;
+  float d[64];
+  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
+  score_argmax_parts(d, partScore, partIndex, r0, n0, vt, tilesV, M, V, half, useHalf);
+}
+// The same with its stages filled by the Tensor Memory Accelerator (gw_tma_loop with each step's
+// products waited for, so the boxes go two steps ahead as the cp.async copies do): thread 0 issues
+// a step's X box and T box (64 x 128 each) in place of every thread's cp.async and its address
+// arithmetic (in the cp.async kernel the ALU is the busiest pipe, 48% of issue slots busy: ncu,
+// s16), a large part of a tile whose K = 3e = 384 is 6 steps. X3 and T3 as tensor maps ([M, K] and
+// [V, K], boxes of 64 x 128, the 128-byte swizzle; rows past their ends read zeros). The same
+// products in the same order: the same parts, bit for bit.
+extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_tma(const __grid_constant__ TmaMap mX, const __grid_constant__ TmaMap mT, double *partScore,
+                                                                      int *partIndex, int M, int V, int K, const double *half, int useHalf) {
+  pdl_entry();
+  extern __shared__ __align__(16) unsigned char gw_dyn[];
+  __shared__ __align__(8) u64 gw_bars[GW_STAGES];
+  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
+  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
+  const int tilesV = (V + GW_BN - 1) / GW_BN;
+  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
+  const i64 r0 = (i64)mt * GW_BM;
+  const int n0 = vt * GW_BN;
+  float d[64];
+  gw_tma_loop<2, GW_STAGES, 0>(d, &mX, &mT, (int)r0, n0, K, sA, sB, smem_addr(gw_bars));
+  score_argmax_parts(d, partScore, partIndex, r0, n0, vt, tilesV, M, V, half, useHalf);
 }
 
 // out[row0 + r] = the best of row r's tiles (score_argmax_wgmma's parts, in column order: strict >
