@@ -717,20 +717,33 @@ __device__ __forceinline__ void score_argmax_parts(const float d[64], double *pa
     }
   }
 }
+// A scoring block's stages and tile, the column tile fastest: the blocks at work share their row
+// tile, the table stays in L2.
+struct ScoreTile {
+  u32 sA, sB;
+  int tilesV, vt, n0;
+  i64 r0;
+};
+__device__ __forceinline__ ScoreTile score_tile(const unsigned char *dyn, int V) {
+  ScoreTile st;
+  const u32 base = (smem_addr(dyn) + 1023) & ~1023u;
+  st.sA = base;
+  st.sB = base + GW_STAGES * GW_TILE_BYTES;
+  st.tilesV = (V + GW_BN - 1) / GW_BN;
+  const int vt = blockIdx.x % st.tilesV, mt = blockIdx.x / st.tilesV;
+  st.vt = vt;
+  st.r0 = (i64)mt * GW_BM;
+  st.n0 = vt * GW_BN;
+  return st;
+}
 extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_wgmma(double *partScore, int *partIndex, const bf16_t *X, const bf16_t *T, int M, int V,
                                                                         int K, const double *half, int useHalf) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
-  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
-  const int tilesV = (V + GW_BN - 1) / GW_BN;
-  // column tile fastest: the blocks at work share their row tile, the table stays in L2
-  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
-  const i64 r0 = (i64)mt * GW_BM;
-  const int n0 = vt * GW_BN;
+  const ScoreTile st = score_tile(gw_dyn, V);
   float d[64];
-  gw_mainloop<2>(d, X, r0, M, T, n0, V, X, T, K, sA, sB);
-  score_argmax_parts(d, partScore, partIndex, r0, n0, vt, tilesV, M, V, half, useHalf);
+  gw_mainloop<2>(d, X, st.r0, M, T, st.n0, V, X, T, K, st.sA, st.sB);
+  score_argmax_parts(d, partScore, partIndex, st.r0, st.n0, st.vt, st.tilesV, M, V, half, useHalf);
 }
 // The same with its stages filled by the Tensor Memory Accelerator (gw_tma_loop with each step's
 // products waited for, so the boxes go two steps ahead as the cp.async copies do): thread 0 issues
@@ -744,15 +757,10 @@ extern "C" __global__ void __launch_bounds__(GW_THREADS, 2) score_argmax_tma(con
   pdl_entry();
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ __align__(8) u64 gw_bars[GW_STAGES];
-  const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
-  const u32 sA = base, sB = base + GW_STAGES * GW_TILE_BYTES;
-  const int tilesV = (V + GW_BN - 1) / GW_BN;
-  const int vt = blockIdx.x % tilesV, mt = blockIdx.x / tilesV;
-  const i64 r0 = (i64)mt * GW_BM;
-  const int n0 = vt * GW_BN;
+  const ScoreTile st = score_tile(gw_dyn, V);
   float d[64];
-  gw_tma_loop<2, GW_STAGES, 0>(d, &mX, &mT, (int)r0, n0, K, sA, sB, smem_addr(gw_bars));
-  score_argmax_parts(d, partScore, partIndex, r0, n0, vt, tilesV, M, V, half, useHalf);
+  gw_tma_loop<2, GW_STAGES, 0>(d, &mX, &mT, (int)st.r0, st.n0, K, st.sA, st.sB, smem_addr(gw_bars));
+  score_argmax_parts(d, partScore, partIndex, st.r0, st.n0, st.vt, st.tilesV, M, V, half, useHalf);
 }
 
 // out[row0 + r] = the best of row r's tiles (score_argmax_wgmma's parts, in column order: strict >
