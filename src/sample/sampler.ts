@@ -255,7 +255,7 @@ export function sampleIds(model: Model, inputIds: Int32Array, inputMask: Int32Ar
     const precision = model.denoiser.activations === 'bfloat16' ? 'bf16x3' : 'float32';
     // the table's split parts and half norms made once for the run's scorings (GPU backends), or
     // once for every run of a kept entry whose weights are fixed
-    const keepPrepared = ent !== null && kept !== null && kept.fixedWeights;
+    const keepPrepared = ent !== null && kept?.fixedWeights === true;
     let prepared = keepPrepared ? ent.model.prepared : null;
     if (!prepared) {
       prepared = be.prepareScores?.(E, { precision }) ?? null;

@@ -2270,8 +2270,9 @@ export class CudaBackend implements Backend {
         const blocks = Math.ceil(n / 128) * tilesV;
         const tail = [I(n), I(V), I(K), A(half), B(half !== 0)];
         if (this.scoreTma && K >= 64 && n >= 128) {
-          // the chunk's rows of X3 and the table, in boxes of 64 (K) x 128 rows (smaller operands
-          // than a box take the cp.async kernel: boxes past a whole tensor are not tested)
+          // the chunk's rows of X3 and the table, in boxes of 64 (K) x 128 rows (operands smaller
+          // than a box take the cp.async kernel: the TMA scoring was measured and GPU-tested on
+          // larger ones only, though the grouped kernels' tests read boxes past a tensor as zeros)
           this.driver.tensorMapBf16(this.tensorMapSlot(0), x3 + m0 * K * 2, n, K, 64, 128);
           this.driver.tensorMapBf16(this.tensorMapSlot(1), t3, V, K, 64, 128);
           this.launch('score_argmax_tma', blocks, 256, [['tmap', 0], ['tmap', 1], A(ps.ptr), A(pi.ptr), ...tail], GROUPED_WGMMA_SHARED);
