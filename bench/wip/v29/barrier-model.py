@@ -20,27 +20,11 @@ class Bar:
 def run(S, steps, ntiles, wgsync, seed, maxiter=200000):
     rnd = random.Random(seed)
     full=[Bar(1) for _ in range(S)]; empty=[Bar(4) for _ in range(S)]; order=[Bar(ORDER_COUNT), Bar(ORDER_COUNT)]
-    landed = {}  # position -> landed
     stage_pos = [None]*S  # position whose data is (being) in stage
     reading = [set() for _ in range(S)]  # (c,w) reading stage
     inflight = []  # (pos, st) TMA pending
     errors = []
     # producer generator
-    def producer():
-        it = 0
-        for j in range(ntiles):
-            for k in range(steps):
-                st = it % S
-                while not empty[st].ok(((it//S)&1)^1): yield
-                if reading[st]: errors.append(f"TMA issue pos {it} into stage {st} while read by {reading[st]}")
-                full[st].arrive(0); full[st].tx += 0
-                # expect_tx: arrive + tx in one op
-                full[st].pending += 1; full[st].pending -= 1
-                full[st].tx += 2; full[st].pending -= 1  # arrive with 2 tx units (A,W)
-                # undo double arrive: we did arrive(0) above; fix:
-                yield
-                it += 1
-    # simpler: rewrite producer properly
     def producer():
         it = 0
         for j in range(ntiles):
