@@ -41,8 +41,11 @@ extern "C" __global__ void add_broadcast_f32(void *out, const void *x, const voi
 
 // dy[py, qy, r] (+)= sum over the broadcast dimensions of dout: one thread per dy element, summing
 // in the CPU's order (p outer, q inner) with a float32 rounding per step, as its += on a
-// Float32Array does, so the result is the CPU's bit for bit.
+// Float32Array does, so the result is the CPU's bit for bit. The loads go RB_AHEAD at a time
+// before their adds (the same adds in the same order): with a load an add, each add waited for its
+// load, and the time embedding's gradient (16 x 768 threads, 2,048 positions each) took 0.23 ms.
 // bf: dy 0, dout 1 (a bfloat16 dy rounds once, at the end).
+#define RB_AHEAD 16
 extern "C" __global__ void reduce_broadcast_f32(void *dy, const void *dout, i64 P, i64 Q, i64 R, int yP1, int yQ1, int accumulate, int bf) {
   pdl_entry();
   const i64 yP = yP1 ? 1 : P, yQ = yQ1 ? 1 : Q;
@@ -51,8 +54,17 @@ extern "C" __global__ void reduce_broadcast_f32(void *dy, const void *dout, i64 
     float g = accumulate ? ldx(dy, i, BF(0)) : 0.0f;
     const i64 p0 = yP1 ? 0 : py, p1 = yP1 ? P : py + 1;
     const i64 q0 = yQ1 ? 0 : qy, q1 = yQ1 ? Q : qy + 1;
-    for (i64 p = p0; p < p1; p++)
-      for (i64 q = q0; q < q1; q++) g = (float)((double)g + (double)ldx(dout, (p * Q + q) * R + r, BF(1)));
+    for (i64 p = p0; p < p1; p++) {
+      i64 q = q0;
+      for (; q + RB_AHEAD <= q1; q += RB_AHEAD) {
+        float v[RB_AHEAD];
+#pragma unroll
+        for (int u = 0; u < RB_AHEAD; u++) v[u] = ldx(dout, (p * Q + q + u) * R + r, BF(1));
+#pragma unroll
+        for (int u = 0; u < RB_AHEAD; u++) g = (float)((double)g + (double)v[u]);
+      }
+      for (; q < q1; q++) g = (float)((double)g + (double)ldx(dout, (p * Q + q) * R + r, BF(1)));
+    }
     stx(dy, i, g, BF(0));
   }
 }
