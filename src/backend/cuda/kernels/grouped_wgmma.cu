@@ -576,9 +576,10 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
 }
 
 // grouped_tma256_nt_bf16 made persistent: a grid of at most one block an SM, block b taking the
-// tiles b, b + gridDim.x, ... (grouped_tile's order; `tiles` need not be exact: an index past the
-// last tile ends the block). The steps of its tiles are one sequence g = 0, 1, ... (every tile has
-// the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
+// tiles b, b + gridDim.x, ... (grouped_tile_lpt's order: whole row tiles first, the partial ones
+// last; `tiles` need not be exact: an index past the last tile ends the block). A warpgroup whose 64
+// rows are all past the expert's end skips its products and its epilogue. The steps of its tiles
+// are one sequence g = 0, 1, ... (every tile has the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
 // first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
 // (the 64 rows of A its own wgmma read) of the A parts of the tile's last two stages: its own
 // products are done (wait_group 0) while the other warpgroups may still be reading theirs, and
@@ -608,7 +609,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   bool lvalid = false;
   GroupedTile lt;
   auto load = [&]() {
-    if (lk == 0) lvalid = grouped_tile(lt, off, E, BM, GW_BN, tilesN, blockIdx.x + lti * gridDim.x);
+    if (lk == 0) lvalid = grouped_tile_lpt(lt, off, E, BM, GW_BN, tilesN, blockIdx.x + lti * gridDim.x);
     if (lvalid) {  // past the block's last tile: nothing waits for it
       const u32 bar = bars + 8 * (lg % S);
       mbar_expect_tx(bar, A_BYTES + GW_TILE_BYTES);
@@ -627,7 +628,19 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   int g = 0;
   for (int i = 0;; i++) {
     GroupedTile gt;
-    if (!grouped_tile(gt, off, E, BM, GW_BN, tilesN, blockIdx.x + i * gridDim.x)) break;
+    if (!grouped_tile_lpt(gt, off, E, BM, GW_BN, tilesN, blockIdx.x + i * gridDim.x)) break;
+    if (gt.r0 + wg * 64 >= gt.rEnd) {
+      // this warpgroup's 64 rows are all past the expert's end (a partial last tile): the block's
+      // barriers only, no products, no epilogue (thread 0, which loads, is in warpgroup 0, whose
+      // rows never are). Its stage waits are skipped too: step g + S's boxes cannot land before
+      // every warpgroup has passed step g + 2's barrier. (The products under a condition instead:
+      // ptxas serialised them and spilled ~800 bytes.)
+      for (int k = 0; k < steps; k++, g++) {
+        __syncthreads();
+        if (issuer) load();
+      }
+      continue;
+    }
     float d[64];
 #pragma unroll
     for (int q = 0; q < 64; q++) d[q] = 0.0f;
