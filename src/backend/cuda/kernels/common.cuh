@@ -312,42 +312,6 @@ __device__ __forceinline__ bool grouped_tile(GroupedTile &T, const int *off, int
   return true;
 }
 
-// grouped_tile's tiles in the order of their cost, for the persistent kernels whose blocks take
-// tiles blk, blk + gridDim.x, ...: every expert's whole row tiles of BM rows first (expert after
-// expert, as grouped_tile), then the experts' partial last row tiles by their count of 64-row
-// quarters, most first (a quarter whose rows are all past the expert's end skips its products), so
-// the cheap tiles fill the last, partial round of tiles instead of a third full one (batch-1
-// sampling: ~516 rows an expert, a few rows in each expert's third tile).
-__device__ __forceinline__ bool grouped_tile_lpt(GroupedTile &T, const int *off, int E, int BM, int BN, int tilesN, int blk) {
-  int t = blk;
-  for (int e = 0; e < E; e++) {
-    const int tiles = (off[e + 1] - off[e]) / BM * tilesN;
-    if (t < tiles) {
-      T.e = e;
-      T.r0 = (i64)off[e] + (i64)(t / tilesN) * BM;
-      T.rEnd = off[e + 1];
-      T.n0 = (t % tilesN) * BN;
-      return true;
-    }
-    t -= tiles;
-  }
-  for (int q = BM / 64; q > 0; q--) {
-    for (int e = 0; e < E; e++) {
-      const int n = off[e + 1] - off[e], rest = n % BM;
-      if (rest == 0 || (rest + 63) / 64 != q) continue;
-      if (t < tilesN) {
-        T.e = e;
-        T.r0 = (i64)off[e] + (i64)(n - rest);
-        T.rEnd = off[e + 1];
-        T.n0 = t * BN;
-        return true;
-      }
-      t -= tilesN;
-    }
-  }
-  return false;
-}
-
 // ---- Hopper's warpgroup instructions (wgmma, sm_90a only: grouped_wgmma.cu, attention_mma.cu) ----
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // A wgmma shared-memory descriptor of a tile in 128-byte swizzled rows (16-byte chunk c of row r at

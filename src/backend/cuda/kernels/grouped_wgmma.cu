@@ -575,9 +575,68 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
   }
 }
 
+// The persistent kernel's tiles in the order of their cost, for up to 32 experts: every expert's
+// whole row tiles of BM rows first (expert after expert, as grouped_tile), then the experts' partial
+// last row tiles, most 64-row quarters first (a quarter whose rows are all past the expert's end
+// skips its products), so that the cheap tiles fill the last, partial round of a block's tiles
+// (batch-1 sampling: ~516 rows an expert, a few rows in its third tile). Built once a launch by
+// warp 0 (one load of the offsets a lane, shuffles and ballots), read by every tile's lookup from
+// shared memory: a walk over global offsets at every tile, 40 dependent loads for a partial tile,
+// cost ~6 us a launch.
+struct GwTileOrder {
+  int wholeEnd[32];  // [e]: the whole tiles of experts 0..e
+  int start[33];     // [e]: expert e's first row (off[e]), [E]: the rows' end
+  int part[32];      // [j]: the expert of the j-th partial tile row
+  int whole, parts;
+};
+__device__ __forceinline__ void gw_order_build(GwTileOrder &T, const int *off, int E, int BM, int tilesN) {
+  const int lane = threadIdx.x & 31;
+  const int a = lane < E ? off[lane] : 0, b = lane < E ? off[lane + 1] : 0;
+  const int n = b - a, q = (n % BM + 63) / 64;  // q: the partial tile's quarters (0: none)
+  int incl = n / BM * tilesN;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(FULL_MASK, incl, o);
+    if (lane >= o) incl += y;
+  }
+  int rank = 0;  // among the partial tiles: more quarters first, then expert order
+  for (int c = BM / 64; c > 0; c--) {
+    const u32 m = __ballot_sync(FULL_MASK, q == c);
+    if (c > q) rank += __popc(m);
+    if (c == q) rank += __popc(m & ((1u << lane) - 1));
+  }
+  const u32 has = __ballot_sync(FULL_MASK, q > 0);
+  T.wholeEnd[lane] = incl;
+  T.start[lane] = a;
+  if (lane == E - 1) T.start[E] = b;
+  if (q > 0) T.part[rank] = lane;
+  if (lane == 31) T.whole = incl, T.parts = __popc(has);
+}
+// The block's tile `blk` in GwTileOrder's order (false past the last).
+__device__ __forceinline__ bool gw_order_tile(GroupedTile &G, const GwTileOrder &T, int E, int BM, int BN, int tilesN, int blk) {
+  int e, t;
+  if (blk < T.whole) {
+    e = 0;
+    for (int i = 0; i < E; i++) e += T.wholeEnd[i] <= blk;  // independent loads, no walk
+    t = blk - (e > 0 ? T.wholeEnd[e - 1] : 0);
+    G.r0 = (i64)T.start[e] + (i64)(t / tilesN) * BM;
+  } else {
+    const int j = (blk - T.whole) / tilesN;
+    if (j >= T.parts) return false;
+    e = T.part[j];
+    t = (blk - T.whole) % tilesN;
+    const int n = T.start[e + 1] - T.start[e];
+    G.r0 = (i64)T.start[e] + (n - n % BM);
+  }
+  G.e = e;
+  G.rEnd = T.start[e + 1];
+  G.n0 = (t % tilesN) * BN;
+  return true;
+}
+
 // grouped_tma256_nt_bf16 made persistent: a grid of at most one block an SM, block b taking the
-// tiles b, b + gridDim.x, ... (grouped_tile_lpt's order: whole row tiles first, the partial ones
-// last; `tiles` need not be exact: an index past the last tile ends the block). A warpgroup whose 64
+// tiles b, b + gridDim.x, ... (GwTileOrder's order: whole row tiles first, the partial ones last;
+// `tiles` need not be exact: an index past the last tile ends the block). A warpgroup whose 64
 // rows are all past the expert's end skips its products and its epilogue. The steps of its tiles
 // are one sequence g = 0, 1, ... (every tile has the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
 // first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
@@ -595,6 +654,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   extern __shared__ __align__(16) unsigned char gw_dyn[];
   __shared__ float gw_wbias[4][GW_BN];
   __shared__ __align__(8) u64 gw_bars[S];
+  __shared__ GwTileOrder order;
   const u32 base = (smem_addr(gw_dyn) + 1023) & ~1023u;
   const u32 sA = base, sB = base + S * A_BYTES, bars = smem_addr(gw_bars);
   unsigned char *stages = gw_dyn + (base - smem_addr(gw_dyn));
@@ -602,6 +662,15 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   const int steps = (Kr + GW_BK - 1) / GW_BK;
   const int wg = threadIdx.x >> 7;
   const bool issuer = threadIdx.x == 0;
+  // more than 32 experts: grouped_tile's order, found by its walk
+#ifdef V31_NO_ORDER
+  const bool ordered = false;
+#else
+  const bool ordered = E <= 32;
+#endif
+  if (ordered && threadIdx.x < 32) gw_order_build(order, off, E, BM, tilesN);
+  __syncthreads();
+  auto tile = [&](GroupedTile &G, int blk) { return ordered ? gw_order_tile(G, order, E, BM, GW_BN, tilesN, blk) : grouped_tile(G, off, E, BM, GW_BN, tilesN, blk); };
   // thread 0's loads, one step a call: step lg of the sequence, step lk of the block's tile lti (lt,
   // found once a tile: grouped_tile's walk over the experts' offsets is ~8 dependent loads, which
   // done at every step held warpgroup 0's products back, and through the barrier everyone's)
@@ -609,7 +678,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   bool lvalid = false;
   GroupedTile lt;
   auto load = [&]() {
-    if (lk == 0) lvalid = grouped_tile_lpt(lt, off, E, BM, GW_BN, tilesN, blockIdx.x + lti * gridDim.x);
+    if (lk == 0) lvalid = tile(lt, blockIdx.x + lti * gridDim.x);
     if (lvalid) {  // past the block's last tile: nothing waits for it
       const u32 bar = bars + 8 * (lg % S);
       mbar_expect_tx(bar, A_BYTES + GW_TILE_BYTES);
@@ -628,8 +697,12 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   int g = 0;
   for (int i = 0;; i++) {
     GroupedTile gt;
-    if (!grouped_tile_lpt(gt, off, E, BM, GW_BN, tilesN, blockIdx.x + i * gridDim.x)) break;
+    if (!tile(gt, blockIdx.x + i * gridDim.x)) break;
+#ifdef V31_NO_SKIP
+    if (gt.r0 < 0) {
+#else
     if (gt.r0 + wg * 64 >= gt.rEnd) {
+#endif
       // this warpgroup's 64 rows are all past the expert's end (a partial last tile): the block's
       // barriers only, no products, no epilogue (thread 0, which loads, is in warpgroup 0, whose
       // rows never are). Its stage waits are skipped too: step g + S's boxes cannot land before
