@@ -675,8 +675,9 @@ test('grouped GEMM kernels (mma and wgmma, one launch for all experts) equal the
       [64, 520, [0, 20000, 13000, 7]],
       [200, 264, [9000, 0, 12345, 3]],
       // partial last tiles of 1, 2, 3 and 4 quarters of 64 rows (the persistent kernel takes them
-      // after every whole tile, and its warpgroups past an expert's end skip their products)
+      // after every whole tile, most quarters first), and more than 32 experts (grouped_tile's order)
       [192, 1536, [600, 130, 70, 4000, 190, 513, 0, 320, 255]],
+      [64, 136, Array.from({ length: 40 }, (_, i) => (i * 97) % 300)],
     ] as [number, number, number[]][]) {
       const [E, A] = [counts.length, counts.reduce((a, b) => a + b, 0)];
       const [xs, w, bias] = [randn(A * K), randn(E * N * K, 0.2), randn(E * N, 0.1)];

@@ -577,12 +577,13 @@ __device__ __forceinline__ void gw_epilogue_wg(const float d[64], void *C, void 
 
 // The persistent kernel's tiles in the order of their cost, for up to 32 experts: every expert's
 // whole row tiles of BM rows first (expert after expert, as grouped_tile), then the experts' partial
-// last row tiles, most 64-row quarters first (a quarter whose rows are all past the expert's end
-// skips its products), so that the cheap tiles fill the last, partial round of a block's tiles
-// (batch-1 sampling: ~516 rows an expert, a few rows in its third tile). Built once a launch by
-// warp 0 (one load of the offsets a lane, shuffles and ballots), read by every tile's lookup from
-// shared memory: a walk over global offsets at every tile, 40 dependent loads for a partial tile,
-// cost ~6 us a launch.
+// last row tiles, most 64-row quarters first, so that the smaller tiles fill the last, partial
+// round of a block's tiles (batch-1 sampling: ~516 rows an expert, a few rows in its third tile;
+// ncu: fc1 32.1 against 33.1 us). Built once a launch by warp 0 (one load of the offsets a lane,
+// shuffles and ballots), read by every tile's lookup from shared memory (a walk over the global
+// offsets at every tile, 40 dependent loads for a partial tile, cost ~6 us a launch). Warpgroups
+// whose rows were all past the expert's end skipping their products made it slower (1-3%): the
+// step is not bound by the products alone.
 struct GwTileOrder {
   int wholeEnd[32];  // [e]: the whole tiles of experts 0..e
   int start[33];     // [e]: expert e's first row (off[e]), [E]: the rows' end
@@ -636,10 +637,9 @@ __device__ __forceinline__ bool gw_order_tile(GroupedTile &G, const GwTileOrder 
 
 // grouped_tma256_nt_bf16 made persistent: a grid of at most one block an SM, block b taking the
 // tiles b, b + gridDim.x, ... (GwTileOrder's order: whole row tiles first, the partial ones last;
-// `tiles` need not be exact: an index past the last tile ends the block). A warpgroup whose 64
-// rows are all past the expert's end skips its products and its epilogue. The steps of its tiles
-// are one sequence g = 0, 1, ... (every tile has the same steps), so thread 0's loads run D = S - 2 steps ahead across a tile's end: the next tile's
-// first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
+// `tiles` need not be exact: an index past the last tile ends the block). The steps of its tiles
+// are one sequence g = 0, 1, ... (every tile has the same steps), so thread 0's loads run D = S - 2
+// steps ahead across a tile's end: the next tile's first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
 // (the 64 rows of A its own wgmma read) of the A parts of the tile's last two stages: its own
 // products are done (wait_group 0) while the other warpgroups may still be reading theirs, and
 // those stages are refilled only after the next step's barrier (a desk review's simulation found
@@ -663,11 +663,7 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   const int wg = threadIdx.x >> 7;
   const bool issuer = threadIdx.x == 0;
   // more than 32 experts: grouped_tile's order, found by its walk
-#ifdef V31_NO_ORDER
-  const bool ordered = false;
-#else
   const bool ordered = E <= 32;
-#endif
   if (ordered && threadIdx.x < 32) gw_order_build(order, off, E, BM, tilesN);
   __syncthreads();
   auto tile = [&](GroupedTile &G, int blk) { return ordered ? gw_order_tile(G, order, E, BM, GW_BN, tilesN, blk) : grouped_tile(G, off, E, BM, GW_BN, tilesN, blk); };
@@ -698,22 +694,6 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   for (int i = 0;; i++) {
     GroupedTile gt;
     if (!tile(gt, blockIdx.x + i * gridDim.x)) break;
-#ifdef V31_NO_SKIP
-    if (gt.r0 < 0) {
-#else
-    if (gt.r0 + wg * 64 >= gt.rEnd) {
-#endif
-      // this warpgroup's 64 rows are all past the expert's end (a partial last tile): the block's
-      // barriers only, no products, no epilogue (thread 0, which loads, is in warpgroup 0, whose
-      // rows never are). Its stage waits are skipped too: step g + S's boxes cannot land before
-      // every warpgroup has passed step g + 2's barrier. (The products under a condition instead:
-      // ptxas serialised them and spilled ~800 bytes.)
-      for (int k = 0; k < steps; k++, g++) {
-        __syncthreads();
-        if (issuer) load();
-      }
-      continue;
-    }
     float d[64];
 #pragma unroll
     for (int q = 0; q < 64; q++) d[q] = 0.0f;
