@@ -8,7 +8,7 @@
 #   bash bench/device-run.sh profile          a base 16 x 2048 step's kernel times from Nsight
 #                                             Compute, summed by kernel (~60 s; SHAPE=64x512 for
 #                                             another step; TOP=n lists n kernels, 60 by default)
-#   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls)
+#   bash bench/device-run.sh profile-sample   the same for sampling one 2048-token document (10 calls; BATCHES=16: a batch of 16)
 #   bash bench/device-run.sh ncu-trace        every launch of batch-1 sampling with its duration, in
 #                                             order (ncu-trace.csv.gz; ~40 s)
 #   KERNEL=k SKIP=n bash bench/device-run.sh ncu-kernel   Nsight Compute's sections for one launch
@@ -76,7 +76,7 @@ for what in "$@"; do
       ;;
     profile-sample)
       timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
-        node dist/bench/gpu.js --items kernels-sample --configs base --peer none --out /tmp/ks.json > /tmp/sample.csv 2> "$OUT/profile-sample.err"
+        node dist/bench/gpu.js --items kernels-sample ${BATCHES:+--batches "$BATCHES"} --configs base --peer none --out /tmp/ks.json > /tmp/sample.csv 2> "$OUT/profile-sample.err"
       # a warm-up sampling run, then the profiled one: halve to one
       node dist/bench/ncu-sum.js /tmp/sample.csv --runs 2 --top ${TOP:-60} | tee "$OUT/profile-sample.txt"
       ;;

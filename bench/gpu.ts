@@ -401,7 +401,8 @@ const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
                         profile-sample  the same for one sampling run
   --shape BxN         the training step that kernels and profile time (default 16x2048);
                         given, train measures that shape alone
-  --batches LIST      the sample item's batch sizes, comma-separated (default 1,16)
+  --batches LIST      the sample item's batch sizes, comma-separated (default 1,16); the
+                        kernels-sample item profiles the first of them (default 1)
   --iters N           timed repetitions per figure, the median reported (default 5)
   --precision P       auto | bf16 | float32 (default auto: bf16 on a GPU)
   --device D          cuda | cuda:N (default cuda)
@@ -456,9 +457,11 @@ async function main(): Promise<void> {
       }, log);
     }
     if (items.includes('kernels-sample')) {
-      const batch = batchOf(cfg, 1, 2048, 2);
-      kernelProfile(cfg, `${configs[0]} kernels of sampling 1x2048, 10 denoiser calls`, (model) => ({
-        run: () => void sampleIds(model, batch.inputIds, batch.inputMask, 1, 2048, { sampler: 'ddim', steps: 10, seed: 1 }),
+      // the first of --batches when it is given (--batches 16: batch 16's kernels), else batch 1
+      const sb = process.argv.includes('--batches') ? sampleBatches[0]! : 1;
+      const batch = batchOf(cfg, sb, 2048, 2);
+      kernelProfile(cfg, `${configs[0]} kernels of sampling ${sb}x2048, 10 denoiser calls`, (model) => ({
+        run: () => void sampleIds(model, batch.inputIds, batch.inputMask, sb, 2048, { sampler: 'ddim', steps: 10, seed: 1 }),
         dispose: () => undefined,
       }), log);
     }
