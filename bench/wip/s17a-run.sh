@@ -1,7 +1,7 @@
 # Session 17, first call: v29 (ping-pong grouped forward, MOE_DIFFUSEQ_GROUPED_TMA=3, on wip/v29-blind)
 # and v30 (reduce_broadcast_f32 loads ahead) verified and timed in one call. From a checkout of
 # main + bench/wip/v29 + bench/wip/v30 (git am) after the build and bench/build-base.sh main
-# dist-base; carry [".device", "dist", "dist-base"]. 165 s warm-up included (H200, session 17).
+# dist-base; carry [".device", "dist", "dist-base"]. The call took 165 s on a cold machine (H200, session 17).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
