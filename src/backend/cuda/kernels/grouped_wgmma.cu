@@ -639,13 +639,13 @@ __device__ __forceinline__ bool gw_order_tile(GroupedTile &G, const GwTileOrder 
 // tiles b, b + gridDim.x, ... (GwTileOrder's order: whole row tiles first, the partial ones last;
 // `tiles` need not be exact: an index past the last tile ends the block). The steps of its tiles
 // are one sequence g = 0, 1, ... (every tile has the same steps), so thread 0's loads run D = S - 2
-// steps ahead across a tile's end: the next tile's first stages land during this one's epilogue. Each warpgroup stages its rows in its own quarters
-// (the 64 rows of A its own wgmma read) of the A parts of the tile's last two stages: its own
-// products are done (wait_group 0) while the other warpgroups may still be reading theirs, and
-// those stages are refilled only after the next step's barrier (a desk review's simulation found
-// the first version, which staged two warpgroups' rows in one half of an A part, racing the other
-// warpgroups' last products). A proxy fence orders the generic accesses before the TMA writes
-// those stages again.
+// steps ahead across a tile's end: the next tile's first stages land during this one's epilogue.
+// Each warpgroup stages its rows in its own quarters (the 64 rows of A its own wgmma read) of the A
+// parts of the tile's last two stages: its own products are done (wait_group 0) while the other
+// warpgroups may still be reading theirs, and those stages are refilled only after the next step's
+// barrier (a desk review's simulation found the first version, which staged two warpgroups' rows in
+// one half of an A part, racing the other warpgroups' last products). A proxy fence orders the
+// generic accesses before the TMA writes those stages again.
 extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(const __grid_constant__ TmaMap mA, const __grid_constant__ TmaMap mW, void *C, const int *off,
                                                                         int E, int Kr, int Nc, const float *bias, void *pre, int flags, const bf16_t *geluTab) {
   constexpr int S = GW256_STAGES, BM = 256, A_BYTES = BM * GW_BK * 2, D = S - 2;
@@ -668,8 +668,8 @@ extern "C" __global__ void __launch_bounds__(512, 1) grouped_tma256p_nt_bf16(con
   __syncthreads();
   auto tile = [&](GroupedTile &G, int blk) { return ordered ? gw_order_tile(G, order, E, BM, GW_BN, tilesN, blk) : grouped_tile(G, off, E, BM, GW_BN, tilesN, blk); };
   // thread 0's loads, one step a call: step lg of the sequence, step lk of the block's tile lti (lt,
-  // found once a tile: grouped_tile's walk over the experts' offsets is ~8 dependent loads, which
-  // done at every step held warpgroup 0's products back, and through the barrier everyone's)
+  // found once a tile: a lookup at every step, then grouped_tile's walk of ~8 dependent loads, held
+  // warpgroup 0's products back, and through the barrier everyone's)
   int lg = 0, lk = 0, lti = 0;
   bool lvalid = false;
   GroupedTile lt;
