@@ -877,6 +877,82 @@ test('bfloat16 activations: MoE permute, grouped matmul, combine and their backw
   freeAll();
 });
 
+test('bfloat16 column sums: the LayerNorm backward\'s weight gradients in its dx pass (its bits for dx) and the experts\' bias gradients, against float64', { skip }, () => {
+  // the LayerNorm backward with the fusion off (MOE_DIFFUSEQ_FUSED_SUMS=0): a column-sum pass of its own
+  const plain = withEnv('MOE_DIFFUSEQ_FUSED_SUMS', '0', () => new CudaBackend());
+  const bes: [string, Backend][] = [['fused', G()], ['plain', plain]];
+  const bits = (be: Backend, t: Tensor): number[] => [...(be.toArray(t) as Float32Array)];
+  try {
+    // LayerNorm backward: dx, and dweight / dbias accumulated onto values already there. Rows of 1,
+    // 2, 3 and 4 vectors a lane (C 256, 264, 768, 1000), one to 256 blocks, a block's last tile short
+    for (const [R, Cn] of [[4, 256], [300, 264], [1000, 768], [20000, 768], [77, 1000]] as const) {
+      const x = randn(R * Cn, 2);
+      const dy = randn(R * Cn);
+      const dx0 = randn(R * Cn);
+      const w = randn(Cn);
+      const [dw0, db0] = [randn(Cn), randn(Cn)];
+      // mean and rstd from the GPU's LayerNorm, the same float32 values on both backends
+      const xg = G().fromArray(x, [R, Cn], 'bfloat16');
+      const [wg, bg] = [G().fromArray(w, [Cn]), G().zeros([Cn])];
+      const [lo, mg, rg] = [G().empty([R, Cn], 'bfloat16'), G().empty([R]), G().empty([R])];
+      G().layerNorm(lo, mg, rg, xg, wg, bg, 1e-5);
+      const mean = G().toArray(mg) as Float32Array;
+      const rstd = G().toArray(rg) as Float32Array;
+      [xg, wg, bg, lo, mg, rg].forEach((t) => t.dispose());
+      const got = bes.map(([name, be]) => {
+        const t = {
+          x: be.fromArray(x, [R, Cn], 'bfloat16'), dy: be.fromArray(dy, [R, Cn], 'bfloat16'), dx: be.fromArray(dx0, [R, Cn], 'bfloat16'), w: be.fromArray(w, [Cn]),
+          mean: be.fromArray(mean, [R]), rstd: be.fromArray(rstd, [R]), dw: be.fromArray(dw0, [Cn]), db: be.fromArray(db0, [Cn]),
+        };
+        be.layerNormBackward(t.dx, t.dw, t.db, t.dy, t.x, t.w, t.mean, t.rstd, true);
+        const r = { name, dx: bits(be, t.dx), dw: bits(be, t.dw), db: bits(be, t.db) };
+        Object.values(t).forEach((v) => v.dispose());
+        return r;
+      });
+      assert.deepEqual(got[0]!.dx, got[1]!.dx, `layerNormBackward dx ${R}x${Cn}: the fused kernel's bits are the plain kernel's`);
+      // float64 sums of the same float64 terms (the inputs are bf16 values, exact in float32)
+      const [rw, rb] = [Float64Array.from(dw0), Float64Array.from(db0)];
+      for (let r = 0; r < R; r++)
+        for (let c = 0; c < Cn; c++) {
+          const g = dy[r * Cn + c]!;
+          rb[c]! += g;
+          rw[c]! += g * ((x[r * Cn + c]! - mean[r]!) * rstd[r]!);
+        }
+      for (const o of got) {
+        assert.ok(maxRelErr(o.dw, Float32Array.from(rw)).err <= 1e-7, `layerNormBackward dweight ${R}x${Cn} (${o.name}) against float64: ${maxRelErr(o.dw, Float32Array.from(rw)).err}`);
+        assert.ok(maxRelErr(o.db, Float32Array.from(rb)).err <= 1e-7, `layerNormBackward dbias ${R}x${Cn} (${o.name}) against float64: ${maxRelErr(o.db, Float32Array.from(rb)).err}`);
+      }
+    }
+    // the experts' bias gradients from bf16 rows of whole 16-byte vectors (col_sums_segments_bf16x8,
+    // cuBLAS's per-expert products beside it): an empty expert, experts shorter than a chunk and
+    // longer, the sums added onto values already there
+    const cublas = new CudaBackend({ grouped: 'cublas' });
+    try {
+      for (const [counts, N] of [[[0, 130, 7, 2500, 1], 1536], [[64, 0, 333], 264], [[5000, 3], 768]] as [number[], number][]) {
+        const rows = counts.reduce((a, b) => a + b, 0);
+        const [E, K] = [counts.length, 16];
+        const [dout, xs, w, db0] = [randn(rows * N), randn(rows * K), randn(E * N * K), randn(E * N)];
+        const t = { dout: cublas.fromArray(dout, [rows, N], 'bfloat16'), xs: cublas.fromArray(xs, [rows, K], 'bfloat16'), w: cublas.fromArray(w, [E, N, K]), dw: cublas.zeros([E, N, K]), db: cublas.fromArray(db0, [E, N]) };
+        cublas.groupedMatmulBackward(null, t.dw, t.db, t.dout, t.xs, t.w, counts);
+        const got = cublas.toArray(t.db);
+        Object.values(t).forEach((v) => v.dispose());
+        const ref = Float64Array.from(db0);
+        let row = 0;
+        counts.forEach((n, e) => {
+          for (let i = row; i < row + n; i++) for (let c = 0; c < N; c++) ref[e * N + c]! += dout[i * N + c]!;
+          row += n;
+        });
+        const err = maxRelErr(got, Float32Array.from(ref)).err;
+        assert.ok(err <= 1e-7, `groupedMatmulBackward dbias, counts ${counts.join(',')} N ${N}, against float64: ${err}`);
+      }
+    } finally {
+      cublas.close();
+    }
+  } finally {
+    plain.close();
+  }
+});
+
 test('bf16 model: the base config loss and gradients follow the float32 CPU reference', { skip }, () => {
   const cfg = presetConfig('base', { dropout: 0, seqLen: 48, maxLen: 48 });
   const batch = microBatch(cfg, 2, 48, 5);

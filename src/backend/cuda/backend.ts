@@ -151,8 +151,9 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
   'diffusion.cu': ['qsample_f32', 'qsample_backward_dz_f32', 'qsample_backward_dm_partial', 'adamw_f32', 'adamw_x4'],
   'reduce.cu': [
-    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_partial_bf16x8', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
+    'row_sq_dist_f32', 'sum_partials', 'col_sums_partial_f32', 'col_sums_partial_x2', 'col_sums_partial_bf16x8', 'col_sums_finish_f32', 'col_sums_segments_partial', 'col_sums_segments_bf16x8', 'col_sums_segments_finish', 'softmax_f32', 'softmax_backward_f32', 'layernorm_f32',
     'layernorm_backward_dx_f32', 'cross_entropy_f32', 'cross_entropy_rows256_f32', 'cross_entropy_rows512_f32', 'cross_entropy_rows1024_f32', 'half_sq_norms_f32', 'row_argmax_f32', 'split_bf16x3_f32', 'layernorm_bf16_warp', 'layernorm_backward_dx_bf16_warp', 'layernorm_bf16_vec', 'layernorm_bf16_vec1', 'layernorm_bf16_vec2', 'layernorm_bf16_vec3', 'layernorm_bf16_vec4', 'layernorm_backward_dx_bf16_vec',
+    'layernorm_backward_sums_bf16_vec1', 'layernorm_backward_sums_bf16_vec2', 'layernorm_backward_sums_bf16_vec3', 'layernorm_backward_sums_bf16_vec4',
   ],
   'embedding.cu': ['embedding_f32', 'embedding_backward_f32'],
   'moe.cu': ['moe_route_topk_f32', 'moe_route_stats', 'moe_route_lanes_f32', 'moe_route_capacity', 'moe_order_count', 'moe_order_scan', 'moe_order_place', 'moe_order_small', 'moe_permute_f32', 'moe_permute_backward_f32', 'moe_combine_f32', 'moe_combine_backward_f32', 'moe_route_backward_f32', 'moe_permute_bf16v',
@@ -216,6 +217,13 @@ const XE_MIN_V = 2048;
 const MOE_ORDER_SMALL = 16384;
 /** Threads per block of the row-in-registers LayerNorm kernels (a warp per row). */
 const BLOCK_LN = 128;
+/**
+ * Blocks of layernorm_backward_sums_bf16_vec* (two an SM at C <= 1024: 96 registers a thread at
+ * C = 768), each adding its rows' weight-gradient sums into one float64 partial row: one wave on an
+ * H100 SXM or H200, and a number of the shape alone, so the sums' order (and bits) do not depend on
+ * the card.
+ */
+const LN_SUM_BLOCKS = 256;
 /** The widest row those kernels hold: 8 bf16 per vector, LN_VEC (reduce.cu) vectors per lane. */
 const LN_VEC_WIDTH = 8 * 32 * 8;
 /** Whether n elements at these addresses can go four at a time (16-byte float32, 8-byte bf16 groups). */
@@ -361,6 +369,11 @@ export class CudaBackend implements Backend {
   private readonly totalMem: number;
   private readonly syncEachLaunch: boolean;
   /**
+   * The LayerNorm backward's weight gradients summed in the pass that makes dx
+   * (layernorm_backward_sums_bf16_vec*); MOE_DIFFUSEQ_FUSED_SUMS=0: a column-sum pass of their own.
+   */
+  private readonly fusedSums: boolean;
+  /**
    * What the host knows of int32 buffers' values (checks of ids without a read-back); a graph
    * replay forgets it all (the recorded kernels write again, with the values of that moment).
    */
@@ -434,6 +447,7 @@ export class CudaBackend implements Backend {
   constructor(opts: CudaBackendOptions = {}) {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
+    this.fusedSums = process.env['MOE_DIFFUSEQ_FUSED_SUMS'] !== '0';
     this.launchTimes = opts.launchTimes ?? null;
     this.repeat = new Set((process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean));
     for (const k of this.repeat) {
@@ -1317,12 +1331,11 @@ export class CudaBackend implements Backend {
   }
   /**
    * The two stages of a column sum over R rows and C columns: `partial` launches stage 1 (n chunks
-   * of rowsPerChunk rows on the y axis of the grid, float64 partial[n][2][C]), then
+   * of rowsPerChunk rows, colSumChunkRows' unless given, float64 partial[n][2][C]), then
    * col_sums_finish_f32 adds the chunks in order into outB (and outA with ln).
    */
-  private chunkedColSums(R: number, C: number, outB: number, outA: number, ln: boolean, accumulate: boolean, partial: (part: number, n: number, rowsPerChunk: number) => void): void {
+  private chunkedColSums(R: number, C: number, outB: number, outA: number, ln: boolean, accumulate: boolean, partial: (part: number, n: number, rowsPerChunk: number) => void, rowsPerChunk = colSumChunkRows(R, C)): void {
     if (C <= 0) return;
-    const rowsPerChunk = colSumChunkRows(R, C);
     const n = Math.ceil(R / rowsPerChunk);
     const part = this.scratch(Math.max(n, 1) * 2 * C * 8);
     try {
@@ -1354,7 +1367,10 @@ export class CudaBackend implements Backend {
     try {
       this.driver.memcpyHtoDAsync(dev.ptr, table, table.byteLength, this.stream);
       const firstPtr = dev.ptr, chunksPtr = dev.ptr + first.byteLength;
-      this.launch2('col_sums_segments_partial', [Math.ceil(C / 32), chunks.length / 2], [32, 8], [A(part.ptr), A(dy), A(chunksPtr), L(C), I(bf)]);
+      if ((bf & 1) === 1 && C % 8 === 0 && dy % 16 === 0) {
+        // bf16 rows of whole 16-byte vectors: eight columns a thread (the chunks sized for one)
+        this.launch2('col_sums_segments_bf16x8', [Math.ceil(C / 256), chunks.length / 2], [32, 8], [A(part.ptr), A(dy), A(chunksPtr), L(C)]);
+      } else this.launch2('col_sums_segments_partial', [Math.ceil(C / 32), chunks.length / 2], [32, 8], [A(part.ptr), A(dy), A(chunksPtr), L(C), I(bf)]);
       this.launchN('col_sums_segments_finish', counts.length * C, [A(out), A(part.ptr), A(firstPtr), L(counts.length), L(C), I(1)]);
     } finally {
       part.free();
@@ -1474,6 +1490,16 @@ export class CudaBackend implements Backend {
     const { R, C } = layerNormShapes(op, dx, mean, rstd, x, dweight, dbias, ['dweight', 'dbias']);
     expectSize(op, 'weight', weight, C);
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
+    const nv = Math.ceil(C / 256);
+    if (this.fusedSums && lnVecFits(C, [g, d, a], [w], mu) && nv <= 4 && R > 0) {
+      // dx and the weight gradients' partial sums in one pass (rowsPerChunk rows a block of 8 warps)
+      const blocks = Math.min(LN_SUM_BLOCKS, Math.ceil(R / 64));
+      const rpc = Math.ceil(R / blocks);
+      this.chunkedColSums(R, C, gb.ptr, gw.ptr, true, true, (part, n) =>
+        this.launch(`layernorm_backward_sums_bf16_vec${nv}`, n, 256, [P(g), P(d), P(a), P(w), P(mu), P(rs), I(R), I(C), I(rpc), B(accumulate), A(part)]),
+        rpc);
+      return;
+    }
     // the weight gradients first: dx may alias dy
     this.colSums(gb.ptr, gw.ptr, d.ptr, a.ptr, mu.ptr, rs.ptr, R, C, true, bfMask(d, a));
     if (lnVecFits(C, [g, d, a], [w], mu)) {

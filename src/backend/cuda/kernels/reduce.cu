@@ -139,22 +139,46 @@ extern "C" __global__ void col_sums_finish_f32(float *outB, float *outA, const d
 // launches for every expert instead of a pair per expert). Stage 1 as col_sums_partial_f32 over
 // chunks that never straddle two groups: chunks[2 k], chunks[2 k + 1] = chunk k's first row and
 // its end, into partial[k][c]; stage 2 adds group e's chunks first[e] .. first[e + 1] - 1 in order.
-extern "C" __global__ void col_sums_segments_partial(double *partial, const void *dy, const int *chunks, i64 C, int bf) {
-  pdl_entry();
-  __shared__ double sh[8][33];
+// W = 8 (col_sums_segments_bf16x8: bf16 rows of whole 16-byte vectors, C % 8 == 0): eight columns a
+// thread, the same float64 terms in the same order per column as W = 1 (whose one-column loads move
+// 64 bytes a warp a row).
+template <int W>
+__device__ __forceinline__ void col_sums_segments(double *partial, const void *dy, const int *chunks, i64 C, int bf) {
+  __shared__ double sh[8][32 * W + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const i64 c = (i64)blockIdx.x * 32 + tx;
+  const i64 c = (i64)blockIdx.x * 32 * W + W * tx;
   const i64 k = blockIdx.y;
   const i64 r0 = chunks[2 * k], r1 = chunks[2 * k + 1];
-  double b = 0.0;
-  if (c < C)
-    for (i64 r = r0 + ty; r < r1; r += 8) b += ldx(dy, r * C + c, BF(0));
-  sh[ty][tx] = b;
+  double b[W];
+#pragma unroll
+  for (int j = 0; j < W; j++) b[j] = 0.0;
+  if (c < C) {
+#pragma unroll 4
+    for (i64 r = r0 + ty; r < r1; r += 8) {
+      float d[W];
+      ldw<W>(d, dy, r * C + c, BF(0));
+#pragma unroll
+      for (int j = 0; j < W; j++) b[j] += (double)d[j];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < W; j++) sh[ty][W * tx + j] = b[j];
   __syncthreads();
   if (ty == 0 && c < C) {
-    for (int y = 1; y < 8; y++) b += sh[y][tx];
-    partial[k * C + c] = b;
+#pragma unroll
+    for (int j = 0; j < W; j++) {
+      for (int y = 1; y < 8; y++) b[j] += sh[y][W * tx + j];
+      partial[k * C + c + j] = b[j];
+    }
   }
+}
+extern "C" __global__ void col_sums_segments_partial(double *partial, const void *dy, const int *chunks, i64 C, int bf) {
+  pdl_entry();
+  col_sums_segments<1>(partial, dy, chunks, C, bf);
+}
+extern "C" __global__ void col_sums_segments_bf16x8(double *partial, const void *dy, const int *chunks, i64 C) {
+  pdl_entry();
+  col_sums_segments<8>(partial, dy, chunks, C, 1);
 }
 extern "C" __global__ void col_sums_segments_finish(float *out, const double *partial, const int *first, i64 E, i64 C, int accumulate) {
   pdl_entry();
@@ -648,6 +672,134 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
     }
   }
 }
+
+// layernorm_backward_dx_bf16_vec with the weight gradients' column sums in the same pass (dy and x
+// read once for both; the separate col_sums_partial_bf16x8 read them again: ~37 us of a 32k x 768
+// call). Block k (8 warps) takes rows [k rpc, (k + 1) rpc) eight at a time: warp w makes row
+// t0 + w's dx as the other kernel does (to the bit) and leaves the row's dy and x in shared memory;
+// after a barrier, thread i adds columns i, i + 256, ... of the eight rows, in row order, to its
+// float64 sums of dy and of dy xhat (col_sums_partial's terms): partial[k][0 | 1][C] at the end, for
+// col_sums_finish_f32. Each warp's next row is loaded before this row's stores (a store to dx may
+// alias it as far as the compiler knows). (A first form kept every column's sums in the row's lanes:
+// 225 registers, one block an SM, 1.6 TB/s.) NV <= 4: C <= 1024.
+template <int NV>
+__device__ __forceinline__ void ln_bwd_sums(uint4 *dx, const uint4 *dy, const uint4 *x, const float4 *w, const float *mean, const float *rstd, int R, int C, int rpc,
+                                            int accumulate, double *partial) {
+  __shared__ __align__(16) bf16_t sdy[8][256 * NV], sx[8][256 * NV];
+  __shared__ float smu[8], srs[8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nv = C >> 3;
+  const int r0 = blockIdx.x * rpc, r1 = min(R, r0 + rpc);
+  double sb[NV], sa[NV];
+#pragma unroll
+  for (int q = 0; q < NV; q++) sb[q] = sa[q] = 0.0;
+  uint4 gv[NV], xv[NV];
+  float m = 0.0f, s = 0.0f;
+  if (r0 + warp < r1) {
+    const int r = r0 + warp;
+    m = mean[r], s = rstd[r];
+#pragma unroll
+    for (int j = 0; j < NV; j++)
+      if (lane + 32 * j < nv) {
+        gv[j] = dy[(i64)r * nv + lane + 32 * j];
+        xv[j] = x[(i64)r * nv + lane + 32 * j];
+      }
+  }
+  for (int t0 = r0; t0 < r1; t0 += 8) {
+    const int r = t0 + warp, rn = r + 8;
+    // the next row in flight
+    uint4 gn[NV], xn[NV];
+    float mn = 0.0f, sn = 0.0f;
+    if (rn < r1) {
+      mn = mean[rn], sn = rstd[rn];
+#pragma unroll
+      for (int j = 0; j < NV; j++)
+        if (lane + 32 * j < nv) {
+          gn[j] = dy[(i64)rn * nv + lane + 32 * j];
+          xn[j] = x[(i64)rn * nv + lane + 32 * j];
+        }
+    }
+    if (r < r1) {
+      const i64 row = (i64)r * nv;
+      float m1 = 0.0f, m2 = 0.0f, g[8], xh[8];
+#pragma unroll
+      for (int j = 0; j < NV; j++) {
+        const int c = lane + 32 * j;
+        if (c < nv) {
+          float wv[8];
+          ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
+#pragma unroll
+          for (int q = 0; q < 8; q += 2) {
+            const float d0 = g[q] * wv[q], d1 = g[q + 1] * wv[q + 1];
+            m1 += d0 + d1;
+            m2 = fmaf(d0, (xh[q] - m) * s, fmaf(d1, (xh[q + 1] - m) * s, m2));
+          }
+          ((uint4 *)sdy[warp])[c] = gv[j];
+          ((uint4 *)sx[warp])[c] = xv[j];
+        }
+      }
+      if (lane == 0) smu[warp] = m, srs[warp] = s;
+      m1 = warp_sum_f(m1) / (float)C;
+      m2 = warp_sum_f(m2) / (float)C;
+#pragma unroll
+      for (int j = 0; j < NV; j++) {
+        const int c = lane + 32 * j;
+        if (c < nv) {
+          float wv[8];
+          ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
+          float o[8];
+          if (accumulate) unpack8(o, dx[row + c]);
+#pragma unroll
+          for (int q = 0; q < 8; q++) {
+            float t = s * (g[q] * wv[q] - m1 - (xh[q] - m) * s * m2);
+            if (accumulate) t += o[q];
+            g[q] = t;
+          }
+          dx[row + c] = pack8(g);
+        }
+      }
+    }
+    __syncthreads();
+    // the eight rows' columns, a thread's in row order
+    const int rows = min(8, r1 - t0);
+#pragma unroll
+    for (int q = 0; q < NV; q++) {
+      const int col = threadIdx.x + 256 * q;
+      if (col < C)
+        for (int i = 0; i < rows; i++) {
+          const double g = (double)bf2f(sdy[i][col]);
+          sb[q] += g;
+          sa[q] += g * (((double)bf2f(sx[i][col]) - (double)smu[i]) * (double)srs[i]);
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+      gv[j] = gn[j];
+      xv[j] = xn[j];
+    }
+    m = mn, s = sn;
+  }
+  double *p = partial + (i64)blockIdx.x * 2 * C;
+#pragma unroll
+  for (int q = 0; q < NV; q++) {
+    const int col = threadIdx.x + 256 * q;
+    if (col < C) {
+      p[col] = sb[q];
+      p[C + col] = sa[q];
+    }
+  }
+}
+#define LN_BWD_SUMS_KERNEL(NAME, NV)                                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(256, 2) NAME(uint4 *dx, const uint4 *dy, const uint4 *x, const float4 *w, const float *mean, const float *rstd, \
+                                                           int R, int C, int rpc, int accumulate, double *partial) {                                      \
+    pdl_entry();                                                                                                                                          \
+    ln_bwd_sums<NV>(dx, dy, x, w, mean, rstd, R, C, rpc, accumulate, partial);                                                                            \
+  }
+// C <= 256, 512, 768, 1024
+LN_BWD_SUMS_KERNEL(layernorm_backward_sums_bf16_vec1, 1)
+LN_BWD_SUMS_KERNEL(layernorm_backward_sums_bf16_vec2, 2)
+LN_BWD_SUMS_KERNEL(layernorm_backward_sums_bf16_vec3, 3)
+LN_BWD_SUMS_KERNEL(layernorm_backward_sums_bf16_vec4, 4)
 
 // layernorm_f32 for bfloat16 out and x (mean and rstd float32).
 extern "C" __global__ void layernorm_bf16_warp(u32 *out, float *mean, float *rstd, const u32 *x, const float *w, const float *b, int R, int C, float eps) {
