@@ -615,6 +615,50 @@ __device__ __forceinline__ void ln_bwd_unpack(float g[8], float x[8], float w8[8
   ln_ld8(w8, w, c);
 }
 
+// dx of one row held in a warp's registers (NV vectors a lane, gv = dy and xv = x; m, s its mean
+// and rstd): the two row sums, then dx (+)= rstd (dy w - m1 - xhat rstd m2) written at row.
+template <int NV>
+__device__ __forceinline__ void ln_bwd_row_dx(uint4 *dx, const uint4 gv[NV], const uint4 xv[NV], const float4 *w, float m, float s, i64 row, int lane, int nv, int C,
+                                              int accumulate) {
+  float m1 = 0.0f, m2 = 0.0f;
+  // d = dy w and xhat = (x - m) s per element, recomputed in the second pass (registers are
+  // the limit, arithmetic is not)
+  float g[8], xh[8];
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int c = lane + 32 * j;
+    if (c < nv) {
+      float wv[8];
+      ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
+#pragma unroll
+      for (int q = 0; q < 8; q += 2) {
+        const float d0 = g[q] * wv[q], d1 = g[q + 1] * wv[q + 1];
+        m1 += d0 + d1;
+        m2 = fmaf(d0, (xh[q] - m) * s, fmaf(d1, (xh[q + 1] - m) * s, m2));
+      }
+    }
+  }
+  m1 = warp_sum_f(m1) / (float)C;
+  m2 = warp_sum_f(m2) / (float)C;
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int c = lane + 32 * j;
+    if (c < nv) {
+      float wv[8];
+      ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
+      float o[8];
+      if (accumulate) unpack8(o, dx[row + c]);
+#pragma unroll
+      for (int q = 0; q < 8; q++) {
+        float t = s * (g[q] * wv[q] - m1 - (xh[q] - m) * s * m2);
+        if (accumulate) t += o[q];
+        g[q] = t;
+      }
+      dx[row + c] = pack8(g);
+    }
+  }
+}
+
 // layernorm_backward_dx_bf16_warp on rows in registers (the layout and conditions of
 // layernorm_bf16_vec): dy and x read once. dx may alias dy (a lane writes only what it read).
 extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4 *dy, const uint4 *x, const float4 *w, const float *mean, const float *rstd, int R,
@@ -625,7 +669,6 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
     const i64 row = (i64)r * nv;
     const float m = mean[r], s = rstd[r];
     uint4 gv[LN_VEC], xv[LN_VEC];
-    float m1 = 0.0f, m2 = 0.0f;
 #pragma unroll
     for (int j = 0; j < LN_VEC; j++) {
       const int c = lane + 32 * j;
@@ -634,42 +677,7 @@ extern "C" __global__ void layernorm_backward_dx_bf16_vec(uint4 *dx, const uint4
         xv[j] = x[row + c];
       }
     }
-    // d = dy w and xhat = (x - m) s per element, recomputed in the second pass (registers are
-    // the limit, arithmetic is not)
-    float g[8], xh[8];
-#pragma unroll
-    for (int j = 0; j < LN_VEC; j++) {
-      const int c = lane + 32 * j;
-      if (c < nv) {
-        float wv[8];
-        ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
-#pragma unroll
-        for (int q = 0; q < 8; q += 2) {
-          const float d0 = g[q] * wv[q], d1 = g[q + 1] * wv[q + 1];
-          m1 += d0 + d1;
-          m2 = fmaf(d0, (xh[q] - m) * s, fmaf(d1, (xh[q + 1] - m) * s, m2));
-        }
-      }
-    }
-    m1 = warp_sum_f(m1) / (float)C;
-    m2 = warp_sum_f(m2) / (float)C;
-#pragma unroll
-    for (int j = 0; j < LN_VEC; j++) {
-      const int c = lane + 32 * j;
-      if (c < nv) {
-        float wv[8];
-        ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
-        float o[8];
-        if (accumulate) unpack8(o, dx[row + c]);
-#pragma unroll
-        for (int q = 0; q < 8; q++) {
-          float t = s * (g[q] * wv[q] - m1 - (xh[q] - m) * s * m2);
-          if (accumulate) t += o[q];
-          g[q] = t;
-        }
-        dx[row + c] = pack8(g);
-      }
-    }
+    ln_bwd_row_dx<LN_VEC>(dx, gv, xv, w, m, s, row, lane, nv, C, accumulate);
   }
 }
 
@@ -719,44 +727,16 @@ __device__ __forceinline__ void ln_bwd_sums(uint4 *dx, const uint4 *dy, const ui
         }
     }
     if (r < r1) {
-      const i64 row = (i64)r * nv;
-      float m1 = 0.0f, m2 = 0.0f, g[8], xh[8];
 #pragma unroll
       for (int j = 0; j < NV; j++) {
         const int c = lane + 32 * j;
         if (c < nv) {
-          float wv[8];
-          ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
-#pragma unroll
-          for (int q = 0; q < 8; q += 2) {
-            const float d0 = g[q] * wv[q], d1 = g[q + 1] * wv[q + 1];
-            m1 += d0 + d1;
-            m2 = fmaf(d0, (xh[q] - m) * s, fmaf(d1, (xh[q + 1] - m) * s, m2));
-          }
           ((uint4 *)sdy[warp])[c] = gv[j];
           ((uint4 *)sx[warp])[c] = xv[j];
         }
       }
       if (lane == 0) smu[warp] = m, srs[warp] = s;
-      m1 = warp_sum_f(m1) / (float)C;
-      m2 = warp_sum_f(m2) / (float)C;
-#pragma unroll
-      for (int j = 0; j < NV; j++) {
-        const int c = lane + 32 * j;
-        if (c < nv) {
-          float wv[8];
-          ln_bwd_unpack(g, xh, wv, gv[j], xv[j], w, c);
-          float o[8];
-          if (accumulate) unpack8(o, dx[row + c]);
-#pragma unroll
-          for (int q = 0; q < 8; q++) {
-            float t = s * (g[q] * wv[q] - m1 - (xh[q] - m) * s * m2);
-            if (accumulate) t += o[q];
-            g[q] = t;
-          }
-          dx[row + c] = pack8(g);
-        }
-      }
+      ln_bwd_row_dx<NV>(dx, gv, xv, w, m, s, (i64)r * nv, lane, nv, C, accumulate);
     }
     __syncthreads();
     // the eight rows' columns, a thread's in row order
