@@ -1490,9 +1490,10 @@ export class CudaBackend implements Backend {
     const { R, C } = layerNormShapes(op, dx, mean, rstd, x, dweight, dbias, ['dweight', 'dbias']);
     expectSize(op, 'weight', weight, C);
     const [g, gw, gb, d, a, w, mu, rs] = [dx, dweight, dbias, dy, x, weight, mean, rstd].map((t) => cu(op, t)) as [CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor, CudaTensor];
-    const nv = Math.ceil(C / 256);
+    const nv = lnVectorsPerLane(C);
     if (this.fusedSums && lnVecFits(C, [g, d, a], [w], mu) && nv <= 4 && R > 0) {
-      // dx and the weight gradients' partial sums in one pass (rowsPerChunk rows a block of 8 warps)
+      // dx and the weight gradients' partial sums in one pass (rpc rows a block of 8 warps; the
+      // block count from the shape alone, so the sums' order does not depend on the card)
       const blocks = Math.min(LN_SUM_BLOCKS, Math.ceil(R / 64));
       const rpc = Math.ceil(R / blocks);
       this.chunkedColSums(R, C, gb.ptr, gw.ptr, true, true, (part, n) =>
@@ -2467,8 +2468,12 @@ export function definesOf(spec: string): string {
  * general one (C <= LN_VEC_WIDTH).
  */
 function lnVecKernel(C: number): string {
-  const perLane = Math.max(1, Math.ceil(C / 8 / 32));
+  const perLane = lnVectorsPerLane(C);
   return perLane <= 4 ? `layernorm_bf16_vec${perLane}` : 'layernorm_bf16_vec';
+}
+/** 16-byte vectors a lane holds of a row of C bf16 in the row-in-registers LayerNorm kernels (at least 1). */
+function lnVectorsPerLane(C: number): number {
+  return Math.max(1, Math.ceil(C / 8 / 32));
 }
 
 /**
