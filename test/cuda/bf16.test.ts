@@ -569,7 +569,12 @@ test('tensor-core attention kernels (mma, and wgmma on sm_90) equal their slow t
     assert.ok(mma.describe().includes(', mma attention'), mma.describe());
     if (wgmma.arch === 90) assert.ok(wgmma.describe().includes(', wgmma attention'), wgmma.describe());
     // the cases, and one whose global rows' tile is split into runs (S / 64 tiles over SPLIT_TILES)
-    const cases: typeof ATTENTION_CASES = [...ATTENTION_CASES, [1, 1100, 2, 64, { kind: 'sliding', heads: 2, window: 64, dilation: 1, globalTokens: 16 }]];
+    // (the backward's too), and one whose global rows span two tiles
+    const cases: typeof ATTENTION_CASES = [
+      ...ATTENTION_CASES,
+      [1, 1100, 2, 64, { kind: 'sliding', heads: 2, window: 64, dilation: 1, globalTokens: 16 }],
+      [2, 1300, 2, 64, { kind: 'sliding', heads: 2, window: 64, dilation: 1, globalTokens: 70 }],
+    ];
     for (const [B, S, H, dh, spec] of cases) {
       if (dh > 64) continue; // the mma kernels serve head sizes up to 64
       const d = H * dh;

@@ -163,7 +163,7 @@ const KERNEL_FILES: Record<string, readonly string[]> = {
     'attn_bwd_dot_f32', 'attn_bwd_dot_bf16x8', 'attn_fwd_tiled64_f32', 'attn_bwd_dq_tiled64_f32', 'attn_bwd_dkdv_tiled64_f32', 'attn_fwd_tiled128_f32', 'attn_bwd_dq_tiled128_f32',
     'attn_bwd_dkdv_tiled128_f32',
   ],
-  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
+  'attention_mma.cu': ['attn_fwd_mma64', 'attn_fwd_wgmma', 'attn_fwd_combine', 'attn_bwd_combine', 'attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 'attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma'],
   'grouped_gemm.cu': ['grouped_gemm_nt_bf16', 'grouped_gemm_nn_bf16', 'grouped_gemm_tn_bf16'],
   'grouped_wgmma.cu': ['grouped_wgmma_nt_bf16', 'grouped_wgmma_nn_bf16', 'grouped_wgmma_tn_bf16', 'grouped_wgmma64_nt_bf16', 'grouped_wgmma256_nt_bf16', 'grouped_tma256_nt_bf16', 'grouped_tma256p_nt_bf16', 'score_argmax_wgmma', 'score_argmax_tma', 'score_argmax_finish', 'xe_tied_stats', 'xe_tied_finish', 'xe_tied_grad'],
 };
@@ -374,6 +374,11 @@ export class CudaBackend implements Backend {
    */
   private readonly fusedSums: boolean;
   /**
+   * The attention backward's tiles of global rows walked in split runs (am_bwd_block in
+   * attention_mma.cu); MOE_DIFFUSEQ_ATTN_BWD_SPLIT=0: one block each, as the other tiles.
+   */
+  private readonly bwdSplit: boolean;
+  /**
    * What the host knows of int32 buffers' values (checks of ids without a read-back); a graph
    * replay forgets it all (the recorded kernels write again, with the values of that moment).
    */
@@ -448,6 +453,7 @@ export class CudaBackend implements Backend {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
     this.fusedSums = process.env['MOE_DIFFUSEQ_FUSED_SUMS'] !== '0';
+    this.bwdSplit = process.env['MOE_DIFFUSEQ_ATTN_BWD_SPLIT'] !== '0';
     this.launchTimes = opts.launchTimes ?? null;
     this.repeat = new Set((process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean));
     for (const k of this.repeat) {
@@ -1743,13 +1749,28 @@ export class CudaBackend implements Backend {
         }
         const blocks = Math.ceil(g.S / AT_T) * g.B * g.H;
         const args = [P(dq), P(cu(op, dout)), P(cu(op, qkv)), P(cu(op, lse)), A(D.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(g.window), I(g.dilation), F(g.scale)] as const;
-        if (mma && this.attnWgmma && g.dh % 8 === 0 && cu(op, qkv).ptr % 16 === 0 && cu(op, dout).ptr % 16 === 0) {
+        if (mma) {
           // Hopper: the products on wgmma (attention_mma.cu), whole 16-byte chunks of the heads
-          this.launch('attn_bwd_dq_wgmma', blocks, 128, args, ATTN_WGMMA_BWD_SHARED);
-          this.launch('attn_bwd_dkdv_wgmma', blocks, 128, args, ATTN_WGMMA_BWD_SHARED);
-        } else if (mma) {
-          this.launch('attn_bwd_dq_mma64', blocks, 128, args);
-          this.launch('attn_bwd_dkdv_mma64', blocks, 128, args);
+          const wg = this.attnWgmma && g.dh % 8 === 0 && cu(op, qkv).ptr % 16 === 0 && cu(op, dout).ptr % 16 === 0;
+          const [nameDq, nameDkdv, shared] = wg ? ['attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma', ATTN_WGMMA_BWD_SHARED] : ['attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 0];
+          // sliding attention with globals: the tiles of global rows, which see every row of the
+          // other side, walk it in runs on separate blocks first in each launch (as the forward's),
+          // their float32 sums added by attn_bwd_combine; not when a run would be the whole walk
+          const tiles = Math.ceil(g.G / AT_T);
+          const parts = Math.ceil(Math.ceil(g.S / AT_T) / SPLIT_TILES);
+          const split = g.window >= 0 && g.G > 0 && parts > 1 && this.bwdSplit;
+          const splitBlocks = split ? tiles * parts * g.B * g.H : 0;
+          const part = split ? this.scratch(g.B * g.H * tiles * AT_T * parts * 3 * AT_T * 4) : null;
+          try {
+            const more = [A(part ? part.ptr : 0), I(parts), I(splitBlocks)] as const;
+            this.launch(nameDq, splitBlocks + blocks, 128, [...args, ...more], shared);
+            this.launch(nameDkdv, splitBlocks + blocks, 128, [...args, ...more], shared);
+            if (part) {
+              this.launch2('attn_bwd_combine', [Math.min(tiles * AT_T, g.S), g.B * g.H], [3 * AT_T, 1], [P(dq), A(part.ptr), I(g.S), I(g.H), I(g.dh), I(g.G), I(parts)]);
+            }
+          } finally {
+            part?.free();
+          }
         } else {
           const sh = tiledAttentionShared(tiled);
           this.launch(`attn_bwd_dq_tiled${tiled}_f32`, blocks, 256, [...args, B(bf)], sh.dq);

@@ -82,6 +82,12 @@ __device__ __forceinline__ void am_tile(const AmTiles &T, int k, int &start, int
   start = first ? T.lo0 + k * AM_T : T.lo1 + (k - T.n0) * AM_T;
   end = first ? T.hi0 : T.hi1;
 }
+// Run `part` of `parts` equal runs of a walk's `total` tiles: [begin, end), empty past the last.
+__device__ __forceinline__ void am_run(int total, int part, int parts, int &begin, int &end) {
+  const int per = (total + parts - 1) / parts;
+  begin = min(total, part * per);
+  end = min(total, (part + 1) * per);
+}
 
 // A fragments (AM_DH / 16 of them) of the warp's 16 rows of a tile in shared memory.
 __device__ __forceinline__ void am_afrags(u32 f[AM_DH / 16][4], const bf16_t *tile, int warp, int g, int t) {
@@ -591,9 +597,9 @@ __device__ __forceinline__ void am_fwd_tile(E &eng, float o[AM_DH / 8][4], float
   m0 = m1 = NEG_INF_F;
   l0 = l1 = 0.0f;
   const AmTiles T = am_tiles(q0, min(S, q0 + AM_T) - 1, S, G, w, r);
-  const int per = (T.total + parts - 1) / parts;
-  am_fwd_walk(eng, o, m0, m1, l0, l1, T, min(T.total, part * per), min(T.total, (part + 1) * per), base, stride, d, h, dh, q0, i0, i1, S, G, w, r,
-              scale * AM_LOG2E, t);
+  int kBegin, kEnd;
+  am_run(T.total, part, parts, kBegin, kEnd);
+  am_fwd_walk(eng, o, m0, m1, l0, l1, T, kBegin, kEnd, base, stride, d, h, dh, q0, i0, i1, S, G, w, r, scale * AM_LOG2E, t);
   eng.finish();
 }
 
@@ -711,13 +717,63 @@ extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float
   if (x == 0) lse[(i64)bh * S + i] = M * AM_LN2 + logf(L);
 }
 
+// ---- the backward ---------------------------------------------------------------------------------
+// A backward launch is `splitBlocks` split blocks, then one block per (tile, b h), tile fastest. As
+// in the forward, the tiles that hold global rows (whose rows see every row of the other side: S / 64
+// tiles against ~6 for the rest) are walked in `parts` runs by separate blocks, first in the launch;
+// each run's float32 sums go to part [BH][R][parts][3][AM_DH] (slot 0 dQ, 1 dK, 2 dV; R = the rows
+// of those tiles) and attn_bwd_combine adds them in order. Unsplit, those tiles were the launch's
+// tail: their blocks sit at tile 0 of each (b h), so the last ones start in the last wave.
+struct AmBwdBlock {
+  AmPlace P;
+  int part;  // the run this block walks, or -1: the whole walk, stored as bf16
+  bool skip;  // a tile the split blocks do
+};
+__device__ __forceinline__ AmBwdBlock am_bwd_block(int S, int H, int dh, int G, int parts, int splitBlocks) {
+  AmBwdBlock B;
+  const int tiles = (S + AM_T - 1) / AM_T;
+  int blk = (int)blockIdx.x - splitBlocks;
+  B.part = -1;
+  if ((int)blockIdx.x < splitBlocks) {
+    const int per_bh = (G + AM_T - 1) / AM_T * parts, y = blockIdx.x % per_bh;
+    blk = blockIdx.x / per_bh * tiles + y / parts;
+    B.part = y % parts;
+  }
+  B.P = am_place(S, H, dh, blk);
+  B.skip = B.part < 0 && splitBlocks > 0 && B.P.r0 < G;
+  return B;
+}
+// The block's walk of T: all of it, or its run of the split's.
+__device__ __forceinline__ void am_bwd_walk(const AmTiles &T, int part, int parts, int &begin, int &end) {
+  if (part < 0) {
+    begin = 0;
+    end = T.total;
+  } else {
+    am_run(T.total, part, parts, begin, end);
+  }
+}
+// Stores the warp's 16 x AM_DH sums (this thread's rows r0 and r0 + 8, both below R) into one slot
+// of a split block's run in `part` (am_bwd_block's layout).
+__device__ __forceinline__ void am_store_part(float *part, const float acc[AM_DH / 8][4], int bh, int G, int parts, int run, int slot, int r0, int t) {
+  const int R = (G + AM_T - 1) / AM_T * AM_T;
+  float *p0 = part + ((((i64)bh * R + r0) * parts + run) * 3 + slot) * AM_DH, *p1 = p0 + (i64)8 * parts * 3 * AM_DH;
+#pragma unroll
+  for (int nt = 0; nt < AM_DH / 8; nt++) {
+    const int c = nt * 8 + 2 * t;
+    *(float2 *)(p0 + c) = make_float2(acc[nt][0], acc[nt][1]);
+    *(float2 *)(p1 + c) = make_float2(acc[nt][2], acc[nt][3]);
+  }
+}
+
 // dQ: dq_i = scale sum_j p_ij (dout_i . v_j - D_i) k_j over the keys row i sees (D from
 // attn_bwd_dot_f32). Same grid as the forward; the engine's own tiles are Q and dout, its buffers
 // K and V.
 template <class E>
 __device__ __forceinline__ void am_bwd_dq(E &eng, bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D, int S, int H, int dh,
-                                          int G, int w, int r, float scale) {
-  const AmPlace P = am_place(S, H, dh, blockIdx.x);
+                                          int G, int w, int r, float scale, float *part, int parts, int splitBlocks) {
+  const AmBwdBlock Bk = am_bwd_block(S, H, dh, G, parts, splitBlocks);
+  if (Bk.skip) return;
+  const AmPlace &P = Bk.P;
   const int warp = P.warp, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, q0 = P.r0, q1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
@@ -730,15 +786,17 @@ __device__ __forceinline__ void am_bwd_dq(E &eng, bf16_t *dqkv, const bf16_t *do
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
   const AmTiles T = am_tiles(q0, q1, S, G, w, r);
+  int kBegin, kEnd;
+  am_bwd_walk(T, Bk.part, parts, kBegin, kEnd);
   const auto fetch = [&](int k) {
     int k0, end;
     am_tile(T, k, k0, end);
     eng.fetch(k, base, stride, d + h * dh, base, stride, 2 * d + h * dh, k0, end, dh);
   };
-  if (T.total > 0) fetch(0);
-  for (int k = 0; k < T.total; k++) {
-    if (k + 1 < T.total) fetch(k + 1);
-    eng.ready(k + 1 < T.total);
+  if (kBegin < kEnd) fetch(kBegin);
+  for (int k = kBegin; k < kEnd; k++) {
+    if (k + 1 < kEnd) fetch(k + 1);
+    eng.ready(k + 1 < kEnd);
     int k0, end;
     am_tile(T, k, k0, end);
     float s[8][4], dp[8][4];
@@ -756,14 +814,16 @@ __device__ __forceinline__ void am_bwd_dq(E &eng, bf16_t *dqkv, const bf16_t *do
     __syncthreads();
   }
   eng.finish();
-  am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
+  if (Bk.part >= 0) am_store_part(part, dq, bh, G, parts, Bk.part, 0, i0, t);
+  else am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
-                                                                    int S, int H, int dh, int G, int w, int r, float scale) {
+                                                                    int S, int H, int dh, int G, int w, int r, float scale, float *part, int parts,
+                                                                    int splitBlocks) {
   pdl_entry();
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   AmMma eng(sm);
-  am_bwd_dq(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);
+  am_bwd_dq(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, part, parts, splitBlocks);
 }
 
 // dK, dV: dv_j = sum_i p_ij dout_i, dk_j = scale sum_i p_ij (dout_i . v_j - D_i) q_i over the query
@@ -771,9 +831,11 @@ extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *d
 // and V, its buffers Q and dout (with their rows' lse and D).
 template <class E>
 __device__ __forceinline__ void am_bwd_dkdv(E &eng, bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D, int S, int H,
-                                            int dh, int G, int w, int r, float scale) {
+                                            int dh, int G, int w, int r, float scale, float *part, int parts, int splitBlocks) {
   __shared__ float Ls[2][AM_T], Ds[2][AM_T];
-  const AmPlace P = am_place(S, H, dh, blockIdx.x);
+  const AmBwdBlock Bk = am_bwd_block(S, H, dh, G, parts, splitBlocks);
+  if (Bk.skip) return;
+  const AmPlace &P = Bk.P;
   const int warp = P.warp, g = P.g, t = P.t, bh = P.bh, b = P.b, h = P.h, d = P.d, j0 = P.r0, j1 = P.r1;
   const i64 stride = P.stride;
   const bf16_t *base = qkv + (i64)b * S * stride;
@@ -785,6 +847,8 @@ __device__ __forceinline__ void am_bwd_dkdv(E &eng, bf16_t *dqkv, const bf16_t *
 #pragma unroll
   for (int nt = 0; nt < AM_DH / 8; nt++) dk[nt][0] = dk[nt][1] = dk[nt][2] = dk[nt][3] = dv[nt][0] = dv[nt][1] = dv[nt][2] = dv[nt][3] = 0.0f;
   const AmTiles T = am_tiles(j0, j1, S, G, w, r);
+  int kBegin, kEnd;
+  am_bwd_walk(T, Bk.part, parts, kBegin, kEnd);
   const auto fetch = [&](int k) {
     int q0, end;
     am_tile(T, k, q0, end);
@@ -795,10 +859,10 @@ __device__ __forceinline__ void am_bwd_dkdv(E &eng, bf16_t *dqkv, const bf16_t *
       Ds[k & 1][threadIdx.x] = i < end ? D[(i64)bh * S + i] : 0.0f;
     }
   };
-  if (T.total > 0) fetch(0);
-  for (int k = 0; k < T.total; k++) {
-    if (k + 1 < T.total) fetch(k + 1);
-    eng.ready(k + 1 < T.total);
+  if (kBegin < kEnd) fetch(kBegin);
+  for (int k = kBegin; k < kEnd; k++) {
+    if (k + 1 < kEnd) fetch(k + 1);
+    eng.ready(k + 1 < kEnd);
     int q0, end;
     am_tile(T, k, q0, end);
     const float *Lk = Ls[k & 1], *Dk = Ds[k & 1];
@@ -820,15 +884,35 @@ __device__ __forceinline__ void am_bwd_dkdv(E &eng, bf16_t *dqkv, const bf16_t *
     __syncthreads();
   }
   eng.finish();
-  am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
-  am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
+  if (Bk.part >= 0) {
+    am_store_part(part, dk, bh, G, parts, Bk.part, 1, jr0, t);
+    am_store_part(part, dv, bh, G, parts, Bk.part, 2, jr0, t);
+  } else {
+    am_store(dqkv, dk, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, d + h * dh, dh, t);
+    am_store(dqkv, dv, (i64)b * S + jr0, (i64)b * S + jr1, jr0 < S, jr1 < S, 1.0f, 1.0f, stride, 2 * d + h * dh, dh, t);
+  }
 }
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_dkdv_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
-                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
+                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale, float *part,
+                                                                      int parts, int splitBlocks) {
   pdl_entry();
   __shared__ __align__(16) bf16_t sm[4 * AM_TS];
   AmMma eng(sm);
-  am_bwd_dkdv(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);
+  am_bwd_dkdv(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, part, parts, splitBlocks);
+}
+
+// Adds the split runs of the backward kernels (am_bwd_block) in order: dQ, dK and dV of the rows of
+// the tiles that hold global rows. Block (row, b h) of 3 AM_DH threads, one per slot and dimension.
+extern "C" __global__ void attn_bwd_combine(bf16_t *dqkv, const float *part, int S, int H, int dh, int G, int parts) {
+  pdl_entry();
+  const int R = (G + AM_T - 1) / AM_T * AM_T;
+  const int i = blockIdx.x, bh = blockIdx.y, slot = threadIdx.x / AM_DH, x = threadIdx.x % AM_DH;
+  if (i >= S || x >= dh) return;
+  const float *p = part + (((i64)bh * R + i) * parts * 3 + slot) * AM_DH + x;
+  float acc = 0.0f;
+  for (int q = 0; q < parts; q++) acc += p[(i64)q * 3 * AM_DH];
+  const int d = H * dh;
+  dqkv[((i64)(bh / H) * S + i) * 3 * d + slot * d + (bh % H) * dh + x] = f2bf(acc);
 }
 
 // ---- the wgmma kernels (sm_90a): the same grids, arguments and results ---------------------------
@@ -845,19 +929,21 @@ extern "C" __global__ void __launch_bounds__(128, 4) attn_fwd_wgmma(bf16_t *out,
   am_fwd_blocks<true>(aw_aligned(aw_dyn), out, lse, qkv, S, H, dh, G, w, r, scale, part_o, part_ml, parts, splitBlocks);
 }
 extern "C" __global__ void __launch_bounds__(128, 3) attn_bwd_dq_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
-                                                                    int S, int H, int dh, int G, int w, int r, float scale) {
+                                                                    int S, int H, int dh, int G, int w, int r, float scale, float *part, int parts,
+                                                                    int splitBlocks) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char aw_dyn[];
   AwWg eng(aw_aligned(aw_dyn), 2);
-  am_bwd_dq(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);
+  am_bwd_dq(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, part, parts, splitBlocks);
 }
 // three blocks per SM (190 registers unbounded, two blocks; bounded it spills 36 bytes and the
 // backward ran 0.775 ms against 0.846, H200)
 extern "C" __global__ void __launch_bounds__(128, 3) attn_bwd_dkdv_wgmma(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse,
-                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale) {
+                                                                      const float *D, int S, int H, int dh, int G, int w, int r, float scale, float *part,
+                                                                      int parts, int splitBlocks) {
   pdl_entry();
   extern __shared__ __align__(16) unsigned char aw_dyn[];
   AwWg eng(aw_aligned(aw_dyn), 2);
-  am_bwd_dkdv(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale);
+  am_bwd_dkdv(eng, dqkv, dout, qkv, lse, D, S, H, dh, G, w, r, scale, part, parts, splitBlocks);
 }
 #endif
