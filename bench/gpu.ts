@@ -33,7 +33,7 @@ import type { Backend } from '../src/backend/backend.js';
 import { createBackend } from '../src/backend/create.js';
 import { CudaBackend } from '../src/backend/cuda/backend.js';
 import { PhiloxStream } from '../src/backend/philox.js';
-import { diffusionLoss, drawNoise, type LossBatch } from '../src/diffusion/loss.js';
+import { drawNoise, queueDiffusionLoss, type LossBatch, type PendingLoss } from '../src/diffusion/loss.js';
 import { UniformSampler } from '../src/diffusion/timestep.js';
 import { expertHidden, presetConfig, type ModelConfig } from '../src/model/config.js';
 import { Model, resolvePrecision } from '../src/model/model.js';
@@ -106,22 +106,48 @@ function config(name: string, N: number): ModelConfig {
   return presetConfig(name, { seqLen: N, maxLen: Math.max(N, 512), dropout: 0, timestepSampler: 'uniform' });
 }
 
-/** One training step: loss forward + backward, AdamW on the flat parameters. */
+/**
+ * One training step: loss forward + backward, AdamW on the flat parameters. `run` queues a step and
+ * waits for it; `queue` queues a step and reads the one before it, so that the host queues step
+ * i + 1 while the device runs step i (the peer's timed loop too queues its steps back to back, with
+ * no synchronisation between them); `finish` reads the last one queued.
+ */
 function makeStep(model: Model, batch: LossBatch, recompute = false) {
   const be = model.backend;
   const m = be.zeros([model.params.total]);
   const v = be.zeros([model.params.total]);
   const noise = drawNoise(model.config, model.alphaBar, batch, new UniformSampler(model.config.diffusionSteps), new PhiloxStream(3));
   let step = 0;
+  let pending: PendingLoss | null = null;
+  const queueOne = () => {
+    model.params.zeroGrads();
+    const p = queueDiffusionLoss(model, batch, noise, { train: true, backward: true, recompute });
+    be.adamw(model.params.flat, model.params.grads, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: ++step });
+    return p;
+  };
+  const finish = () => {
+    const p = pending;
+    pending = null;
+    const loss = p ? p.read().terms.total : NaN;
+    be.synchronize();
+    return loss;
+  };
   return {
     run: () => {
-      model.params.zeroGrads();
-      const r = diffusionLoss(model, batch, noise, { train: true, backward: true, recompute });
-      be.adamw(model.params.flat, model.params.grads, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: ++step });
-      be.synchronize();
-      return r.terms.total;
+      finish();
+      pending = queueOne();
+      return finish();
     },
-    dispose: () => [m, v].forEach((t) => t.dispose()),
+    queue: () => {
+      const before = pending;
+      pending = queueOne();
+      return before ? before.read().terms.total : NaN;
+    },
+    finish,
+    dispose: () => {
+      finish();
+      [m, v].forEach((t) => t.dispose());
+    },
   };
 }
 
@@ -404,6 +430,9 @@ const USAGE = `usage: node dist/bench/gpu.js [options]   (npm run bench:gpu)
   --batches LIST      the sample item's batch sizes, comma-separated (default 1,16); the
                         kernels-sample item profiles the first of them (default 1)
   --iters N           timed repetitions per figure, the median reported (default 5)
+  --sync-steps        train: wait for each step before queueing the next (the measure before
+                        2026-11-30; by default step i + 1 is queued while step i runs, as the
+                        peer's loop does)
   --precision P       auto | bf16 | float32 (default auto: bf16 on a GPU)
   --device D          cuda | cuda:N (default cuda)
   --peer DIR|none     the PyTorch peer's folder (default .peer when it holds bench_fast.py)
@@ -428,6 +457,7 @@ async function main(): Promise<void> {
   const shapeGiven = process.argv.includes('--shape');
   const items = arg('items', 'train,memory,long,sample').split(',');
   const iters = Number(arg('iters', '5'));
+  const syncSteps = process.argv.includes('--sync-steps');
   const sampleBatches = arg('batches', SAMPLE_BATCHES.join(',')).split(',').map(Number);
   if (!sampleBatches.every((b) => Number.isInteger(b) && b >= 1)) {
     process.stderr.write(`--batches ${arg('batches', '')}: expected batch sizes >= 1, comma-separated, e.g. 1,16\n`);
@@ -493,13 +523,20 @@ async function main(): Promise<void> {
         const first = (performance.now() - t0) / 1000;
         // warm-up steps: cuBLAS chooses an algorithm per new GEMM shape, and expert row counts vary
         for (let i = 0; i < 3; i++) step.run();
+        // steps queued back to back: a call's time is the wait for the step before it (the step's
+        // time once the queue is full; the first call only queues, the median passes over it)
         const ms: number[] = [];
-        let loss = 0;
-        for (let i = 0; i < iters; i++) {
+        const each = syncSteps ? step.run : step.queue;
+        let loss = NaN; // the last step's (queue returns the one before it, finish the last)
+        for (let i = 0; i <= iters; i++) {
           const t = performance.now();
-          loss = step.run();
+          const l = each();
           ms.push(performance.now() - t);
+          if (!Number.isNaN(l)) loss = l;
         }
+        const last = step.finish();
+        if (!Number.isNaN(last)) loss = last;
+        ms.shift();
         const med = median(ms);
         const tps = (B * N) / (med / 1000);
         const tflops = trainFlops(cfg, B, N) / (med / 1000) / 1e12;

@@ -10,7 +10,7 @@ export * from './errors.js';
 export { VERSION } from './version.js';
 export { DEFAULT_CONFIG, PRESETS, PRESET_NAMES, presetConfig, parseConfig, type ModelConfig, type ConfigOverrides } from './model/config.js';
 export { Model, resolvePrecision, PRECISIONS, type Precision } from './model/model.js';
-export { diffusionLoss, drawNoise, type LossBatch, type LossNoise, type LossTerms } from './diffusion/loss.js';
+export { diffusionLoss, drawNoise, queueDiffusionLoss, type LossBatch, type LossNoise, type LossTerms, type PendingLoss } from './diffusion/loss.js';
 export { alphaBars } from './diffusion/schedule.js';
 export { loadModel, saveModel, type LoadedModel } from './io/checkpoint.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';

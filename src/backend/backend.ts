@@ -212,6 +212,12 @@ export interface Backend {
   fromArray(data: ArrayLike<number>, shape: readonly number[], dtype?: DType): Tensor;
   /** A copy of the tensor's contents on the host. */
   toArray(t: Tensor): Float32Array | Float64Array | Int32Array;
+  /**
+   * The tensors' contents as the work queued so far leaves them, read when the returned function is
+   * called: it waits for that work only, not for work queued after this call (toArray waits for
+   * everything queued). The tensors must not be written or disposed before it is called.
+   */
+  readLater(ts: readonly Tensor[]): () => (Float32Array | Float64Array | Int32Array)[];
   /** Overwrites the tensor's contents from the host. */
   write(t: Tensor, data: ArrayLike<number>): void;
   /** A view of `size(shape)` elements starting `offset` elements into `t` (shares memory). */
@@ -254,6 +260,11 @@ export interface Backend {
   rowSquaredDistance(out: Tensor, a: Tensor, b?: Tensor): void;
   /** out[r, c] (+)= scale[r] x[r, c]. */
   scaleRows(out: Tensor, x: Tensor, scale: Tensor, accumulate: boolean): void;
+  /**
+   * dx += coef x / sqrt(sumSq[0]), nothing where sumSq[0] is 0: the gradient of coef ||x||_2 from x's
+   * sum of squares left on the device (rowSquaredDistance), so that a step needs no read-back for it.
+   */
+  addNormGradient(dx: Tensor, x: Tensor, sumSq: Tensor, coef: number): void;
   /** Sum of all elements (computed in float64). */
   sum(x: Tensor): number;
   /** Sum of squares of all elements (computed in float64). */

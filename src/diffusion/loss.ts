@@ -15,7 +15,7 @@
 import type { Backend, Tensor } from '../backend/backend.js';
 import type { PhiloxStream } from '../backend/philox.js';
 import type { ModelConfig } from '../model/config.js';
-import type { DenoiserCache, DropoutRng } from '../model/denoiser.js';
+import type { DenoiserCache, DropoutRng, MoeStats } from '../model/denoiser.js';
 import type { Model } from '../model/model.js';
 import { Scope } from '../model/scope.js';
 import type { TimestepSampler } from './timestep.js';
@@ -146,8 +146,86 @@ function checkInputs(cfg: ModelConfig, batch: LossBatch, noise: LossNoise): void
   for (const id of batch.inputIds) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) fail(`token id ${id} outside the vocabulary [0, ${cfg.vocabSize})`);
 }
 
+/** The per-row terms read back from the device. */
+interface LossRows {
+  msR: ArrayLike<number>;
+  ttR: ArrayLike<number>;
+  /** nll of the rows the mask counts (rowsUsed), R of them. */
+  ceh: ArrayLike<number>;
+  /** ||m||_2 (0 with absorbing off). */
+  mNorm: number;
+}
+/** What the host knows of the batch for the scalar loss. */
+interface LossLayout {
+  B: number;
+  N: number;
+  e: number;
+  R: number;
+  abLast: number;
+  mask: Float64Array;
+  cnt: Float64Array;
+  rowsUsed: readonly number[];
+  weights: readonly number[];
+  moe: readonly MoeStats[];
+  cfg: ModelConfig;
+}
+
+/** The scalar loss and its terms from the per-row terms read back from the device. */
+function lossResult(rows: LossRows, L: LossLayout): LossResult {
+  const { B, N, e, R, abLast, mask, cnt, rowsUsed, weights, moe, cfg } = L;
+  const { msR, ttR, ceh, mNorm } = rows;
+  const mseB = new Float64Array(B);
+  const tTB = new Float64Array(B);
+  const nllB = new Float64Array(B);
+  for (let i = 0; i < B * N; i++) {
+    const b = Math.floor(i / N);
+    mseB[b]! += (mask[i]! * msR[i]!) / e / cnt[b]!;
+    tTB[b]! += (mask[i]! * abLast * ttR[i]!) / e / cnt[b]!;
+  }
+  for (let i = 0; i < R; i++) {
+    const row = rowsUsed[i]!;
+    const b = Math.floor(row / N);
+    nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
+  }
+  const perExample: number[] = [];
+  let mse = 0;
+  let tT = 0;
+  let nll = 0;
+  for (let b = 0; b < B; b++) {
+    perExample.push(mseB[b]! + tTB[b]! + nllB[b]!);
+    mse += (weights[b]! * mseB[b]!) / B;
+    tT += (weights[b]! * tTB[b]!) / B;
+    nll += (weights[b]! * nllB[b]!) / B;
+  }
+  const nMoe = moe.length;
+  const aux = nMoe ? moe.reduce((a, st) => a + st.aux, 0) / nMoe : 0;
+  const z = nMoe ? moe.reduce((a, st) => a + st.z, 0) / nMoe : 0;
+  const total = mse + tT + nll + cfg.ffn.auxWeight * aux + cfg.ffn.zWeight * z + M_NORM_WEIGHT * mNorm;
+  const terms: LossTerms = { total, mse, tT, nll, aux, z, mNorm, perExample };
+  return { terms, loadShares: moe.map((st) => st.loadShare) };
+}
+
+/** A loss whose work is queued on the device: {@link PendingLoss.read} brings its numbers back. */
+export interface PendingLoss {
+  /**
+   * Waits for the queued work up to the loss's numbers and returns them (the first call; later
+   * calls return the same result). Until then the pending loss holds a few small device buffers.
+   */
+  read(): LossResult;
+}
+
 /** The loss of one batch (and, with opts.backward, its gradient accumulated into the model's grads). */
 export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, opts: LossOptions): LossResult {
+  return queueDiffusionLoss(model, batch, noise, opts).read();
+}
+
+/**
+ * {@link diffusionLoss} with its read-back left to the caller: the step's work is queued and nothing
+ * waits for the device (but a dropless MoE backward's expert counts, each waiting for its own
+ * layer's routing only). A training loop can queue its optimizer and the next batch's step before
+ * it reads this one, so that the device never waits for the host between steps.
+ */
+export function queueDiffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, opts: LossOptions): PendingLoss {
   const cfg = model.config;
   checkInputs(cfg, batch, noise);
   const be: Backend = model.backend;
@@ -159,6 +237,8 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
   const ab = model.alphaBar;
   const BN = B * N;
   const s = new Scope();
+  const kept = new Scope(); // what read() needs: per-row terms, ||m||^2
+  let queued = false;
   let cache: DenoiserCache | null = null;
   // bfloat16 activations: the weights rounded to bf16 layer by layer for the forward and again for
   // the backward (one conversion a layer each way, one layer's copy alive at a time), not by each
@@ -168,12 +248,12 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
   try {
     const E = P.get('word_embeddings.weight');
     const m = cfg.absorbing ? P.get('mean_embed') : null;
-    // every number this step brings back to the host is read at its end, once the backward is
+    // every number this step brings back to the host is read by read(), once the backward is
     // queued, so that the host runs ahead of the device through the whole step (a read-back after
     // the forward drained the queue: ~15 ms a base 64 x 512 step on an H200 waited there, and the
-    // device then waited on the host). ||m|| is the exception the backward needs as a host number:
-    // read before any of this step's work is queued, it waits only for earlier work.
-    const mNorm = m ? Math.sqrt(be.sumSquares(m)) : 0;
+    // device then waited on the host). ||m|| stays on the device too: its gradient scales by it there.
+    const mSq = m ? kept.keep(be.empty([1], dt)) : null;
+    if (m && mSq) be.rowSquaredDistance(mSq, m);
     const ids = s.keep(be.fromArray(batch.inputIds, [B, N], 'int32'));
     const imask = s.keep(be.fromArray(batch.inputMask, [B, N], 'int32'));
     const rmask = s.keep(be.fromArray(noise.replaceMask, [B, N], 'int32'));
@@ -212,9 +292,9 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     be.copy(target, z0);
     for (let b = 0; b < B; b++) if (noise.t[b] === 0) be.stridedCopy(target, emb, { count: 1, length: N * e, srcOffset: b * N * e, srcStride: 0, dstOffset: b * N * e, dstStride: 0 });
 
-    const rowsMse = s.keep(be.empty([BN], dt));
+    const rowsMse = kept.keep(be.empty([BN], dt));
     be.rowSquaredDistance(rowsMse, target, x0);
-    const rowsTT = s.keep(be.empty([BN], dt));
+    const rowsTT = kept.keep(be.empty([BN], dt));
     be.rowSquaredDistance(rowsTT, z0);
     const abLast = ab[T - 1]!;
 
@@ -241,7 +321,7 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
     const dzr = opts.backward && R ? s.keep(be.zeros([R, e], dt)) : null;
     // every row's nll in one buffer (and below, every row's loss weight): one upload, one read-back
     // at the step's end (a read-back per chunk drained the stream about 30 times a base 16 x 2048 step)
-    const ce = s.keep(be.empty([Math.max(R, 1)], dt));
+    const ce = kept.keep(be.empty([Math.max(R, 1)], dt));
     // the head's chunk buffers (the logits' gradient, bf16 copies) go before the denoiser's
     // backward, which holds the step's peak of memory
     const head = new Scope();
@@ -314,46 +394,33 @@ export function diffusionLoss(model: Model, batch: LossBatch, noise: LossNoise, 
       // z0 = emb + c eps0: d emb += d z0
       be.axpby(demb, 1, demb, 1, dz0);
       be.embeddingBackward(dE, ids, demb);
-      if (m && dm && mNorm > 0) be.axpby(dm, 1, dm, (scale * M_NORM_WEIGHT) / mNorm, m);
+      if (m && dm && mSq) be.addNormGradient(dm, m, mSq, scale * M_NORM_WEIGHT);
     }
 
-    // the scalar loss, from the per-row terms read back now (the step's work is all queued)
-    const msR = be.toArray(rowsMse);
-    const ttR = be.toArray(rowsTT);
-    const ceh = R ? be.toArray(ce) : new Float32Array(0);
-    const mseB = new Float64Array(B);
-    const tTB = new Float64Array(B);
-    const nllB = new Float64Array(B);
-    for (let i = 0; i < BN; i++) {
-      const b = Math.floor(i / N);
-      mseB[b]! += (mask[i]! * msR[i]!) / e / cnt[b]!;
-      tTB[b]! += (mask[i]! * abLast * ttR[i]!) / e / cnt[b]!;
-    }
-    for (let i = 0; i < R; i++) {
-      const row = rowsUsed[i]!;
-      const b = Math.floor(row / N);
-      nllB[b]! += (mask[row]! * ceh[i]!) / cnt[b]!;
-    }
-    const perExample: number[] = [];
-    let mse = 0;
-    let tT = 0;
-    let nll = 0;
-    for (let b = 0; b < B; b++) {
-      perExample.push(mseB[b]! + tTB[b]! + nllB[b]!);
-      mse += (noise.weights[b]! * mseB[b]!) / B;
-      tT += (noise.weights[b]! * tTB[b]!) / B;
-      nll += (noise.weights[b]! * nllB[b]!) / B;
-    }
-    const aux = nMoe ? cache.moe.reduce((a, st) => a + st.aux, 0) / nMoe : 0;
-    const z = nMoe ? cache.moe.reduce((a, st) => a + st.z, 0) / nMoe : 0;
-    const total = mse + tT + nll + cfg.ffn.auxWeight * aux + cfg.ffn.zWeight * z + M_NORM_WEIGHT * mNorm;
-    const terms: LossTerms = { total, mse, tT, nll, aux, z, mNorm, perExample };
-    const result: LossResult = { terms, loadShares: cache.moe.map((st) => st.loadShare) };
-    if (opts.returnX0) result.x0 = be.toArray(cache.x0) as Float32Array | Float64Array;
-    return result;
+    // the MoE statistics now (a backward has read them already; the routings go with the cache)
+    const moe = cache.moe.map((st) => ({ aux: st.aux, z: st.z, loadShare: st.loadShare }));
+    const x0host = opts.returnX0 ? (be.toArray(cache.x0) as Float32Array | Float64Array) : undefined;
+    // the per-row terms as this step's work leaves them: the read waits for it alone
+    const readRows = be.readLater(mSq ? [rowsMse, rowsTT, ce, mSq] : [rowsMse, rowsTT, ce]);
+    let result: LossResult | null = null;
+    const read = (): LossResult => {
+      if (result) return result;
+      try {
+        const [msR, ttR, ceh, sq] = readRows();
+        const rows = { msR: msR!, ttR: ttR!, ceh: ceh!, mNorm: sq ? Math.sqrt(sq[0]!) : 0 };
+        result = lossResult(rows, { B, N, e, R, abLast, mask, cnt, rowsUsed, weights: noise.weights, moe, cfg });
+        if (x0host) result.x0 = x0host;
+        return result;
+      } finally {
+        kept.dispose();
+      }
+    };
+    queued = true;
+    return { read };
   } finally {
     cache?.dispose();
     weights?.dispose();
     s.dispose();
+    if (!queued) kept.dispose();
   }
 }

@@ -435,6 +435,35 @@ test('rowSquaredDistance and scaleRows', () => {
   [a, b, s].forEach((t) => t.dispose());
 });
 
+test('addNormGradient: the gradient of ||x||_2 from the sum of squares on the device; nothing for x = 0', () => {
+  const x = randn(be, [7], 29);
+  const ss = be.empty([1], F);
+  const quarter = be.fromArray(new Float64Array(7).fill(0.25), [7], F);
+  gradCheck(be, {
+    inputs: { x },
+    forward: () => {
+      be.rowSquaredDistance(ss, x);
+      const o = be.empty([1], F);
+      be.write(o, [Math.sqrt(be.toArray(ss)[0]!)]);
+      return [o];
+    },
+    backward: ([dout]) => {
+      be.rowSquaredDistance(ss, x);
+      const dx = be.empty([7], F);
+      be.copy(dx, quarter);
+      be.addNormGradient(dx, x, ss, be.toArray(dout!)[0]!);
+      be.axpby(dx, 1, dx, -1, quarter); // it adds to what dx held
+      return { x: dx };
+    },
+  });
+  const zero = be.zeros([7], F);
+  const dz = be.fromArray(new Float64Array(7).fill(0.5), [7], F);
+  be.rowSquaredDistance(ss, zero);
+  be.addNormGradient(dz, zero, ss, 3);
+  assert.deepEqual(Array.from(be.toArray(dz)), new Array(7).fill(0.5));
+  [x, ss, quarter, zero, dz].forEach((t) => t.dispose());
+});
+
 test('qSample backward (soft absorbing state, replacement, source positions)', () => {
   const B = 2, N = 5, e = 3;
   const z0 = randn(be, [B, N, e], 30);

@@ -565,6 +565,10 @@ test('tensor-core attention kernels (mma, and wgmma on sm_90) equal their slow t
   const mma = new CudaBackend({ attention: 'mma' });
   // wgmma on an sm_90 card; elsewhere the backend runs the mma kernels under that name
   const wgmma = new CudaBackend({ attention: 'wgmma' });
+  // the backward's tiles of global rows in runs of 8 tiles (summed by attn_bwd_combine), and in
+  // the plain order (one block each, where they fall)
+  const runs8 = withEnv('MOE_DIFFUSEQ_ATTN_BWD_SPLIT', '8', () => new CudaBackend({ attention: 'wgmma' }));
+  const plain = withEnv('MOE_DIFFUSEQ_ATTN_BWD_SPLIT', '0', () => new CudaBackend({ attention: 'wgmma' }));
   try {
     assert.ok(mma.describe().includes(', mma attention'), mma.describe());
     if (wgmma.arch === 90) assert.ok(wgmma.describe().includes(', wgmma attention'), wgmma.describe());
@@ -606,11 +610,16 @@ test('tensor-core attention kernels (mma, and wgmma on sm_90) equal their slow t
         const err = relErrOf(w[k], a[k], `wgmma vs mma ${k} ${tag}`);
         assert.ok(err <= 8e-3, `wgmma vs mma ${k} ${tag}: rel err ${err} (seed ${SEED})`);
       }
+      // the same products and roundings; only the float32 sums of the runs are added in another order
+      for (const [name, be] of [['runs of 8', runs8], ['plain order', plain]] as const) {
+        const x = run(be);
+        assert.deepEqual(x.o, w.o, `${name}: the forward is the same kernel`);
+        const err = relErrOf(x.dq, w.dq, `${name} vs wgmma dq ${tag}`);
+        assert.ok(err <= 8e-3, `${name} vs wgmma dq ${tag}: rel err ${err} (seed ${SEED})`);
+      }
     }
   } finally {
-    tiled.close();
-    mma.close();
-    wgmma.close();
+    for (const be of [tiled, mma, wgmma, runs8, plain]) be.close();
   }
 });
 

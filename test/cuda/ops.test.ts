@@ -166,6 +166,26 @@ test('memory: float64 refused, round trips, fill, views, copies, zero-size tenso
   assert.equal(g.memory().liveBytes, base);
 });
 
+test('readLater: the contents as the work queued before it leaves them (float32, int32, bfloat16), read once', { skip }, () => {
+  const g = G();
+  // a product long enough that a read not ordered after it would see the old contents
+  const n = 2048;
+  const a = g.fromArray(randn(n * n), [n, n]);
+  const y = g.zeros([n, n]);
+  g.matmul(y, a, a);
+  const ti = g.fromArray([5, -6, 7], [3], 'int32');
+  const tb = g.fromArray([1.5, -2.25], [2], 'bfloat16');
+  const later = g.readLater([y, ti, tb]);
+  const [ry, ri, rb] = later();
+  const want = g.toArray(y);
+  assert.ok(want.some((v) => v !== 0));
+  assert.deepEqual(ry, want, 'the product, not the zeros before it');
+  assert.deepEqual([...ri!], [5, -6, 7]);
+  assert.deepEqual([...rb!], [1.5, -2.25]);
+  assert.throws(() => later(), /read twice/);
+  [a, y, ti, tb].forEach((t) => t.dispose());
+});
+
 test('errors: driver failures are CudaErrors naming the call; NVRTC errors carry the log; shapes and ids as on the CPU', { skip }, () => {
   const drv = Driver.get();
   assert.throws(
@@ -281,6 +301,11 @@ test('axpby, mul, scaleRows, rowSquaredDistance, sum, sumSquares', { skip }, () 
     close(`rowSquaredDistance ${shape}`, d);
     both((be, s) => be.rowSquaredDistance(d[s], x[s]));
     close(`rowSquaredDistance (no b) ${shape}`, d);
+    // the gradient of 0.7 ||x||: from the sum of squares of the whole of x (one row of it)
+    const ss = out([1]);
+    both((be, s) => be.rowSquaredDistance(ss[s], be.view(x[s], 0, [1, n])));
+    both((be, s) => be.addNormGradient(acc[s], x[s], ss[s], 0.7));
+    close(`addNormGradient ${shape}`, acc);
     for (const [name, f] of [['sum', (be: Backend, t: Tensor) => be.sum(t)], ['sumSquares', (be: Backend, t: Tensor) => be.sumSquares(t)]] as const) {
       const a = f(G(), x.g);
       const b = f(C(), x.c);

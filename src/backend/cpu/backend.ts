@@ -110,6 +110,10 @@ export class CpuBackend implements Backend {
   toArray(t: Tensor): Float32Array | Float64Array | Int32Array {
     return cpu('toArray', t).data.slice();
   }
+  readLater(ts: readonly Tensor[]): () => (Float32Array | Float64Array | Int32Array)[] {
+    const copies = ts.map((t) => this.toArray(t)); // the work is done: its results are copied now
+    return () => copies;
+  }
   write(t: Tensor, data: ArrayLike<number>): void {
     const c = cpu('write', t);
     if (data.length !== c.size) throw new ShapeError('write', `${data.length} values for a tensor of ${c.size} elements`, [c.shape]);
@@ -296,6 +300,18 @@ export class CpuBackend implements Backend {
     let s = 0;
     for (let i = 0; i < d.length; i++) s += d[i]!;
     return s;
+  }
+  addNormGradient(dx: Tensor, x: Tensor, sumSq: Tensor, coef: number): void {
+    const op = 'addNormGradient';
+    sameFloat(op, dx, x, sumSq);
+    sameSize(op, dx, x);
+    expectSize(op, 'sumSq', sumSq, 1);
+    const ss = cpu(op, sumSq).data[0]!;
+    if (!(ss > 0)) return;
+    const r = coef / Math.sqrt(ss);
+    const d = cpu(op, dx).data;
+    const a = cpu(op, x).data;
+    for (let i = 0; i < d.length; i++) d[i]! += r * a[i]!;
   }
   sumSquares(x: Tensor): number {
     const d = cpu('sumSquares', x).data;

@@ -145,7 +145,7 @@ function cu(op: string, t: Tensor): CudaTensor {
 const KERNEL_FILES: Record<string, readonly string[]> = {
   'elementwise.cu': [
     'axpby_f32', 'mul_f32', 'add_broadcast_f32', 'add_broadcast_bf16x8', 'strided_copy_bf16x8', 'activation_bf16x8', 'activation_backward_bf16x8', 'gelu_table_bf16', 'gelu_grad_table_f32', 'reduce_broadcast_f32', 'strided_copy_f32', 'strided_copy_i32', 'strided_reduce_f32',
-    'strided_reduce_i32', 'scale_rows_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
+    'strided_reduce_i32', 'scale_rows_f32', 'add_norm_grad_f32', 'activation_f32', 'activation_backward_f32', 'bias_act_f32', 'scale_f32', 'convert_float', 'convert_float_x4', 'axpby_x4', 'bias_act_bf16x2', 'gelu_backward_bf16x2',
     'gelu_bf16x2', 'bias_act_bf16x8', 'gelu_bf16x8', 'gelu_backward_bf16x8',
   ],
   'random.cu': ['random_uniform_f32', 'random_normal_f32', 'dropout_f32'],
@@ -281,8 +281,15 @@ function expertChunks(row: number, n: number, total: number): [number, number][]
   return n > 0 && row + up <= total ? [[0, up]] : shapeChunks(n);
 }
 const SHAPE_QUANTUM = Math.max(1, Number(process.env['MOE_DIFFUSEQ_SHAPE_QUANTUM'] ?? 128) || 128);
+/** A count from the environment variable `name` (digits only), else `fallback`. */
+function envCount(name: string, fallback: number): number {
+  const v = process.env[name];
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : fallback;
+}
 /** Key tiles per run of the split forward of the global rows' tiles (about what a window tile walks). */
 const SPLIT_TILES = 8;
+/** The same for the attention backward's (more runs cost attn_bwd_combine's pass over float32 sums). */
+const BWD_SPLIT_TILES = 64;
 /** The most rows of a grouped product that the `auto` grouped kernel choice gives to grouped_gemm.cu (see CudaBackendOptions.grouped). */
 const GROUPED_MMA_ROWS = 8192;
 /** Dynamic shared memory of grouped_gemm.cu's NT and NN kernels (GG_SHARED there: 4 stages of two 128 x 40 bf16 tiles). */
@@ -374,10 +381,11 @@ export class CudaBackend implements Backend {
    */
   private readonly fusedSums: boolean;
   /**
-   * The attention backward's tiles of global rows walked in split runs (am_bwd_block in
-   * attention_mma.cu); MOE_DIFFUSEQ_ATTN_BWD_SPLIT=0: one block each, as the other tiles.
+   * The most key (query) tiles a run of the attention backward's tiles of global rows walks
+   * (am_bwd_block in attention_mma.cu): MOE_DIFFUSEQ_ATTN_BWD_SPLIT, default BWD_SPLIT_TILES;
+   * 0: one block each in the plain order.
    */
-  private readonly bwdSplit: boolean;
+  private readonly bwdSplitTiles: number;
   /**
    * What the host knows of int32 buffers' values (checks of ids without a read-back); a graph
    * replay forgets it all (the recorded kernels write again, with the values of that moment).
@@ -453,7 +461,7 @@ export class CudaBackend implements Backend {
     this.device = opts.device ?? 0;
     this.syncEachLaunch = opts.syncEachLaunch ?? process.env['MOE_DIFFUSEQ_CUDA_SYNC'] === '1';
     this.fusedSums = process.env['MOE_DIFFUSEQ_FUSED_SUMS'] !== '0';
-    this.bwdSplit = process.env['MOE_DIFFUSEQ_ATTN_BWD_SPLIT'] !== '0';
+    this.bwdSplitTiles = envCount('MOE_DIFFUSEQ_ATTN_BWD_SPLIT', BWD_SPLIT_TILES);
     this.launchTimes = opts.launchTimes ?? null;
     this.repeat = new Set((process.env['MOE_DIFFUSEQ_REPEAT_KERNELS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean));
     for (const k of this.repeat) {
@@ -503,10 +511,8 @@ export class CudaBackend implements Backend {
     this.tmapBase = (BigInt(this.tmapMem) + 63n) & ~63n;
     const envTma = process.env['MOE_DIFFUSEQ_GROUPED_TMA'];
     this.groupedTma = !this.driver.hasTensorMaps || envTma === '0' ? 0 : envTma === '1' ? 1 : 2;
-    const rows64 = process.env['MOE_DIFFUSEQ_WGMMA64_ROWS'];
-    this.wgmma64Rows = rows64 !== undefined && /^\d+$/.test(rows64) ? Number(rows64) : GROUPED_WGMMA64_ROWS;
-    const rows256 = process.env['MOE_DIFFUSEQ_WGMMA256_ROWS'];
-    this.wgmma256Rows = rows256 !== undefined && /^\d+$/.test(rows256) ? Number(rows256) : this.groupedTma === 2 ? GROUPED_TMA256P_ROWS : GROUPED_WGMMA256_ROWS;
+    this.wgmma64Rows = envCount('MOE_DIFFUSEQ_WGMMA64_ROWS', GROUPED_WGMMA64_ROWS);
+    this.wgmma256Rows = envCount('MOE_DIFFUSEQ_WGMMA256_ROWS', this.groupedTma === 2 ? GROUPED_TMA256P_ROWS : GROUPED_WGMMA256_ROWS);
     const sTma = process.env['MOE_DIFFUSEQ_SCORE_TMA'];
     this.scoreTma = this.driver.hasTensorMaps && (sTma === undefined ? SCORE_TMA : sTma === '1');
     // programmatic dependent launch on sm_90 (every kernel starts with pdl_entry, common.cuh):
@@ -814,6 +820,31 @@ export class CudaBackend implements Backend {
     if (c.size) this.driver.memcpyDtoH(out, c.ptr, c.size * 4);
     return out;
   }
+  readLater(ts: readonly Tensor[]): () => (Float32Array | Float64Array | Int32Array)[] {
+    const cs = ts.map((t) => cu('readLater', t));
+    // an event marks the point in the stream; the read waits for it on the side stream
+    const ready = this.driver.eventCreate(false);
+    try {
+      this.driver.eventRecord(ready, this.stream);
+    } catch (e) {
+      this.driver.eventDestroy(ready);
+      throw e;
+    }
+    let done = false;
+    return () => {
+      if (done) throw new DeviceError('readLater: read twice');
+      done = true;
+      try {
+        this.driver.streamWaitEvent(this.readStream, ready);
+        const host = cs.map((c) => (c.dtype === 'bfloat16' ? new Uint16Array(c.size) : c.dtype === 'int32' ? new Int32Array(c.size) : new Float32Array(c.size)));
+        cs.forEach((c, i) => c.size && this.driver.memcpyDtoHAsync(host[i]!, c.ptr, host[i]!.byteLength, this.readStream));
+        this.driver.streamSynchronize(this.readStream);
+        return host.map((h) => (h instanceof Uint16Array ? fromBf16Bits(h) : h));
+      } finally {
+        this.driver.eventDestroy(ready);
+      }
+    };
+  }
   write(t: Tensor, data: ArrayLike<number>): void {
     const c = cu('write', t);
     if (data.length !== c.size) throw new ShapeError('write', `${data.length} values for a tensor of ${c.size} elements`, [c.shape]);
@@ -1015,6 +1046,13 @@ export class CudaBackend implements Backend {
     const R = rowsOf(x);
     expectSize(op, 'scale', scale, R);
     this.launchN('scale_rows_f32', R * C, [P(cu(op, out)), P(cu(op, x)), P(cu(op, scale)), L(R), L(C), B(accumulate)]);
+  }
+  addNormGradient(dx: Tensor, x: Tensor, sumSq: Tensor, coef: number): void {
+    const op = 'addNormGradient';
+    sameFloat(op, dx, x, sumSq);
+    sameSize(op, dx, x);
+    expectSize(op, 'sumSq', sumSq, 1);
+    this.launchN('add_norm_grad_f32', x.size, [P(cu(op, dx)), P(cu(op, x)), P(cu(op, sumSq)), L(x.size), D(coef)]);
   }
   sum(x: Tensor): number {
     return this.reduceSum('sum', x, false);
@@ -1754,13 +1792,13 @@ export class CudaBackend implements Backend {
           const wg = this.attnWgmma && g.dh % 8 === 0 && cu(op, qkv).ptr % 16 === 0 && cu(op, dout).ptr % 16 === 0;
           const [nameDq, nameDkdv, shared] = wg ? ['attn_bwd_dq_wgmma', 'attn_bwd_dkdv_wgmma', ATTN_WGMMA_BWD_SHARED] : ['attn_bwd_dq_mma64', 'attn_bwd_dkdv_mma64', 0];
           // sliding attention with globals: the tiles of global rows, which see every row of the
-          // other side, walk it in runs on separate blocks first in each launch (as the forward's),
-          // their float32 sums added by attn_bwd_combine; not when a run would be the whole walk
+          // other side, walk it in runs of up to bwdSplitTiles tiles on blocks first in each launch
+          // (as the forward's), with more than one run their float32 sums added by attn_bwd_combine
           const tiles = Math.ceil(g.G / AT_T);
-          const parts = Math.ceil(Math.ceil(g.S / AT_T) / SPLIT_TILES);
-          const split = g.window >= 0 && g.G > 0 && parts > 1 && this.bwdSplit;
+          const split = g.window >= 0 && g.G > 0 && this.bwdSplitTiles > 0;
+          const parts = split ? Math.ceil(Math.ceil(g.S / AT_T) / this.bwdSplitTiles) : 1;
           const splitBlocks = split ? tiles * parts * g.B * g.H : 0;
-          const part = split ? this.scratch(g.B * g.H * tiles * AT_T * parts * 3 * AT_T * 4) : null;
+          const part = parts > 1 ? this.scratch(g.B * g.H * tiles * AT_T * parts * 3 * AT_T * 4) : null;
           try {
             const more = [A(part ? part.ptr : 0), I(parts), I(splitBlocks)] as const;
             this.launch(nameDq, splitBlocks + blocks, 128, [...args, ...more], shared);

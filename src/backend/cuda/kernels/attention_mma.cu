@@ -721,12 +721,13 @@ extern "C" __global__ void attn_fwd_combine(bf16_t *out, float *lse, const float
 // A backward launch is `splitBlocks` split blocks, then one block per (tile, b h), tile fastest. As
 // in the forward, the tiles that hold global rows (whose rows see every row of the other side: S / 64
 // tiles against ~6 for the rest) are walked in `parts` runs by separate blocks, first in the launch;
-// each run's float32 sums go to part [BH][R][parts][3][AM_DH] (slot 0 dQ, 1 dK, 2 dV; R = the rows
-// of those tiles) and attn_bwd_combine adds them in order. Unsplit, those tiles were the launch's
-// tail: their blocks sit at tile 0 of each (b h), so the last ones start in the last wave.
+// with more than one run, each run's float32 sums go to part [BH][R][parts][3][AM_DH] (slot 0 dQ,
+// 1 dK, 2 dV; R = the rows of those tiles) and attn_bwd_combine adds them in order; one run stores
+// its rows as the other blocks do. In the plain order those tiles were the launch's tail: their
+// blocks sit at tile 0 of each (b h), so the last ones start in the last wave.
 struct AmBwdBlock {
   AmPlace P;
-  int part;  // the run this block walks, or -1: the whole walk, stored as bf16
+  int part;  // the run this block walks, or -1: the whole walk of a tile without global rows
   bool skip;  // a tile the split blocks do
 };
 __device__ __forceinline__ AmBwdBlock am_bwd_block(int S, int H, int dh, int G, int parts, int splitBlocks) {
@@ -814,7 +815,7 @@ __device__ __forceinline__ void am_bwd_dq(E &eng, bf16_t *dqkv, const bf16_t *do
     __syncthreads();
   }
   eng.finish();
-  if (Bk.part >= 0) am_store_part(part, dq, bh, G, parts, Bk.part, 0, i0, t);
+  if (parts > 1 && Bk.part >= 0) am_store_part(part, dq, bh, G, parts, Bk.part, 0, i0, t);
   else am_store(dqkv, dq, (i64)b * S + i0, (i64)b * S + i1, i0 < S, i1 < S, 1.0f, 1.0f, stride, h * dh, dh, t);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_dq_mma64(bf16_t *dqkv, const bf16_t *dout, const bf16_t *qkv, const float *lse, const float *D,
@@ -884,7 +885,7 @@ __device__ __forceinline__ void am_bwd_dkdv(E &eng, bf16_t *dqkv, const bf16_t *
     __syncthreads();
   }
   eng.finish();
-  if (Bk.part >= 0) {
+  if (parts > 1 && Bk.part >= 0) {
     am_store_part(part, dk, bh, G, parts, Bk.part, 1, jr0, t);
     am_store_part(part, dv, bh, G, parts, Bk.part, 2, jr0, t);
   } else {

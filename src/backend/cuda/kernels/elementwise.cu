@@ -135,6 +135,15 @@ extern "C" __global__ void scale_rows_f32(float *out, const float *x, const floa
   }
 }
 
+// dx += coef x / sqrt(sumSq[0]) (nothing where sumSq[0] is 0): the gradient of coef ||x||_2.
+extern "C" __global__ void add_norm_grad_f32(float *dx, const float *x, const float *sumSq, i64 n, double coef) {
+  pdl_entry();
+  const double ss = (double)sumSq[0];
+  if (!(ss > 0.0)) return;
+  const double r = coef / sqrt(ss);
+  GRID_STRIDE(i, n) dx[i] = (float)((double)dx[i] + r * (double)x[i]);
+}
+
 // Activations: kind 0 = GELU (erf), 1 = tanh, 2 = SiLU.
 __device__ __forceinline__ double act_d(double x, int kind) {
   if (kind == 0) return gelu_d(x);
